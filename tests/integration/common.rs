@@ -1,0 +1,94 @@
+//! Shared helpers: where the stack is, unique names, waiting with deadlines.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Endpoints of the local stack, from the environment or `.stack/env` written by `dev/stack`.
+pub struct Stack {
+    pub pg_host: String,
+    pub pg_port: u16,
+    pub pg_user: String,
+    pub kafka_bootstrap: String,
+    pub registry_url: String,
+}
+
+impl Stack {
+    pub fn get() -> Stack {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack/env");
+        let mut file_vars = HashMap::new();
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            for line in text.lines() {
+                if let Some((k, v)) = line.trim().trim_start_matches("export ").split_once('=') {
+                    file_vars.insert(k.to_owned(), v.to_owned());
+                }
+            }
+        }
+        let var = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .or_else(|| file_vars.get(k).cloned())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{k} is not set and {} does not define it; run `make stack` first",
+                        path.display()
+                    )
+                })
+        };
+        Stack {
+            pg_host: var("PGHOST"),
+            pg_port: var("PGPORT").parse().expect("PGPORT is a port number"),
+            pg_user: var("PGUSER"),
+            kafka_bootstrap: var("KAFKA_BOOTSTRAP"),
+            registry_url: var("SCHEMA_REGISTRY_URL"),
+        }
+    }
+
+    pub fn pg_conn_string(&self, dbname: &str) -> String {
+        format!(
+            "host={} port={} user={} dbname={dbname}",
+            self.pg_host, self.pg_port, self.pg_user
+        )
+    }
+
+    pub async fn pg_connect(&self, dbname: &str) -> tokio_postgres::Client {
+        let (client, conn) =
+            tokio_postgres::connect(&self.pg_conn_string(dbname), tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "connect to PostgreSQL {}:{} db {dbname}: {e}",
+                        self.pg_host, self.pg_port
+                    )
+                });
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    /// A fresh database named after `prefix`, dropped first if a previous run left it.
+    pub async fn fresh_database(&self, prefix: &str) -> String {
+        let name = unique(prefix);
+        let admin = self.pg_connect("postgres").await;
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        name
+    }
+}
+
+/// A name unique to this process and call: tests run in parallel and against one stack.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() % 100_000_000)
+        .unwrap_or(0);
+    format!("{prefix}_{}_{t}_{n}", std::process::id())
+}

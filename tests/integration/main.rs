@@ -1,0 +1,7 @@
+//! Integration tests against the real local stack (`make stack`): PostgreSQL, Apache Kafka
+//! and Apicurio Registry on loopback. One test binary, so rdkafka links once.
+
+mod common;
+mod smoke_kafka;
+mod smoke_postgres;
+mod smoke_registry;
