@@ -6,14 +6,20 @@
 //! ```text
 //!  PostgreSQL ──pgoutput──▶ postgres ──bytes──▶ decode ──rows──▶ typemap ──values──▶ avro
 //!  (slot, publication)      (connect,           (messages,       (PG type →          (schemas,
-//!                            replication,        transactions,    Avro type/value)    registry,
-//!                            feedback)           relations)                           wire format)
+//!                            replication,        relations)       Avro type/value)    registry,
+//!                            feedback)                                                wire format)
 //!                                                                                        │
 //!        slot flush LSN ◀── checkpoint ◀── kafka (transactional producer, topics) ◀──────┘
 //! ```
 //!
 //! - [`lsn`]: the `Lsn` newtype shared by every stage.
+//! - [`config`]: daemon and connector files.
+//! - [`decode`]: pgoutput messages and the relation cache.
+//! - [`typemap`]: PostgreSQL types to Avro schemas and values.
 
+pub mod config;
+pub mod decode;
 pub mod lsn;
+pub mod typemap;
 
 pub use lsn::Lsn;

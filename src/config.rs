@@ -1,0 +1,762 @@
+//! Configuration: daemon settings (`config/pgcdc.yaml`) and one file per connector
+//! (`connectors/*.yaml`).
+//!
+//! Both are YAML with unknown keys refused, `${VAR}` / `${VAR:-default}` substituted from the
+//! environment before parsing (comment lines are left alone), and a `validate()` pass whose
+//! errors name the file, the field path and what is allowed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem: always permanent, always names the file and the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {field}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(file: &Path, field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.display().to_string(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Daemon settings
+
+pub const DEFAULT_COMPRESSION: &str = "lz4";
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+pub const DEFAULT_BATCH_BYTES: u64 = 1 << 20;
+pub const DEFAULT_PARTITIONS: i32 = 1;
+pub const DEFAULT_REPLICATION_FACTOR: i32 = 1;
+pub const DEFAULT_TXN_MAX_EVENTS: usize = 20_000;
+pub const DEFAULT_TXN_MAX_BYTES: u64 = 32 << 20;
+pub const DEFAULT_TXN_MAX_INTERVAL: Duration = Duration::from_millis(200);
+pub const DEFAULT_OFFSETS_TOPIC: &str = "pgcdc.offsets";
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8686";
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// librdkafka options that pgcdc sets itself: the raw options map may not override them,
+/// because the delivery guarantee depends on them.
+const RESERVED_LIBRDKAFKA_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "acks",
+    "request.required.acks",
+    "enable.idempotence",
+    "transactional.id",
+    "partitioner",
+    "compression.type",
+    "compression.codec",
+    "linger.ms",
+    "queue.buffering.max.ms",
+    "batch.size",
+    "isolation.level",
+    "enable.auto.commit",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    pub kafka: KafkaConfig,
+    pub schema_registry: RegistryConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    #[serde(default = "default_linger", with = "humantime_serde")]
+    pub linger: Duration,
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: u64,
+    #[serde(default)]
+    pub topics: TopicDefaults,
+    #[serde(default)]
+    pub transaction: TransactionConfig,
+    #[serde(default = "default_offsets_topic")]
+    pub offsets_topic: String,
+    /// Extra librdkafka options for the producer and consumers (security settings, say).
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicDefaults {
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: i32,
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        TopicDefaults {
+            partitions: DEFAULT_PARTITIONS,
+            replication_factor: DEFAULT_REPLICATION_FACTOR,
+            configs: BTreeMap::new(),
+        }
+    }
+}
+
+/// When an open Kafka transaction is committed: whichever limit is reached first, and only
+/// ever at a PostgreSQL transaction boundary.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionConfig {
+    #[serde(default = "default_txn_max_events")]
+    pub max_events: usize,
+    #[serde(default = "default_txn_max_bytes")]
+    pub max_bytes: u64,
+    #[serde(default = "default_txn_max_interval", with = "humantime_serde")]
+    pub max_interval: Duration,
+}
+
+impl Default for TransactionConfig {
+    fn default() -> Self {
+        TransactionConfig {
+            max_events: DEFAULT_TXN_MAX_EVENTS,
+            max_bytes: DEFAULT_TXN_MAX_BYTES,
+            max_interval: DEFAULT_TXN_MAX_INTERVAL,
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+impl fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: DEFAULT_HTTP_LISTEN.to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: DEFAULT_LOG_LEVEL.to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+fn default_compression() -> String {
+    DEFAULT_COMPRESSION.to_owned()
+}
+fn default_linger() -> Duration {
+    DEFAULT_LINGER
+}
+fn default_batch_bytes() -> u64 {
+    DEFAULT_BATCH_BYTES
+}
+fn default_partitions() -> i32 {
+    DEFAULT_PARTITIONS
+}
+fn default_replication_factor() -> i32 {
+    DEFAULT_REPLICATION_FACTOR
+}
+fn default_txn_max_events() -> usize {
+    DEFAULT_TXN_MAX_EVENTS
+}
+fn default_txn_max_bytes() -> u64 {
+    DEFAULT_TXN_MAX_BYTES
+}
+fn default_txn_max_interval() -> Duration {
+    DEFAULT_TXN_MAX_INTERVAL
+}
+fn default_offsets_topic() -> String {
+    DEFAULT_OFFSETS_TOPIC.to_owned()
+}
+fn default_http_listen() -> String {
+    DEFAULT_HTTP_LISTEN.to_owned()
+}
+fn default_log_level() -> String {
+    DEFAULT_LOG_LEVEL.to_owned()
+}
+
+impl DaemonConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let cfg: DaemonConfig = parse_file(path)?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let err = |field: &str, msg: String| Err(ConfigError::new(path, field, msg));
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return err(
+                "kafka.bootstrap_servers",
+                "must name at least one host:port".into(),
+            );
+        }
+        const CODECS: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];
+        if !CODECS.contains(&self.kafka.compression.as_str()) {
+            return err(
+                "kafka.compression",
+                format!(
+                    "{:?} is not one of {}",
+                    self.kafka.compression,
+                    CODECS.join(", ")
+                ),
+            );
+        }
+        if self.kafka.topics.partitions < 1 {
+            return err("kafka.topics.partitions", "must be at least 1".into());
+        }
+        if self.kafka.topics.replication_factor < 1 {
+            return err(
+                "kafka.topics.replication_factor",
+                "must be at least 1".into(),
+            );
+        }
+        if self.kafka.transaction.max_events == 0 {
+            return err("kafka.transaction.max_events", "must be at least 1".into());
+        }
+        if self.kafka.transaction.max_bytes == 0 {
+            return err("kafka.transaction.max_bytes", "must be at least 1".into());
+        }
+        validate_topic_name(&self.kafka.offsets_topic)
+            .or_else(|m| err("kafka.offsets_topic", m))?;
+        for key in self.kafka.librdkafka.keys() {
+            if RESERVED_LIBRDKAFKA_KEYS.contains(&key.as_str()) {
+                return err(
+                    &format!("kafka.librdkafka.{key}"),
+                    "is set by pgcdc itself (see the kafka section's own fields); remove it".into(),
+                );
+            }
+        }
+        if !(self.schema_registry.url.starts_with("http://")
+            || self.schema_registry.url.starts_with("https://"))
+        {
+            return err(
+                "schema_registry.url",
+                "must start with http:// or https://".into(),
+            );
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return err(
+                "http.listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:8686",
+                    self.http.listen
+                ),
+            );
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
+            return err(
+                "logging.level",
+                format!(
+                    "{:?} is not a level or filter like \"info\"",
+                    self.logging.level
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Connectors
+
+pub const DEFAULT_PG_PORT: u16 = 5432;
+
+/// A password or other secret: never printed by `Debug`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    pub user: String,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    pub dbname: String,
+    #[serde(default)]
+    pub sslmode: SslMode,
+    /// CA bundle for verify-ca / verify-full.
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
+}
+
+fn default_pg_port() -> u16 {
+    DEFAULT_PG_PORT
+}
+
+/// How a `numeric` column without a declared precision and scale is carried.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NumericMode {
+    /// Debezium's `io.debezium.data.VariableScaleDecimal` struct: exact.
+    #[default]
+    Precise,
+    /// An Avro double: lossy beyond 15-17 significant digits, but NaN and ±Infinity pass.
+    Double,
+    /// The decimal string PostgreSQL prints: exact, NaN and ±Infinity included.
+    String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableFilter {
+    /// `schema.table` names; empty means every table of the database.
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    pub name: String,
+    pub postgres: PostgresConfig,
+    #[serde(default)]
+    pub slot: Option<String>,
+    #[serde(default)]
+    pub publication: Option<String>,
+    #[serde(default)]
+    pub tables: TableFilter,
+    pub topic_prefix: String,
+    /// Key columns for tables without a primary key, by `schema.table`.
+    #[serde(default)]
+    pub key_columns: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub numeric_mode: NumericMode,
+    /// Send a tombstone (null value) after each delete, for log compaction.
+    #[serde(default = "default_true")]
+    pub tombstones: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl ConnectorConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let cfg: ConnectorConfig = parse_file(path)?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// The replication slot: configured, or `pgcdc_<name>`.
+    pub fn slot_name(&self) -> String {
+        self.slot
+            .clone()
+            .unwrap_or_else(|| format!("pgcdc_{}", self.name))
+    }
+
+    pub fn publication_name(&self) -> String {
+        self.publication
+            .clone()
+            .unwrap_or_else(|| format!("pgcdc_{}", self.name))
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let err = |field: &str, msg: String| Err(ConfigError::new(path, field, msg));
+        if !is_identifier(&self.name) {
+            return err("name", format!("{:?} must be lowercase letters, digits and _ (it names the slot and the transactional id)", self.name));
+        }
+        let ident = |field: &str, v: &str| -> Result<(), ConfigError> {
+            if is_identifier(v) && v.len() <= 63 {
+                Ok(())
+            } else {
+                err(
+                    field,
+                    format!("{v:?} must be lowercase letters, digits and _, at most 63 characters"),
+                )
+            }
+        };
+        ident("slot", &self.slot_name())?;
+        ident("publication", &self.publication_name())?;
+        if self.postgres.host.is_empty() {
+            return err("postgres.host", "must not be empty".into());
+        }
+        if self.postgres.port == 0 {
+            return err("postgres.port", "must be a port number".into());
+        }
+        if matches!(
+            self.postgres.sslmode,
+            SslMode::VerifyCa | SslMode::VerifyFull
+        ) && self.postgres.sslrootcert.is_none()
+        {
+            return err(
+                "postgres.sslrootcert",
+                "is required with sslmode verify-ca or verify-full".into(),
+            );
+        }
+        validate_topic_name(&self.topic_prefix).or_else(|m| err("topic_prefix", m))?;
+        for (i, t) in self.tables.include.iter().enumerate() {
+            qualified(t).map_err(|m| ConfigError::new(path, format!("tables.include[{i}]"), m))?;
+        }
+        for (i, t) in self.tables.exclude.iter().enumerate() {
+            qualified(t).map_err(|m| ConfigError::new(path, format!("tables.exclude[{i}]"), m))?;
+        }
+        for (t, cols) in &self.key_columns {
+            qualified(t).map_err(|m| ConfigError::new(path, format!("key_columns.{t}"), m))?;
+            if cols.is_empty() {
+                return err(
+                    &format!("key_columns.{t}"),
+                    "must list at least one column".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `schema.table` is captured by this connector.
+    pub fn captures(&self, schema: &str, table: &str) -> bool {
+        let name = format!("{schema}.{table}");
+        (self.tables.include.is_empty() || self.tables.include.contains(&name))
+            && !self.tables.exclude.contains(&name)
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}
+
+/// Splits `schema.table`.
+pub fn qualified(name: &str) -> Result<(&str, &str), String> {
+    match name.split_once('.') {
+        Some((s, t)) if !s.is_empty() && !t.is_empty() && !t.contains('.') => Ok((s, t)),
+        _ => Err(format!("{name:?} must be schema.table, e.g. public.orders")),
+    }
+}
+
+fn validate_topic_name(t: &str) -> Result<(), String> {
+    if t.is_empty() || t.len() > 200 {
+        return Err("must be 1 to 200 characters".into());
+    }
+    if !t
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(format!(
+            "{t:?} may only contain letters, digits, '.', '_' and '-' (Kafka topic rules)"
+        ));
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// Loading
+
+fn parse_file<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(path, "(file)", format!("cannot read: {e}")))?;
+    parse_str(path, &text, &|k| std::env::var(k).ok())
+}
+
+pub(crate) fn parse_str<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<T, ConfigError> {
+    let text = substitute_env(text, env)
+        .map_err(|(line, m)| ConfigError::new(path, format!("line {line}"), m))?;
+    let de = serde_yaml_ng::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." {
+            "(top level)".to_owned()
+        } else {
+            field
+        };
+        let msg = e.inner().to_string();
+        // serde_yaml_ng repeats the parent path in front of its message; the field says it.
+        let msg = match msg.split_once(": ") {
+            Some((prefix, rest)) if field.starts_with(prefix) => rest.to_owned(),
+            _ => msg,
+        };
+        ConfigError::new(path, field, msg)
+    })
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}`; `$${` is a literal `${`. Lines that are comments
+/// are left alone, so a commented-out example needs no variable.
+pub(crate) fn substitute_env(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, (usize, String)> {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some(pos) = rest.find("${") {
+            if pos > 0 && rest.as_bytes()[pos - 1] == b'$' {
+                out.push_str(&rest[..pos - 1]);
+                out.push_str("${");
+                rest = &rest[pos + 2..];
+                continue;
+            }
+            out.push_str(&rest[..pos]);
+            let end = rest[pos..]
+                .find('}')
+                .ok_or_else(|| (i + 1, "unterminated ${...}".to_owned()))?;
+            let expr = &rest[pos + 2..pos + end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (expr, None),
+            };
+            match (env(name), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err((i + 1, format!("environment variable {name} is not set; export it or write ${{{name}:-default}}")))
+                }
+            }
+            rest = &rest[pos + end + 1..];
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
+/// Every `*.yaml` / `*.yml` file of a connectors folder, sorted by name.
+pub fn connector_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| {
+        ConfigError::new(
+            dir,
+            "(folder)",
+            format!("cannot read connectors folder: {e}"),
+        )
+    })?;
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "PGHOST" => Some("db.internal".into()),
+            "PGPORT" => Some("6543".into()),
+            _ => None,
+        }
+    }
+
+    const CONNECTOR: &str = "
+name: orders
+postgres:
+  host: ${PGHOST}
+  port: ${PGPORT}
+  user: cdc
+  password: ${PGPASSWORD:-hunter2}
+  dbname: shop
+topic_prefix: shop
+tables:
+  include: [public.orders]
+key_columns:
+  public.events: [id]
+";
+
+    fn connector(text: &str) -> Result<ConnectorConfig, ConfigError> {
+        let p = Path::new("connectors/orders.yaml");
+        let c: ConnectorConfig = parse_str(p, text, &env)?;
+        c.validate(p)?;
+        Ok(c)
+    }
+
+    #[test]
+    fn parses_connector_with_env_and_defaults() {
+        let c = connector(CONNECTOR).unwrap();
+        assert_eq!(c.postgres.host, "db.internal");
+        assert_eq!(c.postgres.port, 6543);
+        assert_eq!(c.postgres.password, Some(Secret("hunter2".into())));
+        assert_eq!(c.slot_name(), "pgcdc_orders");
+        assert_eq!(c.numeric_mode, NumericMode::Precise);
+        assert!(c.tombstones);
+        assert!(c.captures("public", "orders"));
+        assert!(!c.captures("public", "other"));
+    }
+
+    #[test]
+    fn password_is_not_printed() {
+        let c = connector(CONNECTOR).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_path() {
+        let text = CONNECTOR.replace("  dbname: shop", "  dbname: shop\n  hots: x");
+        let e = connector(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("connectors/orders.yaml: postgres.hots: unknown field `hots`"),
+            "{e}"
+        );
+        assert!(e.contains("line 9"), "{e}");
+    }
+
+    #[test]
+    fn bad_enum_value_lists_allowed() {
+        let text = format!("{CONNECTOR}numeric_mode: exact\n");
+        let e = connector(&text).unwrap_err().to_string();
+        assert!(e.contains("numeric_mode") && e.contains("precise"), "{e}");
+    }
+
+    #[test]
+    fn missing_env_var_is_reported_with_line() {
+        let text = CONNECTOR.replace("${PGHOST}", "${NOPE_HOST}");
+        let e = connector(&text).unwrap_err().to_string();
+        assert!(e.contains("line 4") && e.contains("NOPE_HOST"), "{e}");
+    }
+
+    #[test]
+    fn env_in_comments_and_escapes() {
+        let out = substitute_env("# ${UNSET}\na: $${LITERAL}\n", &env).unwrap();
+        assert_eq!(out, "# ${UNSET}\na: ${LITERAL}\n");
+    }
+
+    #[test]
+    fn validate_rejects_bad_names() {
+        let e = connector(&CONNECTOR.replace("name: orders", "name: Orders-1")).unwrap_err();
+        assert_eq!(e.field, "name");
+        let e = connector(&CONNECTOR.replace("[public.orders]", "[orders]")).unwrap_err();
+        assert_eq!(e.field, "tables.include[0]");
+        let e = connector(&CONNECTOR.replace("topic_prefix: shop", "topic_prefix: 'sh op'"))
+            .unwrap_err();
+        assert_eq!(e.field, "topic_prefix");
+    }
+
+    const DAEMON: &str = "
+kafka:
+  bootstrap_servers: 127.0.0.1:9092
+  linger: 10ms
+  transaction:
+    max_interval: 1s
+schema_registry:
+  url: http://127.0.0.1:8081/apis/ccompat/v7
+";
+
+    fn daemon(text: &str) -> Result<DaemonConfig, ConfigError> {
+        let p = Path::new("config/pgcdc.yaml");
+        let c: DaemonConfig = parse_str(p, text, &env)?;
+        c.validate(p)?;
+        Ok(c)
+    }
+
+    #[test]
+    fn parses_daemon_with_human_durations() {
+        let c = daemon(DAEMON).unwrap();
+        assert_eq!(c.kafka.linger, Duration::from_millis(10));
+        assert_eq!(c.kafka.transaction.max_interval, Duration::from_secs(1));
+        assert_eq!(c.kafka.compression, "lz4");
+        assert_eq!(c.http.listen, DEFAULT_HTTP_LISTEN);
+    }
+
+    #[test]
+    fn raw_librdkafka_map_cannot_override_guarantees() {
+        let text = DAEMON.replace(
+            "  linger: 10ms",
+            "  linger: 10ms\n  librdkafka:\n    acks: '1'",
+        );
+        let e = daemon(&text).unwrap_err();
+        assert_eq!(e.field, "kafka.librdkafka.acks");
+        let text = DAEMON.replace(
+            "  linger: 10ms",
+            "  linger: 10ms\n  librdkafka:\n    security.protocol: ssl",
+        );
+        assert!(daemon(&text).is_ok());
+    }
+
+    #[test]
+    fn bad_duration_is_reported() {
+        let e = daemon(&DAEMON.replace("10ms", "ten")).unwrap_err();
+        assert_eq!(e.field, "kafka.linger");
+    }
+}

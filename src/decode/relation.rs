@@ -1,0 +1,63 @@
+//! The relation cache: what pgoutput's Relation messages say about each table, joined with
+//! what only the catalog knows (primary key, column types behind domains and arrays).
+//!
+//! A Relation message is a schema barrier: PostgreSQL sends it before the first change of a
+//! table in a session and again after the table's definition changed, always before the
+//! changes that depend on it. Rows are decoded with the relation in force at that moment.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::typemap::PgType;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub type_oid: u32,
+    pub type_modifier: i32,
+    pub ty: PgType,
+    /// Part of the event key (primary key, or configured key columns).
+    pub key: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Relation {
+    pub oid: u32,
+    pub schema: String,
+    pub table: String,
+    /// `d` default, `n` nothing, `f` full, `i` index.
+    pub replica_identity: u8,
+    pub columns: Vec<Column>,
+}
+
+impl Relation {
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.schema, self.table)
+    }
+
+    pub fn key_columns(&self) -> impl Iterator<Item = (usize, &Column)> {
+        self.columns.iter().enumerate().filter(|(_, c)| c.key)
+    }
+
+    pub fn has_key(&self) -> bool {
+        self.columns.iter().any(|c| c.key)
+    }
+}
+
+/// Relations by OID, as last announced by the server.
+#[derive(Default)]
+pub struct RelationCache {
+    by_oid: HashMap<u32, Arc<Relation>>,
+}
+
+impl RelationCache {
+    pub fn get(&self, oid: u32) -> Option<&Arc<Relation>> {
+        self.by_oid.get(&oid)
+    }
+
+    pub fn insert(&mut self, rel: Relation) -> Arc<Relation> {
+        let rel = Arc::new(rel);
+        self.by_oid.insert(rel.oid, rel.clone());
+        rel
+    }
+}
