@@ -14,12 +14,28 @@
 //!
 //! - [`lsn`]: the `Lsn` newtype shared by every stage.
 //! - [`config`]: daemon and connector files.
+//! - [`postgres`]: replication connection, catalog connection, feedback task.
 //! - [`decode`]: pgoutput messages and the relation cache.
 //! - [`typemap`]: PostgreSQL types to Avro schemas and values.
+//! - [`avro`]: table schemas, registry client, envelopes, wire format.
+//! - [`kafka`]: topics and the transactional producer.
+//! - [`checkpoint`]: the offsets record written in the same Kafka transaction as the events.
+//! - [`pipeline`]: one connector's loop; [`supervisor`]: many connectors, restarts.
+//! - [`tail`]: reads topics back through the registry (`pgcdc tail`).
 
+pub mod avro;
+pub mod checkpoint;
 pub mod config;
 pub mod decode;
+pub mod error;
+pub mod http;
+pub mod kafka;
 pub mod lsn;
+pub mod metrics;
+pub mod pipeline;
+pub mod postgres;
+pub mod supervisor;
+pub mod tail;
 pub mod typemap;
 
 pub use lsn::Lsn;

@@ -1,15 +1,235 @@
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use pgcdc::config::{connector_files, ConnectorConfig, DaemonConfig, LogFormat};
+use pgcdc::error::Error;
+
+#[derive(Parser)]
+#[command(
+    name = "pgcdc",
+    version,
+    about = "PostgreSQL row changes into Kafka as Debezium-compatible Avro, exactly once"
+)]
+struct Cli {
+    /// Daemon settings file.
+    #[arg(
+        long,
+        global = true,
+        default_value = "config/pgcdc.yaml",
+        env = "PGCDC_CONFIG"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run connectors: every *.yaml in connectors/ unless files are named.
+    Run {
+        #[arg(long, default_value = "connectors")]
+        connectors_dir: PathBuf,
+        /// Connector files to run instead of the whole folder.
+        files: Vec<PathBuf>,
+    },
+    /// Check config, connectivity, server settings, privileges and replica identity.
+    Validate {
+        #[arg(long, default_value = "connectors")]
+        connectors_dir: PathBuf,
+        files: Vec<PathBuf>,
+    },
+    /// Print the events of topics as JSON, one object per line, decoded through the registry.
+    Tail {
+        /// Topic names, or regular expressions starting with ^.
+        #[arg(required = true)]
+        topics: Vec<String>,
+        /// Start at the end instead of the beginning.
+        #[arg(long)]
+        from_end: bool,
+        /// Stop after this many records.
+        #[arg(long)]
+        max_records: Option<usize>,
+        /// Stop when nothing arrives for this long (e.g. 10s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        idle_timeout: Option<Duration>,
+    },
+}
+
+fn load_connectors(dir: &Path, files: &[PathBuf]) -> Result<Vec<ConnectorConfig>, Error> {
+    let files = if files.is_empty() {
+        connector_files(dir)?
+    } else {
+        files.to_vec()
+    };
+    if files.is_empty() {
+        return Err(Error::permanent(format!(
+            "{}: no connector files (*.yaml); add one or name a file",
+            dir.display()
+        )));
+    }
+    let mut out: Vec<ConnectorConfig> = Vec::new();
+    for f in files {
+        let c = ConnectorConfig::load(&f)?;
+        if let Some(other) = out.iter().find(|o| o.name == c.name) {
+            return Err(Error::permanent(format!(
+                "{}: name: {:?} is already used by another connector file; connector names must be unique",
+                f.display(),
+                other.name
+            )));
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
+fn init_tracing(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    match args.next().as_deref() {
-        Some("--version") | Some("-V") => {
-            println!("pgcdc {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+    let cli = Cli::parse();
+    let daemon = match DaemonConfig::load(&cli.config) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("pgcdc: {e}");
+            return ExitCode::from(2);
         }
-        _ => {
-            eprintln!("pgcdc: the streaming pipeline is not built yet; only --version works");
-            ExitCode::from(2)
+    };
+    init_tracing(&daemon.logging.level, daemon.logging.format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgcdc: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
         }
+    };
+    rt.block_on(async move {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested");
+            let _ = stop_tx.send(true);
+        });
+        let result = match cli.command {
+            Command::Run {
+                connectors_dir,
+                files,
+            } => run(daemon, &connectors_dir, &files, stop_rx).await,
+            Command::Validate {
+                connectors_dir,
+                files,
+            } => return validate(&daemon, &connectors_dir, &files).await,
+            Command::Tail {
+                topics,
+                from_end,
+                max_records,
+                idle_timeout,
+            } => {
+                let opts = pgcdc::tail::TailOptions {
+                    topics,
+                    from_beginning: !from_end,
+                    max_records,
+                    idle_timeout,
+                };
+                pgcdc::tail::run(&daemon, &opts, stop_rx).await
+            }
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pgcdc: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run(
+    daemon: DaemonConfig,
+    dir: &Path,
+    files: &[PathBuf],
+    stop: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let connectors = load_connectors(dir, files)?;
+    let listener = pgcdc::http::bind(&daemon.http.listen).await?;
+    tokio::spawn(pgcdc::http::serve(listener));
+    tracing::info!(connectors = connectors.len(), http = %daemon.http.listen, "pgcdc starting");
+    pgcdc::supervisor::run(daemon, connectors, stop).await
+}
+
+/// Prints every problem on its own line; exit code 1 if there is any.
+async fn validate(daemon: &DaemonConfig, dir: &Path, files: &[PathBuf]) -> ExitCode {
+    let connectors = match load_connectors(dir, files) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut problems: Vec<String> = Vec::new();
+    if let Err(e) = pgcdc::kafka::check_brokers(&daemon.kafka).await {
+        problems.push(e.to_string());
+    }
+    if let Err(e) = pgcdc::avro::registry::check(&daemon.schema_registry).await {
+        problems.push(e.to_string());
+    }
+    for c in &connectors {
+        match pgcdc::postgres::Catalog::connect(&c.postgres, c.numeric_mode, "pgcdc-validate").await
+        {
+            Ok(cat) => match cat.preflight(c).await {
+                Ok(p) => {
+                    problems.extend(p.into_iter().map(|p| format!("connector {}: {p}", c.name)))
+                }
+                Err(e) => problems.push(format!("connector {}: {e}", c.name)),
+            },
+            Err(e) => problems.push(format!("connector {}: {e}", c.name)),
+        }
+    }
+    for p in &problems {
+        println!("{p}");
+    }
+    if problems.is_empty() {
+        println!("ok: {} connector(s) ready", connectors.len());
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -497,7 +497,7 @@ fn parse_bits(t: &str, length: u32) -> Option<Vec<u8>> {
     if t.len() != length as usize || !t.bytes().all(|b| b == b'0' || b == b'1') {
         return None;
     }
-    let mut out = vec![0u8; (t.len() + 7) / 8];
+    let mut out = vec![0u8; t.len().div_ceil(8)];
     for (i, b) in t.bytes().rev().enumerate() {
         if b == b'1' {
             out[i / 8] |= 1 << (i % 8);

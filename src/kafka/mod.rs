@@ -1,0 +1,79 @@
+//! Kafka: client settings, topic creation and the transactional producer.
+
+pub mod producer;
+pub mod topics;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use crate::config::KafkaConfig;
+use crate::error::Error;
+
+/// Settings shared by every client: the brokers and the operator's raw options
+/// (`kafka.librdkafka`, which cannot contain the keys pgcdc sets itself).
+pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.bootstrap_servers);
+    for (k, v) in &cfg.librdkafka {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Sorts a Kafka error into the daemon's classes: fenced (another instance took over),
+/// permanent (authorization, configuration) or transient (abort, rewind to the checkpoint,
+/// try again).
+pub fn classify(brokers: &str, what: &str, e: KafkaError) -> Error {
+    let text = format!("Kafka {brokers}: {what}: {e}");
+    let code = match &e {
+        KafkaError::Transaction(t) => {
+            if matches!(
+                t.code(),
+                RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced
+            ) {
+                return Error::Fenced(format!(
+                    "{text}; another pgcdc instance runs this connector (same transactional.id), this one stops"
+                ));
+            }
+            if t.is_fatal() && !t.txn_requires_abort() {
+                return Error::Permanent(text);
+            }
+            Some(t.code())
+        }
+        other => other.rdkafka_error_code(),
+    };
+    match code {
+        Some(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::InvalidConfig
+            | RDKafkaErrorCode::InvalidReplicationFactor
+            | RDKafkaErrorCode::PolicyViolation,
+        ) => Error::Permanent(format!(
+            "{text}; check the broker ACLs and the kafka section of the daemon config"
+        )),
+        Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced) => Error::Fenced(text),
+        _ => Error::Transient(text),
+    }
+}
+
+/// Checks that the brokers answer a metadata request.
+pub async fn check_brokers(cfg: &KafkaConfig) -> Result<(), Error> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer =
+            base_config(&cfg).create().map_err(|e| classify(&cfg.bootstrap_servers, "creating a client", e))?;
+        c.fetch_metadata(None, std::time::Duration::from_secs(10)).map(|_| ()).map_err(|e| {
+            Error::permanent(format!(
+                "Kafka {}: no answer to a metadata request ({e}); check kafka.bootstrap_servers and that the brokers run",
+                cfg.bootstrap_servers
+            ))
+        })
+    })
+    .await
+    .map_err(|e| Error::permanent(format!("broker check failed: {e}")))?
+}

@@ -1,0 +1,97 @@
+//! Topic creation: one topic per table, created when first needed with the configured
+//! partitions, replication factor and configs.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+
+use crate::config::KafkaConfig;
+use crate::error::{Error, Result};
+use crate::kafka::{base_config, classify};
+
+pub struct Topics {
+    admin: AdminClient<DefaultClientContext>,
+    brokers: String,
+    partitions: i32,
+    replication: i32,
+    configs: Vec<(String, String)>,
+    known: HashSet<String>,
+}
+
+impl Topics {
+    pub fn new(cfg: &KafkaConfig) -> Result<Self> {
+        let admin = base_config(cfg)
+            .create()
+            .map_err(|e| classify(&cfg.bootstrap_servers, "creating the admin client", e))?;
+        Ok(Topics {
+            admin,
+            brokers: cfg.bootstrap_servers.clone(),
+            partitions: cfg.topics.partitions,
+            replication: cfg.topics.replication_factor,
+            configs: cfg
+                .topics
+                .configs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            known: HashSet::new(),
+        })
+    }
+
+    /// Creates `topic` unless it exists. `extra` configs override the defaults (the offsets
+    /// topic is compacted).
+    pub async fn ensure(
+        &mut self,
+        topic: &str,
+        partitions: Option<i32>,
+        extra: &[(&str, &str)],
+    ) -> Result<()> {
+        if self.known.contains(topic) {
+            return Ok(());
+        }
+        let mut nt = NewTopic::new(
+            topic,
+            partitions.unwrap_or(self.partitions),
+            TopicReplication::Fixed(self.replication),
+        );
+        for (k, v) in &self.configs {
+            if !extra.iter().any(|(ek, _)| ek == k) {
+                nt = nt.set(k, v);
+            }
+        }
+        for (k, v) in extra {
+            nt = nt.set(k, v);
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let res = self
+            .admin
+            .create_topics(&[nt], &opts)
+            .await
+            .map_err(|e| classify(&self.brokers, &format!("creating topic {topic}"), e))?;
+        for r in res {
+            match r {
+                Ok(_) => tracing::info!(topic, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => {
+                    let msg = format!("Kafka {}: creating topic {t}: {code}", self.brokers);
+                    return Err(match code {
+                        RDKafkaErrorCode::TopicAuthorizationFailed
+                        | RDKafkaErrorCode::ClusterAuthorizationFailed
+                        | RDKafkaErrorCode::InvalidReplicationFactor
+                        | RDKafkaErrorCode::InvalidPartitions
+                        | RDKafkaErrorCode::InvalidConfig
+                        | RDKafkaErrorCode::PolicyViolation => Error::permanent(format!(
+                            "{msg}; fix kafka.topics in the daemon config or create the topic yourself"
+                        )),
+                        _ => Error::transient(msg),
+                    });
+                }
+            }
+        }
+        self.known.insert(topic.to_owned());
+        Ok(())
+    }
+}

@@ -1,0 +1,449 @@
+//! An ordinary (non-replication) connection for everything that is plain SQL: preflight
+//! checks, the publication, slot state, and catalog look-ups for types and primary keys.
+
+use std::collections::HashMap;
+
+use tokio_postgres::Client;
+
+use crate::config::{ConnectorConfig, NumericMode, PostgresConfig, SslMode};
+use crate::decode::pgoutput::RelationMsg;
+use crate::decode::{Column, Relation};
+use crate::error::{Error, Result};
+use crate::postgres::replication::{classify_sqlstate, quote_ident, tls_connector};
+use crate::typemap::{PgType, TypeInfo};
+use crate::Lsn;
+
+pub struct Catalog {
+    client: Client,
+    server: String,
+    numeric_mode: NumericMode,
+    types: HashMap<(u32, i32), PgType>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SlotInfo {
+    pub plugin: Option<String>,
+    pub database: Option<String>,
+    pub confirmed_flush: Option<Lsn>,
+    pub active: bool,
+}
+
+fn pg_err(server: &str, e: tokio_postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(db) => {
+            let hint = db
+                .hint()
+                .map(|h| format!("; hint: {h}"))
+                .unwrap_or_default();
+            classify_sqlstate(
+                db.code().code(),
+                format!(
+                    "PostgreSQL {server}: {}{hint} [SQLSTATE {}]",
+                    db.message(),
+                    db.code().code()
+                ),
+            )
+        }
+        None => Error::transient(format!("PostgreSQL {server}: {e}")),
+    }
+}
+
+impl Catalog {
+    pub async fn connect(
+        cfg: &PostgresConfig,
+        numeric_mode: NumericMode,
+        application_name: &str,
+    ) -> Result<Self> {
+        let server = format!("{}:{}", cfg.host, cfg.port);
+        let mut pc = tokio_postgres::Config::new();
+        pc.host(&cfg.host)
+            .port(cfg.port)
+            .user(&cfg.user)
+            .dbname(&cfg.dbname)
+            .application_name(application_name);
+        if let Some(p) = cfg.password.as_ref().filter(|p| !p.0.is_empty()) {
+            pc.password(&p.0);
+        }
+        pc.ssl_mode(match cfg.sslmode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        let tls = postgres_native_tls::MakeTlsConnector::new(tls_connector(cfg)?);
+        let (client, conn) = pc.connect(tls).await.map_err(|e| pg_err(&server, e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "catalog connection closed");
+            }
+        });
+        Ok(Catalog {
+            client,
+            server,
+            numeric_mode,
+            types: HashMap::new(),
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn err(&self, e: tokio_postgres::Error) -> Error {
+        pg_err(&self.server, e)
+    }
+
+    pub async fn server_version_num(&self) -> Result<i32> {
+        let row = self
+            .client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.get(0))
+    }
+
+    /// Everything that would stop a connector, one line each: server settings, privileges,
+    /// tables and their replica identity. An empty list means ready to run.
+    pub async fn preflight(&self, conn: &ConnectorConfig) -> Result<Vec<String>> {
+        let s = &self.server;
+        let mut problems = Vec::new();
+        let version = self.server_version_num().await?;
+        if version < 130_000 {
+            problems.push(format!(
+                "PostgreSQL {s} is version {version}; pgcdc needs 13 or newer"
+            ));
+        }
+        let wal_level: String = self
+            .client
+            .query_one("SHOW wal_level", &[])
+            .await
+            .map_err(|e| self.err(e))?
+            .get(0);
+        if wal_level != "logical" {
+            problems.push(format!(
+                "PostgreSQL {s}: wal_level is {wal_level}; set wal_level = logical in postgresql.conf and restart the server"
+            ));
+        }
+        let row = self
+            .client
+            .query_one("SELECT rolreplication OR rolsuper, rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+            .await
+            .map_err(|e| self.err(e))?;
+        let (can_replicate, superuser): (bool, bool) = (row.get(0), row.get(1));
+        if !can_replicate {
+            problems.push(format!(
+                "PostgreSQL {s}: user {:?} lacks the REPLICATION attribute; run ALTER ROLE {} WITH REPLICATION",
+                conn.postgres.user,
+                quote_ident(&conn.postgres.user)
+            ));
+        }
+        let max_slots: String = self
+            .client
+            .query_one("SHOW max_replication_slots", &[])
+            .await
+            .map_err(|e| self.err(e))?
+            .get(0);
+        if max_slots == "0" {
+            problems.push(format!(
+                "PostgreSQL {s}: max_replication_slots is 0; raise it and restart the server"
+            ));
+        }
+
+        let tables = self.captured_tables(conn).await?;
+        for name in &conn.tables.include {
+            if !tables.iter().any(|t| &t.name == name) {
+                problems.push(format!(
+                    "table {name} (tables.include) does not exist in database {}",
+                    conn.postgres.dbname
+                ));
+            }
+        }
+        if tables.is_empty() {
+            problems.push(format!(
+                "database {} has no table for connector {} to capture",
+                conn.postgres.dbname, conn.name
+            ));
+        }
+        for t in &tables {
+            match t.replica_identity {
+                b'n' => problems.push(format!(
+                    "table {} has REPLICA IDENTITY NOTHING, so its updates and deletes cannot be captured; run ALTER TABLE {} REPLICA IDENTITY DEFAULT",
+                    t.name, t.quoted
+                )),
+                b'd' if !t.has_pk => problems.push(format!(
+                    "table {} has no primary key, so PostgreSQL rejects its UPDATE and DELETE while it is published; add a primary key or run ALTER TABLE {} REPLICA IDENTITY FULL",
+                    t.name, t.quoted
+                )),
+                _ => {}
+            }
+            if !superuser && !t.owned {
+                // CREATE PUBLICATION ... FOR TABLE needs ownership; SELECT is enough otherwise.
+                if self.publication_exists(&conn.publication_name()).await? {
+                    continue;
+                }
+                problems.push(format!(
+                    "table {}: user {:?} does not own it, so cannot add it to publication {}; create the publication as the owner or a superuser",
+                    t.name,
+                    conn.postgres.user,
+                    conn.publication_name()
+                ));
+            }
+        }
+        if let Some(slot) = self.slot(&conn.slot_name()).await? {
+            if slot.plugin.as_deref() != Some("pgoutput") {
+                problems.push(format!(
+                    "replication slot {} uses plugin {:?}, not pgoutput; drop it (SELECT pg_drop_replication_slot('{}')) or set slot to another name",
+                    conn.slot_name(),
+                    slot.plugin.unwrap_or_default(),
+                    conn.slot_name()
+                ));
+            }
+            if slot.database.as_deref() != Some(conn.postgres.dbname.as_str()) {
+                problems.push(format!(
+                    "replication slot {} belongs to database {:?}, not {}; set slot to another name",
+                    conn.slot_name(),
+                    slot.database.unwrap_or_default(),
+                    conn.postgres.dbname
+                ));
+            }
+        }
+        Ok(problems)
+    }
+
+    async fn captured_tables(&self, conn: &ConnectorConfig) -> Result<Vec<TableInfo>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT n.nspname, c.relname, c.relreplident::text,
+                        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+                        pg_has_role(c.relowner, 'USAGE'),
+                        format('%I.%I', n.nspname, c.relname)
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+                    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                    AND n.nspname NOT LIKE 'pg\\_%'
+                  ORDER BY 1, 2",
+                &[],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let ident: String = r.get(2);
+                TableInfo {
+                    name: format!("{}.{}", r.get::<_, String>(0), r.get::<_, String>(1)),
+                    replica_identity: ident.bytes().next().unwrap_or(b'd'),
+                    has_pk: r.get(3),
+                    owned: r.get(4),
+                    quoted: r.get(5),
+                }
+            })
+            .filter(|t| {
+                let (s, n) = t.name.split_once('.').unwrap_or(("", ""));
+                conn.captures(s, n)
+            })
+            .collect())
+    }
+
+    pub async fn publication_exists(&self, name: &str) -> Result<bool> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.get(0))
+    }
+
+    /// Creates the connector's publication when missing: `FOR ALL TABLES` when no table
+    /// filter is set, else for the captured tables. An existing publication is left as it is
+    /// (events are filtered by the connector's table filter anyway).
+    pub async fn ensure_publication(&self, conn: &ConnectorConfig) -> Result<()> {
+        let name = conn.publication_name();
+        if self.publication_exists(&name).await? {
+            return Ok(());
+        }
+        let sql = if conn.tables.include.is_empty() && conn.tables.exclude.is_empty() {
+            format!("CREATE PUBLICATION {} FOR ALL TABLES", quote_ident(&name))
+        } else {
+            let tables = self.captured_tables(conn).await?;
+            if tables.is_empty() {
+                return Err(Error::permanent(format!(
+                    "connector {}: no existing table matches tables.include/exclude; nothing to publish",
+                    conn.name
+                )));
+            }
+            let list: Vec<&str> = tables.iter().map(|t| t.quoted.as_str()).collect();
+            format!(
+                "CREATE PUBLICATION {} FOR TABLE {}",
+                quote_ident(&name),
+                list.join(", ")
+            )
+        };
+        tracing::info!(publication = %name, "creating publication");
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    pub async fn slot(&self, name: &str) -> Result<Option<SlotInfo>> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT plugin::text, database::text, confirmed_flush_lsn::text, active
+                   FROM pg_replication_slots WHERE slot_name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|r| SlotInfo {
+            plugin: r.get(0),
+            database: r.get(1),
+            confirmed_flush: r.get::<_, Option<String>>(2).and_then(|s| s.parse().ok()),
+            active: r.get(3),
+        }))
+    }
+
+    async fn type_info(&self, oid: u32) -> Result<(TypeInfo, u32, u32, i32)> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT t.typname::text, n.nspname::text, t.typtype::text, t.typcategory::text,
+                        t.typbasetype, t.typelem, t.typtypmod, t.typdelim::text,
+                        COALESCE((SELECT array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
+                                    FROM pg_enum e WHERE e.enumtypid = t.oid), '{}')
+                   FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                  WHERE t.oid = $1",
+                &[&oid],
+            )
+            .await
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| {
+                Error::permanent(format!(
+                    "PostgreSQL {}: type OID {oid} not found in pg_type",
+                    self.server
+                ))
+            })?;
+        let byte = |s: String| s.bytes().next().unwrap_or(b' ');
+        Ok((
+            TypeInfo {
+                name: row.get(0),
+                schema: row.get(1),
+                typtype: byte(row.get(2)),
+                category: byte(row.get(3)),
+                delim: byte(row.get(7)),
+                enum_labels: row.get(8),
+            },
+            row.get(4),
+            row.get(5),
+            row.get(6),
+        ))
+    }
+
+    /// The [`PgType`] of a column type, resolving domains to their base type and arrays to
+    /// their element type.
+    pub async fn resolve_type(&mut self, oid: u32, typmod: i32) -> Result<PgType> {
+        if let Some(t) = self.types.get(&(oid, typmod)) {
+            return Ok(t.clone());
+        }
+        let mut chain = Vec::new();
+        let (mut cur, mut cur_mod) = (oid, typmod);
+        let resolved = loop {
+            if chain.len() > 32 {
+                return Err(Error::permanent(format!(
+                    "type OID {oid}: domain or array nesting too deep"
+                )));
+            }
+            let (info, base, elem, domain_typmod) = self.type_info(cur).await?;
+            match info.typtype {
+                b'd' => {
+                    // A domain keeps its base type's modifier unless the column sets one.
+                    cur_mod = if domain_typmod >= 0 {
+                        domain_typmod
+                    } else {
+                        cur_mod
+                    };
+                    cur = base;
+                    chain.push(cur);
+                }
+                _ if info.category == b'A' && elem != 0 => {
+                    let elem_ty = Box::pin(self.resolve_type(elem, cur_mod)).await?;
+                    break PgType::Array {
+                        elem: Box::new(elem_ty),
+                        delim: info.delim,
+                    };
+                }
+                _ => break PgType::scalar(&info, cur_mod, self.numeric_mode),
+            }
+        };
+        self.types.insert((oid, typmod), resolved.clone());
+        Ok(resolved)
+    }
+
+    /// Forgets cached types (after a Type message or ALTER TYPE ... ADD VALUE).
+    pub fn invalidate_type(&mut self, oid: u32) {
+        self.types.retain(|(o, _), _| *o != oid);
+    }
+
+    /// A Relation message joined with the catalog: column types and the key columns
+    /// (primary key, else the connector's `key_columns`, else none).
+    pub async fn relation(
+        &mut self,
+        msg: &RelationMsg,
+        conn: &ConnectorConfig,
+    ) -> Result<Relation> {
+        let pk_rows = self
+            .client
+            .query(
+                "SELECT a.attname::text FROM pg_index i
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                  WHERE i.indrelid = $1 AND i.indisprimary",
+                &[&msg.oid],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut key: Vec<String> = pk_rows.iter().map(|r| r.get(0)).collect();
+        let qualified = format!("{}.{}", msg.namespace, msg.name);
+        if key.is_empty() {
+            if let Some(cols) = conn.key_columns.get(&qualified) {
+                for c in cols {
+                    if !msg.columns.iter().any(|mc| &mc.name == c) {
+                        return Err(Error::permanent(format!(
+                            "key_columns.{qualified}: table {qualified} has no column {c:?}; fix the connector file"
+                        )));
+                    }
+                }
+                key = cols.clone();
+            }
+        }
+        let mut columns = Vec::with_capacity(msg.columns.len());
+        for c in &msg.columns {
+            let ty = self.resolve_type(c.type_oid, c.type_modifier).await?;
+            columns.push(Column {
+                name: c.name.clone(),
+                type_oid: c.type_oid,
+                type_modifier: c.type_modifier,
+                ty,
+                key: key.contains(&c.name),
+            });
+        }
+        Ok(Relation {
+            oid: msg.oid,
+            schema: msg.namespace.clone(),
+            table: msg.name.clone(),
+            replica_identity: msg.replica_identity,
+            columns,
+        })
+    }
+}
+
+struct TableInfo {
+    name: String,
+    quoted: String,
+    replica_identity: u8,
+    has_pk: bool,
+    owned: bool,
+}

@@ -1,0 +1,610 @@
+//! A logical replication connection, built on postgres-protocol's message codecs
+//! (tokio-postgres does not speak the replication protocol).
+//!
+//! Protocol: <https://www.postgresql.org/docs/current/protocol-replication.html>.
+//! After `START_REPLICATION` the connection is in copy-both mode: the server sends CopyData
+//! frames holding XLogData (`w`) and primary keepalives (`k`); we send standby status updates
+//! (`r`). The flush position we report is the slot's `confirmed_flush_lsn`: PostgreSQL may
+//! discard WAL before it and will never send a transaction that committed before it again, so
+//! we report only what Kafka has durably committed.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::backend::{self, ErrorResponseBody, Message};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+
+use crate::config::{PostgresConfig, SslMode};
+use crate::decode::pgoutput::PG_EPOCH_OFFSET_MICROS;
+use crate::error::{Error, Result};
+use crate::Lsn;
+
+/// Output settings pinned for the replication session, so that pgoutput's text values have
+/// one format whatever the server's defaults (see `typemap`).
+pub const SESSION_OPTIONS: &str = "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=iso_8601 \
+     -c extra_float_digits=3 -c bytea_output=hex -c lc_monetary=C";
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type BoxIo = Box<dyn Io>;
+
+/// A connection in replication mode (`replication=database`), before streaming starts.
+pub struct ReplicationClient {
+    io: BoxIo,
+    rbuf: BytesMut,
+    server: String,
+}
+
+/// What `IDENTIFY_SYSTEM` returns.
+#[derive(Debug, Clone)]
+pub struct SystemId {
+    pub systemid: String,
+    pub timeline: u32,
+    pub xlogpos: Lsn,
+    pub dbname: Option<String>,
+}
+
+/// One frame of the replication stream.
+#[derive(Debug)]
+pub enum StreamEvent {
+    XLogData {
+        wal_start: Lsn,
+        wal_end: Lsn,
+        data: Bytes,
+    },
+    Keepalive {
+        wal_end: Lsn,
+        reply_requested: bool,
+    },
+}
+
+pub(crate) fn server_error(server: &str, body: &ErrorResponseBody) -> Error {
+    let mut code = String::new();
+    let mut message = String::new();
+    let mut detail = String::new();
+    let mut hint = String::new();
+    let mut fields = body.fields();
+    while let Ok(Some(f)) = fields.next() {
+        let v = String::from_utf8_lossy(f.value_bytes());
+        match f.type_() {
+            b'C' => code = v.into_owned(),
+            b'M' => message = v.into_owned(),
+            b'D' => detail = format!(" ({v})"),
+            b'H' => hint = format!("; hint: {v}"),
+            _ => {}
+        }
+    }
+    let text = format!("PostgreSQL {server}: {message}{detail}{hint} [SQLSTATE {code}]");
+    classify_sqlstate(&code, text)
+}
+
+/// Connection trouble, shutdown, resource exhaustion and a slot in use by another
+/// walsender are worth retrying; anything else needs the operator.
+pub(crate) fn classify_sqlstate(code: &str, text: String) -> Error {
+    let transient = code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57")
+        || code.starts_with("40")
+        || code == "55006";
+    if transient {
+        Error::Transient(text)
+    } else {
+        Error::Permanent(text)
+    }
+}
+
+fn io_err(server: &str, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::transient(format!("PostgreSQL {server}: {what}: {e}"))
+}
+
+/// Reads one whole backend frame. `W` (CopyBothResponse) is not parsed by
+/// postgres-protocol, so it is handled here.
+enum Frame {
+    CopyBoth,
+    Msg(Message),
+}
+
+async fn read_frame<R: AsyncRead + Unpin + ?Sized>(
+    io: &mut R,
+    rbuf: &mut BytesMut,
+    server: &str,
+) -> Result<Frame> {
+    loop {
+        if let Some(header) =
+            backend::Header::parse(rbuf).map_err(|e| io_err(server, "bad frame", e))?
+        {
+            let total = header.len() as usize + 1;
+            if rbuf.len() >= total {
+                if header.tag() == b'W' {
+                    rbuf.advance(total);
+                    return Ok(Frame::CopyBoth);
+                }
+                if let Some(m) =
+                    Message::parse(rbuf).map_err(|e| io_err(server, "bad message", e))?
+                {
+                    return Ok(Frame::Msg(m));
+                }
+            } else {
+                rbuf.reserve(total - rbuf.len());
+            }
+        }
+        if rbuf.capacity() - rbuf.len() < 8192 {
+            rbuf.reserve(64 * 1024);
+        }
+        let n = io
+            .read_buf(rbuf)
+            .await
+            .map_err(|e| io_err(server, "read", e))?;
+        if n == 0 {
+            return Err(Error::transient(format!(
+                "PostgreSQL {server}: connection closed by the server"
+            )));
+        }
+    }
+}
+
+impl ReplicationClient {
+    pub async fn connect(cfg: &PostgresConfig, application_name: &str) -> Result<Self> {
+        let server = format!("{}:{}", cfg.host, cfg.port);
+        let tcp = TcpStream::connect((cfg.host.as_str(), cfg.port))
+            .await
+            .map_err(|e| io_err(&server, "connect", e))?;
+        let _ = tcp.set_nodelay(true);
+        let io = negotiate_tls(tcp, cfg, &server).await?;
+        let mut c = ReplicationClient {
+            io,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            server,
+        };
+        c.startup(cfg, application_name).await?;
+        Ok(c)
+    }
+
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    async fn send(&mut self, buf: &[u8]) -> Result<()> {
+        self.io
+            .write_all(buf)
+            .await
+            .map_err(|e| io_err(&self.server, "write", e))?;
+        self.io
+            .flush()
+            .await
+            .map_err(|e| io_err(&self.server, "write", e))
+    }
+
+    async fn recv(&mut self) -> Result<Frame> {
+        read_frame(&mut self.io, &mut self.rbuf, &self.server).await
+    }
+
+    async fn startup(&mut self, cfg: &PostgresConfig, application_name: &str) -> Result<()> {
+        let mut buf = BytesMut::new();
+        let params = [
+            ("user", cfg.user.as_str()),
+            ("database", cfg.dbname.as_str()),
+            ("replication", "database"),
+            ("application_name", application_name),
+            ("options", SESSION_OPTIONS),
+        ];
+        frontend::startup_message(params.iter().copied(), &mut buf)
+            .map_err(|e| Error::permanent(format!("startup message: {e}")))?;
+        self.send(&buf).await?;
+
+        let server = self.server.clone();
+        let password = || {
+            cfg.password.as_ref().filter(|p| !p.0.is_empty()).map(|p| p.0.clone()).ok_or_else(|| {
+                Error::permanent(format!(
+                    "PostgreSQL {server} asks for a password for user {:?}; set postgres.password in the connector file",
+                    cfg.user
+                ))
+            })
+        };
+        loop {
+            let Frame::Msg(msg) = self.recv().await? else {
+                return Err(Error::permanent(format!(
+                    "PostgreSQL {}: unexpected CopyBoth during startup",
+                    self.server
+                )));
+            };
+            match msg {
+                Message::AuthenticationOk => {}
+                Message::AuthenticationCleartextPassword => {
+                    let mut b = BytesMut::new();
+                    frontend::password_message(password()?.as_bytes(), &mut b)
+                        .map_err(|e| Error::permanent(e.to_string()))?;
+                    self.send(&b).await?;
+                }
+                Message::AuthenticationMd5Password(body) => {
+                    let hash = postgres_protocol::authentication::md5_hash(
+                        cfg.user.as_bytes(),
+                        password()?.as_bytes(),
+                        body.salt(),
+                    );
+                    let mut b = BytesMut::new();
+                    frontend::password_message(hash.as_bytes(), &mut b)
+                        .map_err(|e| Error::permanent(e.to_string()))?;
+                    self.send(&b).await?;
+                }
+                Message::AuthenticationSasl(body) => {
+                    let mut mechs = body.mechanisms();
+                    let mut scram_ok = false;
+                    while let Ok(Some(m)) = mechs.next() {
+                        scram_ok |= m == "SCRAM-SHA-256";
+                    }
+                    if !scram_ok {
+                        return Err(Error::permanent(format!(
+                            "PostgreSQL {} offers no SASL mechanism pgcdc supports (SCRAM-SHA-256)",
+                            self.server
+                        )));
+                    }
+                    self.scram(password()?.as_bytes()).await?;
+                }
+                Message::AuthenticationGss
+                | Message::AuthenticationSspi
+                | Message::AuthenticationKerberosV5 => {
+                    return Err(Error::permanent(format!(
+                        "PostgreSQL {} asks for GSS/SSPI/Kerberos authentication, which pgcdc does not support; \
+                         allow md5 or scram-sha-256 for user {:?} in pg_hba.conf",
+                        self.server, cfg.user
+                    )));
+                }
+                Message::ParameterStatus(_)
+                | Message::BackendKeyData(_)
+                | Message::NoticeResponse(_) => {}
+                Message::ReadyForQuery(_) => return Ok(()),
+                Message::ErrorResponse(body) => return Err(server_error(&self.server, &body)),
+                _ => {
+                    return Err(Error::permanent(format!(
+                        "PostgreSQL {}: unexpected message during startup",
+                        self.server
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn scram(&mut self, password: &[u8]) -> Result<()> {
+        let mut scram = ScramSha256::new(password, ChannelBinding::unsupported());
+        let mut b = BytesMut::new();
+        frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut b)
+            .map_err(|e| Error::permanent(e.to_string()))?;
+        self.send(&b).await?;
+        let bad =
+            |s: &str| Error::permanent(format!("PostgreSQL {s}: SCRAM authentication failed"));
+        match self.recv().await? {
+            Frame::Msg(Message::AuthenticationSaslContinue(body)) => {
+                scram.update(body.data()).map_err(|_| bad(&self.server))?;
+            }
+            Frame::Msg(Message::ErrorResponse(body)) => {
+                return Err(server_error(&self.server, &body))
+            }
+            _ => return Err(bad(&self.server)),
+        }
+        let mut b = BytesMut::new();
+        frontend::sasl_response(scram.message(), &mut b)
+            .map_err(|e| Error::permanent(e.to_string()))?;
+        self.send(&b).await?;
+        match self.recv().await? {
+            Frame::Msg(Message::AuthenticationSaslFinal(body)) => {
+                scram.finish(body.data()).map_err(|_| bad(&self.server))
+            }
+            Frame::Msg(Message::ErrorResponse(body)) => Err(server_error(&self.server, &body)),
+            _ => Err(bad(&self.server)),
+        }
+    }
+
+    /// Runs one simple-protocol command and returns its rows as text.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        let mut b = BytesMut::new();
+        frontend::query(sql, &mut b).map_err(|e| Error::permanent(e.to_string()))?;
+        self.send(&b).await?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            match self.recv().await? {
+                Frame::Msg(Message::DataRow(row)) => {
+                    let buf = row.buffer();
+                    let mut vals = Vec::new();
+                    let mut ranges = row.ranges();
+                    while let Some(r) = ranges
+                        .next()
+                        .map_err(|e| io_err(&self.server, "data row", e))?
+                    {
+                        vals.push(r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned()));
+                    }
+                    rows.push(vals);
+                }
+                Frame::Msg(Message::ErrorResponse(body)) => {
+                    error = Some(server_error(&self.server, &body))
+                }
+                Frame::Msg(Message::ReadyForQuery(_)) => break,
+                Frame::Msg(_) => {}
+                Frame::CopyBoth => {
+                    return Err(Error::permanent(format!(
+                        "PostgreSQL {}: unexpected copy mode",
+                        self.server
+                    )))
+                }
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(rows),
+        }
+    }
+
+    pub async fn identify_system(&mut self) -> Result<SystemId> {
+        let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| Error::permanent("IDENTIFY_SYSTEM returned no row"))?;
+        let col = |i: usize| row.get(i).cloned().flatten();
+        let bad = || {
+            Error::permanent(format!(
+                "PostgreSQL {}: malformed IDENTIFY_SYSTEM reply",
+                self.server
+            ))
+        };
+        Ok(SystemId {
+            systemid: col(0).ok_or_else(bad)?,
+            timeline: col(1).and_then(|t| t.parse().ok()).ok_or_else(bad)?,
+            xlogpos: col(2).and_then(|l| l.parse().ok()).ok_or_else(bad)?,
+            dbname: col(3),
+        })
+    }
+
+    /// Creates a pgoutput slot; returns its consistent point.
+    pub async fn create_slot(&mut self, slot: &str) -> Result<Lsn> {
+        let rows = self
+            .simple_query(&format!(
+                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
+                quote_ident(slot)
+            ))
+            .await?;
+        rows.first()
+            .and_then(|r| r.get(1).cloned().flatten())
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| {
+                Error::permanent(format!(
+                    "PostgreSQL {}: malformed CREATE_REPLICATION_SLOT reply",
+                    self.server
+                ))
+            })
+    }
+
+    pub async fn show(&mut self, setting: &str) -> Result<String> {
+        let rows = self.simple_query(&format!("SHOW {setting}")).await?;
+        rows.first()
+            .and_then(|r| r.first().cloned().flatten())
+            .ok_or_else(|| Error::permanent(format!("SHOW {setting} returned nothing")))
+    }
+
+    /// Enters copy-both mode. `messages` asks pgoutput for logical decoding messages
+    /// (PostgreSQL 14+).
+    pub async fn start_replication(
+        mut self,
+        slot: &str,
+        start: Lsn,
+        publication: &str,
+        messages: bool,
+    ) -> Result<(ReplicationStream, StatusSender)> {
+        let mut opts = format!(
+            "proto_version '1', publication_names {}",
+            quote_literal(&quote_ident(publication))
+        );
+        if messages {
+            opts.push_str(", messages 'true'");
+        }
+        let sql = format!(
+            "START_REPLICATION SLOT {} LOGICAL {start} ({opts})",
+            quote_ident(slot)
+        );
+        let mut b = BytesMut::new();
+        frontend::query(&sql, &mut b).map_err(|e| Error::permanent(e.to_string()))?;
+        self.send(&b).await?;
+        loop {
+            match self.recv().await? {
+                Frame::CopyBoth => break,
+                Frame::Msg(Message::ErrorResponse(body)) => {
+                    return Err(server_error(&self.server, &body))
+                }
+                Frame::Msg(Message::NoticeResponse(_)) => {}
+                Frame::Msg(_) => {
+                    return Err(Error::permanent(format!(
+                        "PostgreSQL {}: unexpected reply to START_REPLICATION",
+                        self.server
+                    )))
+                }
+            }
+        }
+        let (r, w) = tokio::io::split(self.io);
+        Ok((
+            ReplicationStream {
+                io: r,
+                rbuf: self.rbuf,
+                server: self.server.clone(),
+            },
+            StatusSender {
+                io: w,
+                server: self.server,
+            },
+        ))
+    }
+}
+
+/// The receiving half of a streaming replication connection.
+pub struct ReplicationStream {
+    io: ReadHalf<BoxIo>,
+    rbuf: BytesMut,
+    server: String,
+}
+
+impl ReplicationStream {
+    pub async fn next(&mut self) -> Result<StreamEvent> {
+        loop {
+            let frame = read_frame(&mut self.io, &mut self.rbuf, &self.server).await?;
+            let mut data = match frame {
+                Frame::Msg(Message::CopyData(body)) => body.into_bytes(),
+                Frame::Msg(Message::ErrorResponse(body)) => {
+                    return Err(server_error(&self.server, &body))
+                }
+                Frame::Msg(Message::CopyDone) => {
+                    return Err(Error::transient(format!(
+                        "PostgreSQL {}: the server ended replication",
+                        self.server
+                    )))
+                }
+                Frame::Msg(_) | Frame::CopyBoth => continue,
+            };
+            let bad = |what: &str| {
+                Error::permanent(format!("PostgreSQL {}: malformed {what}", self.server))
+            };
+            match data.first() {
+                Some(b'w') if data.len() >= 25 => {
+                    data.advance(1);
+                    let wal_start = Lsn(data.get_u64());
+                    let wal_end = Lsn(data.get_u64());
+                    let _send_time = data.get_i64();
+                    return Ok(StreamEvent::XLogData {
+                        wal_start,
+                        wal_end,
+                        data,
+                    });
+                }
+                Some(b'k') if data.len() >= 18 => {
+                    data.advance(1);
+                    let wal_end = Lsn(data.get_u64());
+                    let _send_time = data.get_i64();
+                    return Ok(StreamEvent::Keepalive {
+                        wal_end,
+                        reply_requested: data.get_u8() == 1,
+                    });
+                }
+                Some(b'w') => return Err(bad("XLogData")),
+                Some(b'k') => return Err(bad("keepalive")),
+                _ => return Err(bad("replication message")),
+            }
+        }
+    }
+}
+
+/// The sending half: standby status updates.
+pub struct StatusSender {
+    io: WriteHalf<BoxIo>,
+    server: String,
+}
+
+impl StatusSender {
+    /// Reports `written` (received) and `flushed` (durably delivered) positions.
+    pub async fn send(&mut self, written: Lsn, flushed: Lsn, reply_requested: bool) -> Result<()> {
+        let mut payload = BytesMut::with_capacity(34);
+        payload.put_u8(b'r');
+        payload.put_u64(written.0);
+        payload.put_u64(flushed.0);
+        payload.put_u64(flushed.0);
+        payload.put_i64(pg_now_micros());
+        payload.put_u8(u8::from(reply_requested));
+        let mut b = BytesMut::new();
+        frontend::CopyData::new(payload.freeze())
+            .map_err(|e| Error::permanent(e.to_string()))?
+            .write(&mut b);
+        self.io
+            .write_all(&b)
+            .await
+            .map_err(|e| io_err(&self.server, "status update", e))?;
+        self.io
+            .flush()
+            .await
+            .map_err(|e| io_err(&self.server, "status update", e))
+    }
+}
+
+fn pg_now_micros() -> i64 {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_micros() as i64;
+    unix - PG_EPOCH_OFFSET_MICROS
+}
+
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+async fn negotiate_tls(mut tcp: TcpStream, cfg: &PostgresConfig, server: &str) -> Result<BoxIo> {
+    if cfg.sslmode == SslMode::Disable {
+        return Ok(Box::new(tcp));
+    }
+    let mut b = BytesMut::new();
+    frontend::ssl_request(&mut b);
+    tcp.write_all(&b)
+        .await
+        .map_err(|e| io_err(server, "SSL request", e))?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer)
+        .await
+        .map_err(|e| io_err(server, "SSL request", e))?;
+    match answer[0] {
+        b'S' => {
+            let connector = tls_connector(cfg)?;
+            let tls = tokio_native_tls::TlsConnector::from(connector)
+                .connect(&cfg.host, tcp)
+                .await
+                .map_err(|e| {
+                    Error::permanent(format!(
+                        "PostgreSQL {server}: TLS handshake failed (sslmode {:?}): {e}; check postgres.sslrootcert and the server certificate",
+                        cfg.sslmode
+                    ))
+                })?;
+            Ok(Box::new(tls))
+        }
+        b'N' if cfg.sslmode == SslMode::Prefer => Ok(Box::new(tcp)),
+        b'N' => Err(Error::permanent(format!(
+            "PostgreSQL {server} does not accept TLS but postgres.sslmode is {:?}; enable ssl on the server or lower sslmode",
+            cfg.sslmode
+        ))),
+        _ => Err(Error::permanent(format!("PostgreSQL {server}: unexpected answer to the SSL request"))),
+    }
+}
+
+/// The TLS settings for an sslmode, shared by the replication and the catalog connection.
+pub fn tls_connector(cfg: &PostgresConfig) -> Result<native_tls::TlsConnector> {
+    let mut b = native_tls::TlsConnector::builder();
+    match cfg.sslmode {
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => {
+            b.danger_accept_invalid_certs(true)
+                .danger_accept_invalid_hostnames(true);
+        }
+        SslMode::VerifyCa => {
+            b.danger_accept_invalid_hostnames(true);
+        }
+        SslMode::VerifyFull => {}
+    }
+    if let Some(path) = &cfg.sslrootcert {
+        let pem = std::fs::read(path).map_err(|e| {
+            Error::permanent(format!(
+                "postgres.sslrootcert {}: cannot read: {e}",
+                path.display()
+            ))
+        })?;
+        let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| {
+            Error::permanent(format!(
+                "postgres.sslrootcert {}: not a PEM certificate: {e}",
+                path.display()
+            ))
+        })?;
+        b.add_root_certificate(cert).disable_built_in_roots(true);
+    }
+    b.build()
+        .map_err(|e| Error::permanent(format!("TLS setup: {e}")))
+}

@@ -1,0 +1,94 @@
+//! Runs every configured connector, restarts one after a transient error with capped
+//! exponential backoff, and stops everything at the first permanent error.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::{ConnectorConfig, DaemonConfig};
+use crate::error::{Error, Result};
+use crate::{metrics, pipeline};
+
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A run that lasted this long was healthy: the next failure starts the backoff afresh.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+pub async fn run(
+    daemon: DaemonConfig,
+    connectors: Vec<ConnectorConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut set = JoinSet::new();
+    for c in connectors {
+        set.spawn(run_one(daemon.clone(), c, stop_rx.clone()));
+    }
+    let mut first_err = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed(), if !*stop_tx.borrow() => {
+                let _ = stop_tx.send(true);
+            }
+            r = set.join_next() => match r {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => {
+                    if first_err.is_none() {
+                        first_err = Some(e);
+                    }
+                    let _ = stop_tx.send(true);
+                }
+                Some(Err(e)) => {
+                    if first_err.is_none() {
+                        first_err = Some(Error::permanent(format!("connector task failed: {e}")));
+                    }
+                    let _ = stop_tx.send(true);
+                }
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn run_one(
+    daemon: DaemonConfig,
+    conn: ConnectorConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let mut backoff = BACKOFF_START;
+    loop {
+        let started = Instant::now();
+        match pipeline::run(&daemon, &conn, stop.clone()).await {
+            Ok(()) => {
+                tracing::info!(connector = %conn.name, "stopped");
+                return Ok(());
+            }
+            Err(e) if e.is_transient() => {
+                metrics::CONNECTOR_ERRORS.fetch_add(1, Ordering::Relaxed);
+                if started.elapsed() >= HEALTHY_RUN {
+                    backoff = BACKOFF_START;
+                }
+                tracing::warn!(connector = %conn.name, error = %e, retry_in = ?backoff, "connector failed; restarting from the last checkpoint");
+                tokio::select! {
+                    biased;
+                    _ = stop.changed() => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                metrics::CONNECTOR_RESTARTS.fetch_add(1, Ordering::Relaxed);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            Err(e) => {
+                metrics::CONNECTOR_ERRORS.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(connector = %conn.name, error = %e, "connector stopped");
+                return Err(e);
+            }
+        }
+    }
+}
