@@ -36,5 +36,5 @@ lint:
 	cargo clippy --locked --all-targets -- -D warnings
 
 run: stack
-	@echo "make run: the streaming pipeline is not built yet (issue 3); 'make stack' is up." >&2
-	@exit 2
+	cargo build --locked
+	@dev/run-demo

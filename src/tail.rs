@@ -76,8 +76,8 @@ pub async fn run(
                 Ok(m) => m.map_err(|e| classify(brokers, "consuming", e))?,
             },
         };
-        let key = decode(&decoder, msg.key()).await?;
-        let value = decode(&decoder, msg.payload()).await?;
+        let key = decode_json(&decoder, msg.key()).await?;
+        let value = decode_json(&decoder, msg.payload()).await?;
         let line = json!({
             "topic": msg.topic(),
             "partition": msg.partition(),
@@ -95,7 +95,8 @@ pub async fn run(
     }
 }
 
-async fn decode(decoder: &AvroDecoder, bytes: Option<&[u8]>) -> Result<Json> {
+/// Decodes a Confluent wire-format key or value through the registry into JSON.
+pub async fn decode_json(decoder: &AvroDecoder, bytes: Option<&[u8]>) -> Result<Json> {
     let Some(b) = bytes else {
         return Ok(Json::Null);
     };

@@ -1,7 +1,10 @@
+#![recursion_limit = "512"]
 //! Integration tests against the real local stack (`make stack`): PostgreSQL, Apache Kafka
 //! and Apicurio Registry on loopback. One test binary, so rdkafka links once.
 
 mod common;
+mod harness;
+mod pipeline_types;
 mod smoke_kafka;
 mod smoke_postgres;
 mod smoke_registry;

@@ -1,0 +1,245 @@
+//! A connector under test: its own database, slot, publication, topic prefix and offsets
+//! topic, config files in a temp folder, and helpers to run pgcdc and read what it wrote.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use pgcdc::config::{ConnectorConfig, DaemonConfig};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
+use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use serde_json::Value as Json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::common::{unique, Stack};
+
+pub struct Harness {
+    pub stack: Stack,
+    pub db: String,
+    pub name: String,
+    pub prefix: String,
+    pub offsets_topic: String,
+    pub dir: PathBuf,
+}
+
+/// One record as a consumer sees it, decoded through the registry.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Json,
+    pub value: Json,
+}
+
+pub struct Running {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<pgcdc::error::Result<()>>,
+}
+
+impl Running {
+    pub async fn stop(self) -> pgcdc::error::Result<()> {
+        let _ = self.stop.send(true);
+        self.handle.await.expect("pipeline task panicked")
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    pub async fn join(self) -> pgcdc::error::Result<()> {
+        self.handle.await.expect("pipeline task panicked")
+    }
+}
+
+impl Harness {
+    /// A fresh database with `schema_sql` applied.
+    pub async fn new(label: &str, schema_sql: &str) -> Harness {
+        let stack = Stack::get();
+        let db = stack.fresh_database(label).await;
+        let client = stack.pg_connect(&db).await;
+        client.batch_execute(schema_sql).await.expect("schema SQL");
+        let name = unique(label);
+        let dir = std::env::temp_dir().join(format!("pgcdc-test-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Harness {
+            prefix: format!("t{}", name.replace('_', "")),
+            offsets_topic: format!("{name}.offsets"),
+            stack,
+            db,
+            name,
+            dir,
+        }
+    }
+
+    pub async fn sql(&self, sql: &str) {
+        let c = self.stack.pg_connect(&self.db).await;
+        c.batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        self.stack.pg_connect(&self.db).await
+    }
+
+    pub fn daemon_yaml(&self) -> String {
+        format!(
+            "kafka:\n  bootstrap_servers: {}\n  offsets_topic: {}\n  transaction:\n    max_interval: 100ms\n\
+             schema_registry:\n  url: {}\nhttp:\n  listen: 127.0.0.1:0\n",
+            self.stack.kafka_bootstrap, self.offsets_topic, self.stack.registry_url
+        )
+    }
+
+    /// Connector YAML; `extra` is appended (tables, key_columns, numeric_mode...).
+    pub fn connector_yaml(&self, extra: &str) -> String {
+        format!(
+            "name: {}\npostgres:\n  host: {}\n  port: {}\n  user: {}\n  dbname: {}\n  sslmode: disable\n\
+             topic_prefix: {}\n{extra}",
+            self.name, self.stack.pg_host, self.stack.pg_port, self.stack.pg_user, self.db, self.prefix
+        )
+    }
+
+    pub fn write_configs(&self, extra: &str) -> (PathBuf, PathBuf) {
+        let d = self.dir.join("pgcdc.yaml");
+        let c = self.dir.join("connector.yaml");
+        std::fs::write(&d, self.daemon_yaml()).unwrap();
+        std::fs::write(&c, self.connector_yaml(extra)).unwrap();
+        (d, c)
+    }
+
+    pub fn configs(&self, extra: &str) -> (DaemonConfig, ConnectorConfig) {
+        let (d, c) = self.write_configs(extra);
+        (
+            DaemonConfig::load(&d).unwrap(),
+            ConnectorConfig::load(&c).unwrap(),
+        )
+    }
+
+    /// Runs the connector in this process until stopped; returns once its slot streams
+    /// (changes committed before that are not captured: there is no snapshot yet).
+    pub async fn start(&self, extra: &str) -> Running {
+        let (daemon, conn) = self.configs(extra);
+        let (stop, rx) = watch::channel(false);
+        let handle = tokio::spawn(pgcdc::supervisor::run(daemon, vec![conn], rx));
+        let run = Running { stop, handle };
+        self.wait_streaming(&run).await;
+        run
+    }
+
+    pub fn slot(&self) -> String {
+        format!("pgcdc_{}", self.name)
+    }
+
+    async fn wait_streaming(&self, run: &Running) {
+        let c = self.stack.pg_connect("postgres").await;
+        let slot = self.slot();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let active = c
+                .query_opt(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
+                .await
+                .unwrap()
+                .is_some_and(|r| r.get::<_, bool>(0));
+            if active {
+                return;
+            }
+            assert!(
+                !run.is_finished(),
+                "connector {} stopped before streaming",
+                self.name
+            );
+            assert!(
+                Instant::now() < deadline,
+                "connector {} did not start streaming within 60s",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn topic(&self, table: &str) -> String {
+        format!("{}.public.{table}", self.prefix)
+    }
+
+    /// Reads a topic with `read_committed` from the beginning until `n` records arrived
+    /// (panics after `timeout`), then a little longer to catch any extra record.
+    pub async fn read(&self, table: &str, n: usize, timeout: Duration) -> Vec<Record> {
+        read_topic(&self.stack, &self.topic(table), n, timeout).await
+    }
+
+    pub async fn drop_slot(&self) {
+        let c = self.stack.pg_connect("postgres").await;
+        let slot = self.slot();
+        let _ = c
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
+                &[&slot],
+            )
+            .await;
+    }
+}
+
+pub async fn read_topic(stack: &Stack, topic: &str, n: usize, timeout: Duration) -> Vec<Record> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &stack.kafka_bootstrap)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("topic.metadata.refresh.interval.ms", "500")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let decoder = AvroDecoder::new(SrSettings::new(stack.registry_url.clone()));
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    // After the n-th record, keep reading briefly: a duplicate or extra record must show.
+    let mut settle: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let until = match settle {
+            Some(s) => s,
+            None => deadline,
+        };
+        if now >= until {
+            break;
+        }
+        match tokio::time::timeout(until - now, consumer.recv()).await {
+            Err(_) => break,
+            // The topic appears when pgcdc sees the table's first change.
+            Ok(Err(e)) if e.to_string().contains("UnknownTopicOrPartition") => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(Err(e)) => panic!("consuming {topic}: {e}"),
+            Ok(Ok(m)) => {
+                let key = pgcdc::tail::decode_json(&decoder, m.key()).await.unwrap();
+                let value = pgcdc::tail::decode_json(&decoder, m.payload())
+                    .await
+                    .unwrap();
+                out.push(Record {
+                    topic: m.topic().to_owned(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key,
+                    value,
+                });
+                if out.len() >= n && settle.is_none() {
+                    settle = Some(Instant::now() + Duration::from_millis(1500));
+                }
+            }
+        }
+    }
+    assert!(
+        out.len() >= n,
+        "{topic}: expected {n} records within {timeout:?}, got {}: {out:#?}",
+        out.len()
+    );
+    out
+}
