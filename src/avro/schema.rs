@@ -120,6 +120,7 @@ pub fn block_schema() -> Json {
 }
 
 /// Schema JSON (as registered) and the parsed schema used to encode.
+#[derive(Debug)]
 pub struct Built {
     pub json: String,
     pub schema: Schema,

@@ -92,22 +92,3 @@ pub fn unique(prefix: &str) -> String {
         .unwrap_or(0);
     format!("{prefix}_{}_{t}_{n}", std::process::id())
 }
-
-/// Polls `f` until it returns `Some`, panicking with `what` after `timeout`.
-pub async fn wait_until<T, F, Fut>(what: &str, timeout: std::time::Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}

@@ -28,8 +28,6 @@ pub struct Harness {
 /// One record as a consumer sees it, decoded through the registry.
 #[derive(Debug, Clone)]
 pub struct Record {
-    pub topic: String,
-    pub partition: i32,
     pub offset: i64,
     pub key: Json,
     pub value: Json,
@@ -135,11 +133,17 @@ impl Harness {
     }
 
     async fn wait_streaming(&self, run: &Running) {
+        self.wait_slot(true, || !run.is_finished()).await
+    }
+
+    /// Waits until the slot is `active` (streaming to some pgcdc) or not; `alive` says
+    /// whether the process we wait for still runs.
+    pub async fn wait_slot(&self, active: bool, mut alive: impl FnMut() -> bool) {
         let c = self.stack.pg_connect("postgres").await;
         let slot = self.slot();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let active = c
+            let now_active = c
                 .query_opt(
                     "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
                     &[&slot],
@@ -147,17 +151,17 @@ impl Harness {
                 .await
                 .unwrap()
                 .is_some_and(|r| r.get::<_, bool>(0));
-            if active {
+            if now_active == active {
                 return;
             }
             assert!(
-                !run.is_finished(),
-                "connector {} stopped before streaming",
+                alive(),
+                "connector {} stopped before its slot became active={active}",
                 self.name
             );
             assert!(
                 Instant::now() < deadline,
-                "connector {} did not start streaming within 60s",
+                "slot of {} did not become active={active} within 60s",
                 self.name
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -224,8 +228,6 @@ pub async fn read_topic(stack: &Stack, topic: &str, n: usize, timeout: Duration)
                     .await
                     .unwrap();
                 out.push(Record {
-                    topic: m.topic().to_owned(),
-                    partition: m.partition(),
                     offset: m.offset(),
                     key,
                     value,

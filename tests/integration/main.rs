@@ -4,7 +4,10 @@
 
 mod common;
 mod harness;
+mod pipeline_changes;
 mod pipeline_types;
+mod python_consumer;
+mod restart;
 mod smoke_kafka;
 mod smoke_postgres;
 mod smoke_registry;

@@ -8,7 +8,7 @@ use serde_json::{json, Value as Json};
 
 use crate::harness::Harness;
 
-const SCHEMA: &str = r#"
+pub const SCHEMA: &str = r#"
 CREATE EXTENSION IF NOT EXISTS hstore;
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
@@ -30,7 +30,7 @@ CREATE TABLE all_types (
 );
 "#;
 
-const TYPICAL: &str = r#"INSERT INTO all_types VALUES (1,
+pub const TYPICAL: &str = r#"INSERT INTO all_types VALUES (1,
   true, -32768, 2147483647, -9223372036854775808, 4294967295,
   1.5, -2.25,
   12345678.90, 3.14159,
@@ -45,7 +45,7 @@ const TYPICAL: &str = r#"INSERT INTO all_types VALUES (1,
   '(1.5,2)'
 )"#;
 
-const EDGES: &str = r#"INSERT INTO all_types VALUES (2,
+pub const EDGES: &str = r#"INSERT INTO all_types VALUES (2,
   false, 32767, -2147483648, 9223372036854775807, 0,
   'NaN', '-Infinity',
   -0.01, -12345678901234567890.123456789,
@@ -60,7 +60,7 @@ const EDGES: &str = r#"INSERT INTO all_types VALUES (2,
   '(-1e+300,0)'
 )"#;
 
-const NULLS: &str = "INSERT INTO all_types (id) VALUES (3)";
+pub const NULLS: &str = "INSERT INTO all_types (id) VALUES (3)";
 
 fn typical() -> Json {
     json!({

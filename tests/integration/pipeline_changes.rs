@@ -1,0 +1,189 @@
+//! Inserts, updates (including primary-key changes), deletes and truncates across tables
+//! with a simple key, a composite key, no primary key but configured key columns, and no key
+//! at all: envelopes, keys, tombstones and per-key order as a Debezium consumer expects.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value as Json};
+
+use crate::harness::{Harness, Record};
+
+const SCHEMA: &str = "
+CREATE TABLE accounts (id int PRIMARY KEY, owner text NOT NULL, balance numeric(12,2));
+CREATE TABLE lines (order_id bigint, line_no int, sku text, qty int, PRIMARY KEY (order_id, line_no));
+CREATE TABLE events (id bigint NOT NULL, body text);
+ALTER TABLE events REPLICA IDENTITY FULL;
+CREATE TABLE notes (body text);
+ALTER TABLE notes REPLICA IDENTITY FULL;
+";
+
+const CONNECTOR: &str = "key_columns:\n  public.events: [id]\n";
+
+fn ops(recs: &[Record]) -> Vec<String> {
+    recs.iter()
+        .map(|r| match r.value["op"].as_str() {
+            Some(op) => op.to_owned(),
+            None => "tombstone".to_owned(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_updates_deletes_truncates_across_tables() {
+    let h = Harness::new("changes", SCHEMA).await;
+    let run = h.start(CONNECTOR).await;
+    h.sql(
+        "BEGIN;
+         INSERT INTO accounts VALUES (1, 'ann', 10.00), (2, 'bob', 20.00);
+         INSERT INTO lines VALUES (100, 1, 'A', 1), (100, 2, 'B', 2);
+         INSERT INTO events VALUES (7, 'created');
+         INSERT INTO notes VALUES ('hello');
+         COMMIT;
+         UPDATE accounts SET balance = 11.50 WHERE id = 1;
+         UPDATE accounts SET id = 3 WHERE id = 2;
+         UPDATE lines SET qty = 5 WHERE order_id = 100 AND line_no = 2;
+         UPDATE events SET body = 'changed' WHERE id = 7;
+         UPDATE notes SET body = 'bye';
+         DELETE FROM lines WHERE order_id = 100 AND line_no = 1;
+         DELETE FROM events WHERE id = 7;
+         DELETE FROM notes;
+         TRUNCATE accounts;",
+    )
+    .await;
+
+    // accounts: c(1) c(2) u(1) [pk change 2->3: d(2) tombstone(2) c(3)] t
+    let acc = h.read("accounts", 7, Duration::from_secs(60)).await;
+    assert_eq!(
+        ops(&acc),
+        ["c", "c", "u", "d", "tombstone", "c", "t"],
+        "{acc:#?}"
+    );
+    assert_eq!(acc[0].key, json!({"id": 1}));
+    assert_eq!(
+        acc[0].value["after"],
+        json!({"id": 1, "owner": "ann", "balance": "10.00"})
+    );
+    assert_eq!(acc[2].value["after"]["balance"], "11.50");
+    // REPLICA IDENTITY DEFAULT: an update that keeps the key has no before image.
+    assert_eq!(acc[2].value["before"], Json::Null);
+    assert_eq!(acc[3].key, json!({"id": 2}));
+    assert_eq!(acc[3].value["before"]["id"], 2);
+    assert_eq!(acc[3].value["after"], Json::Null);
+    assert_eq!(
+        (acc[4].key.clone(), acc[4].value.clone()),
+        (json!({"id": 2}), Json::Null)
+    );
+    assert_eq!(acc[5].key, json!({"id": 3}));
+    assert_eq!(
+        acc[5].value["after"],
+        json!({"id": 3, "owner": "bob", "balance": "20.00"})
+    );
+    assert_eq!(acc[6].key, Json::Null);
+    assert_eq!(
+        (
+            acc[6].value["before"].clone(),
+            acc[6].value["after"].clone()
+        ),
+        (Json::Null, Json::Null)
+    );
+    // The first transaction's six changes carry one xid and their order in it.
+    assert_eq!(
+        acc[0].value["source"]["txId"],
+        acc[1].value["source"]["txId"]
+    );
+    assert_eq!(acc[0].value["transaction"]["total_order"], 1);
+    assert_eq!(acc[1].value["transaction"]["total_order"], 2);
+    assert_eq!(acc[1].value["transaction"]["data_collection_order"], 2);
+
+    // lines: composite key; delete + tombstone.
+    let lines = h.read("lines", 5, Duration::from_secs(30)).await;
+    assert_eq!(ops(&lines), ["c", "c", "u", "d", "tombstone"], "{lines:#?}");
+    assert_eq!(lines[0].key, json!({"order_id": 100, "line_no": 1}));
+    assert_eq!(lines[2].key, json!({"order_id": 100, "line_no": 2}));
+    assert_eq!(lines[2].value["after"]["qty"], 5);
+    assert_eq!(lines[3].key, json!({"order_id": 100, "line_no": 1}));
+    // DEFAULT identity: the delete's before image has the key columns only.
+    assert_eq!(
+        lines[3].value["before"],
+        json!({"order_id": 100, "line_no": 1, "sku": null, "qty": null})
+    );
+
+    // events: no primary key, keyed by key_columns; FULL identity gives whole before images.
+    let events = h.read("events", 4, Duration::from_secs(30)).await;
+    assert_eq!(ops(&events), ["c", "u", "d", "tombstone"], "{events:#?}");
+    assert!(events.iter().all(|r| r.key == json!({"id": 7})));
+    assert_eq!(
+        events[1].value["before"],
+        json!({"id": 7, "body": "created"})
+    );
+    assert_eq!(
+        events[1].value["after"],
+        json!({"id": 7, "body": "changed"})
+    );
+    assert_eq!(
+        events[2].value["before"],
+        json!({"id": 7, "body": "changed"})
+    );
+
+    // notes: no key at all: null keys, and no tombstone (it would have no key to compact).
+    let notes = h.read("notes", 3, Duration::from_secs(30)).await;
+    assert_eq!(ops(&notes), ["c", "u", "d"], "{notes:#?}");
+    assert!(notes.iter().all(|r| r.key == Json::Null));
+    assert_eq!(notes[1].value["before"], json!({"body": "hello"}));
+
+    run.stop().await.unwrap();
+    h.drop_slot().await;
+}
+
+/// Many transactions touching the same keys: each key's events arrive in commit order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_order_follows_commit_order() {
+    let h = Harness::new(
+        "order",
+        "CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL);",
+    )
+    .await;
+    let run = h.start("").await;
+    let client = h.client().await;
+    client
+        .batch_execute("INSERT INTO counters SELECT g, 0 FROM generate_series(1, 10) g")
+        .await
+        .unwrap();
+    for round in 1..=30 {
+        client
+            .batch_execute(&format!(
+                "UPDATE counters SET n = {round} WHERE id % {} = 0",
+                1 + round % 3
+            ))
+            .await
+            .unwrap();
+    }
+    let expected: usize = 10 + (1..=30).map(|r| 10 / (1 + r % 3)).sum::<usize>();
+    let recs = h.read("counters", expected, Duration::from_secs(60)).await;
+    assert_eq!(recs.len(), expected);
+    let mut last: HashMap<i64, i64> = HashMap::new();
+    for r in &recs {
+        let id = r.key["id"].as_i64().unwrap();
+        let n = r.value["after"]["n"].as_i64().unwrap();
+        let prev = last.insert(id, n).unwrap_or(-1);
+        assert!(
+            n > prev || (n == 0 && prev == -1),
+            "key {id}: {n} after {prev}"
+        );
+    }
+    let final_rows = client
+        .query("SELECT id, n FROM counters", &[])
+        .await
+        .unwrap();
+    for row in final_rows {
+        let (id, n): (i32, i32) = (row.get(0), row.get(1));
+        assert_eq!(
+            last.get(&i64::from(id)),
+            Some(&i64::from(n)),
+            "key {id}: last event differs from the table"
+        );
+    }
+    run.stop().await.unwrap();
+    h.drop_slot().await;
+}
