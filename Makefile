@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # Integration tests are I/O-bound against the local stack; a few run at once on 2 cores.
 TEST_THREADS ?= 4
 
-.PHONY: help stack stack-down stack-status build test unit-test run lint
+.PHONY: help stack stack-down stack-status build test unit-test run lint bench
 
 help:
 	@echo "make run         local stack up, demo tables, daemon on connectors/example.yaml"
@@ -38,3 +38,7 @@ lint:
 run: stack
 	cargo build --locked
 	@dev/run-demo
+
+.PHONY: bench
+bench: stack
+	@bench/run

@@ -216,7 +216,14 @@ async fn validate(daemon: &DaemonConfig, dir: &Path, files: &[PathBuf]) -> ExitC
         {
             Ok(cat) => match cat.preflight(c).await {
                 Ok(p) => {
-                    problems.extend(p.into_iter().map(|p| format!("connector {}: {p}", c.name)))
+                    for w in p.warnings {
+                        println!("warning: connector {}: {w}", c.name);
+                    }
+                    problems.extend(
+                        p.problems
+                            .into_iter()
+                            .map(|p| format!("connector {}: {p}", c.name)),
+                    );
                 }
                 Err(e) => problems.push(format!("connector {}: {e}", c.name)),
             },

@@ -69,7 +69,11 @@ pub async fn run(
     let slot = conn.slot_name();
     let publication = conn.publication_name();
     let catalog = Catalog::connect(&conn.postgres, conn.numeric_mode, &app).await?;
-    let problems = catalog.preflight(conn).await?;
+    let pre = catalog.preflight(conn).await?;
+    for w in &pre.warnings {
+        tracing::warn!(connector = %conn.name, "{w}");
+    }
+    let problems = pre.problems;
     if let Some(first) = problems.first() {
         let more = if problems.len() > 1 {
             format!(" (and {} more; run pgcdc validate)", problems.len() - 1)

@@ -44,7 +44,27 @@ fn pg_err(server: &str, e: tokio_postgres::Error) -> Error {
                 ),
             )
         }
-        None => Error::transient(format!("PostgreSQL {server}: {e}")),
+        None => {
+            let mut text = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(cause) = src {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                src = cause.source();
+            }
+            if text.contains("password missing") {
+                Error::permanent(format!(
+                    "PostgreSQL {server} asks for a password; set postgres.password in the connector file"
+                ))
+            } else if text.contains("TLS handshake") || text.contains("server does not support TLS")
+            {
+                Error::permanent(format!(
+                    "PostgreSQL {server}: {text}: TLS handshake failed; check postgres.sslmode, postgres.sslrootcert and the server certificate"
+                ))
+            } else {
+                Error::transient(format!("PostgreSQL {server}: {text}"))
+            }
+        }
     }
 }
 
@@ -101,11 +121,12 @@ impl Catalog {
         Ok(row.get(0))
     }
 
-    /// Everything that would stop a connector, one line each: server settings, privileges,
-    /// tables and their replica identity. An empty list means ready to run.
-    pub async fn preflight(&self, conn: &ConnectorConfig) -> Result<Vec<String>> {
+    /// Everything that would stop a connector (problems) or that will bite later (warnings),
+    /// one line each: server settings, privileges, tables and their replica identity.
+    pub async fn preflight(&self, conn: &ConnectorConfig) -> Result<Preflight> {
         let s = &self.server;
         let mut problems = Vec::new();
+        let mut warnings = Vec::new();
         let version = self.server_version_num().await?;
         if version < 130_000 {
             problems.push(format!(
@@ -149,6 +170,36 @@ impl Catalog {
         }
 
         let tables = self.captured_tables(conn).await?;
+        let publication_exists = self.publication_exists(&conn.publication_name()).await?;
+        if !publication_exists {
+            let can_create: bool = self
+                .client
+                .query_one(
+                    "SELECT has_database_privilege(current_database(), 'CREATE')",
+                    &[],
+                )
+                .await
+                .map_err(|e| self.err(e))?
+                .get(0);
+            let all_tables = conn.tables.include.is_empty() && conn.tables.exclude.is_empty();
+            if all_tables && !superuser {
+                problems.push(format!(
+                    "user {:?} may not create publication {} FOR ALL TABLES (PostgreSQL requires a superuser); \
+                     list the tables in tables.include, or have a superuser create the publication",
+                    conn.postgres.user,
+                    conn.publication_name()
+                ));
+            } else if !can_create {
+                problems.push(format!(
+                    "user {:?} may not create publication {} in database {}; run GRANT CREATE ON DATABASE {} TO {}, or create the publication as its owner",
+                    conn.postgres.user,
+                    conn.publication_name(),
+                    conn.postgres.dbname,
+                    quote_ident(&conn.postgres.dbname),
+                    quote_ident(&conn.postgres.user)
+                ));
+            }
+        }
         for name in &conn.tables.include {
             if !tables.iter().any(|t| &t.name == name) {
                 problems.push(format!(
@@ -169,17 +220,15 @@ impl Catalog {
                     "table {} has REPLICA IDENTITY NOTHING, so its updates and deletes cannot be captured; run ALTER TABLE {} REPLICA IDENTITY DEFAULT",
                     t.name, t.quoted
                 )),
-                b'd' if !t.has_pk => problems.push(format!(
-                    "table {} has no primary key, so PostgreSQL rejects its UPDATE and DELETE while it is published; add a primary key or run ALTER TABLE {} REPLICA IDENTITY FULL",
+                b'd' if !t.has_pk => warnings.push(format!(
+                    "table {} has no primary key, so PostgreSQL rejects its UPDATE and DELETE while it is published \
+                     (inserts still work); add a primary key or run ALTER TABLE {} REPLICA IDENTITY FULL",
                     t.name, t.quoted
                 )),
                 _ => {}
             }
-            if !superuser && !t.owned {
-                // CREATE PUBLICATION ... FOR TABLE needs ownership; SELECT is enough otherwise.
-                if self.publication_exists(&conn.publication_name()).await? {
-                    continue;
-                }
+            // CREATE PUBLICATION ... FOR TABLE needs ownership; once it exists, SELECT is enough.
+            if !superuser && !t.owned && !publication_exists {
                 problems.push(format!(
                     "table {}: user {:?} does not own it, so cannot add it to publication {}; create the publication as the owner or a superuser",
                     t.name,
@@ -206,7 +255,7 @@ impl Catalog {
                 ));
             }
         }
-        Ok(problems)
+        Ok(Preflight { problems, warnings })
     }
 
     async fn captured_tables(&self, conn: &ConnectorConfig) -> Result<Vec<TableInfo>> {
@@ -438,6 +487,15 @@ impl Catalog {
             columns,
         })
     }
+}
+
+/// The result of [`Catalog::preflight`].
+#[derive(Debug, Default)]
+pub struct Preflight {
+    /// The connector cannot run until these are fixed.
+    pub problems: Vec<String>,
+    /// It can run, but these will cause trouble.
+    pub warnings: Vec<String>,
 }
 
 struct TableInfo {

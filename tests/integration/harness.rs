@@ -23,6 +23,8 @@ pub struct Harness {
     pub prefix: String,
     pub offsets_topic: String,
     pub dir: PathBuf,
+    /// The connector's `postgres:` lines for user, password and TLS.
+    pub postgres_auth: String,
 }
 
 /// One record as a consumer sees it, decoded through the registry.
@@ -63,6 +65,7 @@ impl Harness {
         let name = unique(label);
         let dir = std::env::temp_dir().join(format!("pgcdc-test-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
+        let postgres_auth = format!("  user: {}\n  sslmode: disable\n", stack.pg_user);
         Harness {
             prefix: format!("t{}", name.replace('_', "")),
             offsets_topic: format!("{name}.offsets"),
@@ -70,6 +73,7 @@ impl Harness {
             db,
             name,
             dir,
+            postgres_auth,
         }
     }
 
@@ -95,9 +99,8 @@ impl Harness {
     /// Connector YAML; `extra` is appended (tables, key_columns, numeric_mode...).
     pub fn connector_yaml(&self, extra: &str) -> String {
         format!(
-            "name: {}\npostgres:\n  host: {}\n  port: {}\n  user: {}\n  dbname: {}\n  sslmode: disable\n\
-             topic_prefix: {}\n{extra}",
-            self.name, self.stack.pg_host, self.stack.pg_port, self.stack.pg_user, self.db, self.prefix
+            "name: {}\npostgres:\n  host: {}\n  port: {}\n  dbname: {}\n{}topic_prefix: {}\n{extra}",
+            self.name, self.stack.pg_host, self.stack.pg_port, self.db, self.postgres_auth, self.prefix
         )
     }
 
@@ -123,17 +126,16 @@ impl Harness {
         let (daemon, conn) = self.configs(extra);
         let (stop, rx) = watch::channel(false);
         let handle = tokio::spawn(pgcdc::supervisor::run(daemon, vec![conn], rx));
-        let run = Running { stop, handle };
-        self.wait_streaming(&run).await;
-        run
+        let mut run = Running { stop, handle };
+        let streaming = self.wait_slot(true, || true);
+        tokio::select! {
+            _ = streaming => run,
+            r = &mut run.handle => panic!("connector {} stopped before streaming: {:?}", self.name, r),
+        }
     }
 
     pub fn slot(&self) -> String {
         format!("pgcdc_{}", self.name)
-    }
-
-    async fn wait_streaming(&self, run: &Running) {
-        self.wait_slot(true, || !run.is_finished()).await
     }
 
     /// Waits until the slot is `active` (streaming to some pgcdc) or not; `alive` says

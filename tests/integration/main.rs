@@ -3,6 +3,7 @@
 //! and Apicurio Registry on loopback. One test binary, so rdkafka links once.
 
 mod common;
+mod connect;
 mod harness;
 mod pipeline_changes;
 mod pipeline_types;

@@ -1,0 +1,167 @@
+//! Connecting as operators do: md5 and SCRAM passwords, TLS from `require` to `verify-full`,
+//! and `pgcdc validate` naming every problem with its fix.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::Harness;
+
+/// Login roles with passwords, made by dev/stack: pg_hba.conf asks md5 from `pgcdc_md5` and
+/// scram-sha-256 from `pgcdc_scram`; `pgcdc_norep` lacks REPLICATION.
+async fn grant(h: &Harness, role: &str) {
+    h.sql(&format!(
+        "ALTER TABLE t OWNER TO {role}; GRANT CREATE ON DATABASE {} TO {role};",
+        h.db
+    ))
+    .await;
+}
+
+fn root_cert() -> String {
+    format!("{}/.stack/tls/root.crt", env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn streams_one_row(h: &mut Harness, auth: String) {
+    h.postgres_auth = auth;
+    let run = h.start("tables:\n  include: [public.t]\n").await;
+    h.sql("INSERT INTO t VALUES (1, 'hello')").await;
+    let recs = h.read("t", 1, Duration::from_secs(60)).await;
+    assert_eq!(recs[0].value["after"]["v"], "hello");
+    run.stop().await.unwrap();
+    h.drop_slot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_over_verified_tls() {
+    let mut h = Harness::new("scram", "CREATE TABLE t (id int PRIMARY KEY, v text);").await;
+    grant(&h, "pgcdc_scram").await;
+    let auth = format!(
+        "  user: pgcdc_scram\n  password: scram-secret\n  sslmode: verify-full\n  sslrootcert: {}\n",
+        root_cert()
+    );
+    streams_one_row(&mut h, auth).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_over_required_tls() {
+    let mut h = Harness::new("md5", "CREATE TABLE t (id int PRIMARY KEY, v text);").await;
+    grant(&h, "pgcdc_md5").await;
+    streams_one_row(
+        &mut h,
+        "  user: pgcdc_md5\n  password: md5-secret\n  sslmode: require\n".into(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_and_untrusted_certificate_are_permanent_errors() {
+    let mut h = Harness::new("badauth", "CREATE TABLE t (id int PRIMARY KEY);").await;
+    // A CA that did not sign the server's certificate.
+    let other = h.dir.join("other.crt");
+    let key = h.dir.join("other.key");
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(ok, "openssl could not make a certificate");
+    let cases = [
+        ("  user: pgcdc_scram\n  password: wrong\n  sslmode: disable\n".to_owned(), "password authentication failed"),
+        ("  user: pgcdc_scram\n  sslmode: disable\n".to_owned(), "set postgres.password"),
+        (
+            format!("  user: pgcdc_scram\n  password: scram-secret\n  sslmode: verify-full\n  sslrootcert: {}\n", other.display()),
+            "TLS handshake failed",
+        ),
+    ];
+    for (auth, expect) in cases {
+        h.postgres_auth = auth;
+        let (daemon, conn) = h.configs("");
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let err = tokio::time::timeout(
+            Duration::from_secs(20),
+            pgcdc::pipeline::run(&daemon, &conn, rx),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("case {expect:?}: no answer within 20s"))
+        .expect_err("must fail");
+        assert!(
+            !err.is_transient(),
+            "case {expect:?}: {err} must be permanent"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(expect), "expected {expect:?} in: {msg}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_names_each_problem_and_its_fix() {
+    let mut h = Harness::new(
+        "validate",
+        "CREATE TABLE good (id int PRIMARY KEY);
+         CREATE TABLE nothing (id int PRIMARY KEY);
+         ALTER TABLE nothing REPLICA IDENTITY NOTHING;
+         CREATE TABLE nokey (v text);",
+    )
+    .await;
+    h.sql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO pgcdc_norep;")
+        .await;
+    let validate = |h: &Harness| {
+        let (d, c) = h.write_configs(
+            "tables:\n  include: [public.good, public.nothing, public.nokey, public.missing]\n",
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_pgcdc"))
+            .arg("--config")
+            .arg(&d)
+            .arg("validate")
+            .arg(&c)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+
+    h.postgres_auth = "  user: pgcdc_norep\n  sslmode: disable\n".into();
+    let (code, out) = validate(&h);
+    assert_eq!(code, Some(1), "{out}");
+    let expect = [
+        "lacks the REPLICATION attribute; run ALTER ROLE \"pgcdc_norep\" WITH REPLICATION",
+        "table public.nothing has REPLICA IDENTITY NOTHING",
+        "run ALTER TABLE public.nothing REPLICA IDENTITY DEFAULT",
+        "table public.missing (tables.include) does not exist",
+        "warning: connector",
+        "table public.nokey has no primary key",
+    ];
+    for e in expect {
+        assert!(out.contains(e), "missing {e:?} in:\n{out}");
+    }
+    assert!(
+        out.lines().count() >= 5,
+        "each problem on its own line:\n{out}"
+    );
+
+    // Fixed: superuser, identity restored, the missing table dropped from the list.
+    h.sql(
+        "ALTER TABLE nothing REPLICA IDENTITY DEFAULT; CREATE TABLE missing (id int PRIMARY KEY);",
+    )
+    .await;
+    h.postgres_auth = format!("  user: {}\n  sslmode: disable\n", h.stack.pg_user);
+    let (code, out) = validate(&h);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ok: 1 connector(s) ready"), "{out}");
+}
