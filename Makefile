@@ -5,13 +5,15 @@ SHELL := /bin/bash
 # Integration tests are I/O-bound against the local stack; a few run at once on 2 cores.
 TEST_THREADS ?= 4
 
-.PHONY: help stack stack-down stack-status build test unit-test run lint bench
+.PHONY: help stack stack-down stack-status build test unit-test run lint bench chaos
 
 help:
 	@echo "make run         local stack up, demo tables, daemon on connectors/example.yaml"
 	@echo "make test        every test (unit and integration) against the real local stack"
 	@echo "make stack       install and start PostgreSQL, Kafka and Apicurio Registry in .stack/"
 	@echo "make stack-down  stop what 'make stack' started"
+	@echo "make bench       throughput and latency figures (RESULT lines)"
+	@echo "make chaos       exactly-once under >=20 SIGKILLs and server restarts (RESULT line)"
 
 stack:
 	@dev/stack up
@@ -27,6 +29,11 @@ build:
 
 test: stack
 	cargo test --locked --all-targets -- --test-threads=$(TEST_THREADS)
+	@echo "chaos (short): a few SIGKILLs, a SIGTERM, Kafka and PostgreSQL restarts"
+	CHAOS_DURATION=45 CHAOS_MIN_CRASHES=4 CHAOS_SIGTERMS=1 dev/chaos/run
+
+chaos: stack
+	@dev/chaos/run
 
 unit-test:
 	cargo test --locked --lib --bins

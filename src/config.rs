@@ -91,6 +91,10 @@ pub struct KafkaConfig {
     pub transaction: TransactionConfig,
     #[serde(default = "default_offsets_topic")]
     pub offsets_topic: String,
+    /// Kafka transactions around events and checkpoint (the default). `false` is
+    /// at-least-once: a restart may repeat events; kept to measure what transactions cost.
+    #[serde(default = "default_true")]
+    pub exactly_once: bool,
     /// Extra librdkafka options for the producer and consumers (security settings, say).
     #[serde(default)]
     pub librdkafka: BTreeMap<String, String>,

@@ -39,8 +39,10 @@ use crate::Lsn;
 /// Capacity of the reader → sink channel, in messages: bounded, so a slow Kafka slows the
 /// reader (and PostgreSQL keeps the WAL) instead of growing memory.
 const SINK_CHANNEL_CAPACITY: usize = 8192;
-/// How often an idle connector checkpoints a WAL position that moved without events.
-const IDLE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+/// With no events, a checkpoint-only Kafka transaction this often: it confirms WAL progress
+/// of an idle database to the slot, and a fenced producer (another instance took over)
+/// learns it within this time and stops.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the reader hands the sink.
 enum SinkMsg {
@@ -542,19 +544,25 @@ impl Sink {
         let mut last_txn: Option<(Lsn, Lsn, u32, i64)> = None;
         let mut last_commit_at = Instant::now();
         loop {
-            let deadline = open.as_ref().map(|o| o.started + self.limits.max_interval);
-            let msg = match deadline {
-                Some(d) if at_boundary => {
-                    match tokio::time::timeout_at(d.into(), rx.recv()).await {
-                        Ok(m) => m,
-                        Err(_) => {
-                            self.commit(&mut open, last_txn).await?;
-                            last_commit_at = Instant::now();
-                            continue;
-                        }
-                    }
-                }
-                _ => rx.recv().await,
+            // When to commit without new input: an open transaction at a PostgreSQL
+            // transaction boundary after max_interval; with nothing open, a heartbeat that
+            // checkpoints idle progress and finds out early when another instance fenced us.
+            let wake = match &open {
+                Some(o) if at_boundary => Some(o.started + self.limits.max_interval),
+                Some(_) => None,
+                None => Some(last_commit_at + HEARTBEAT_INTERVAL),
+            };
+            let msg = match wake {
+                Some(w) => tokio::select! {
+                    m = rx.recv() => Some(m),
+                    _ = tokio::time::sleep_until(w.into()) => None,
+                },
+                None => Some(rx.recv().await),
+            };
+            let Some(msg) = msg else {
+                self.commit(&mut open, last_txn).await?;
+                last_commit_at = Instant::now();
+                continue;
             };
             match msg {
                 Some(SinkMsg::Record { topic, key, value }) => {
@@ -599,13 +607,6 @@ impl Sink {
                 Some(SinkMsg::Idle(lsn)) => {
                     if at_boundary {
                         self.position = self.position.max(lsn);
-                    }
-                    if open.is_none()
-                        && self.position > self.committed
-                        && last_commit_at.elapsed() >= IDLE_CHECKPOINT_INTERVAL
-                    {
-                        self.commit(&mut open, last_txn).await?;
-                        last_commit_at = Instant::now();
                     }
                 }
                 None => {

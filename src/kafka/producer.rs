@@ -1,13 +1,17 @@
-//! The one transactional producer of a connector. `acks=all`, idempotence and a
-//! `transactional.id` derived from the connector name (stable across restarts, so a new
-//! instance fences an old one), and the murmur2 partitioner, so keys land on the partitions
-//! Java clients would choose.
+//! The one producer of a connector. `acks=all`, idempotence and the murmur2 partitioner
+//! (keys land on the partitions Java clients would choose). With `kafka.exactly_once` (the
+//! default) it is transactional, with a `transactional.id` derived from the connector name:
+//! stable across restarts, so a new instance fences an old one. Without, a "commit" is a
+//! flush that waits for every delivery report (at-least-once, kept for comparison).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
@@ -19,19 +23,46 @@ pub fn transactional_id(connector: &str) -> String {
     format!("pgcdc-{connector}")
 }
 
+/// Counts failed deliveries, so a non-transactional flush can tell success from loss.
+#[derive(Default)]
+pub struct Deliveries {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::AcqRel);
+            if let Ok(mut first) = self.first_error.lock() {
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+type Inner = ThreadedProducer<Deliveries>;
+
 #[derive(Clone)]
 pub struct TxProducer {
-    inner: Arc<ThreadedProducer<DefaultProducerContext>>,
+    inner: Arc<Inner>,
     brokers: Arc<str>,
+    transactional: bool,
 }
 
 impl TxProducer {
     pub fn new(cfg: &KafkaConfig, transactional_id: &str) -> Result<Self> {
         let mut c = base_config(cfg);
+        if cfg.exactly_once {
+            c.set("transactional.id", transactional_id)
+                .set("transaction.timeout.ms", "60000");
+        }
         c.set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("transactional.id", transactional_id)
-            .set("transaction.timeout.ms", "60000")
             .set("partitioner", "murmur2_random")
             .set("compression.type", &cfg.compression)
             .set("linger.ms", cfg.linger.as_millis().to_string())
@@ -42,20 +73,19 @@ impl TxProducer {
             .set("queue.buffering.max.kbytes", "262144")
             .set("queue.buffering.max.messages", "200000")
             .set("message.max.bytes", "10000000");
-        let inner: ThreadedProducer<DefaultProducerContext> = c
-            .create()
+        let inner: Inner = c
+            .create_with_context(Deliveries::default())
             .map_err(|e| classify(&cfg.bootstrap_servers, "creating the producer", e))?;
         Ok(TxProducer {
             inner: Arc::new(inner),
             brokers: cfg.bootstrap_servers.as_str().into(),
+            transactional: cfg.exactly_once,
         })
     }
 
     async fn blocking<F>(&self, what: &'static str, f: F) -> Result<()>
     where
-        F: FnOnce(&ThreadedProducer<DefaultProducerContext>) -> Result<(), KafkaError>
-            + Send
-            + 'static,
+        F: FnOnce(&Inner) -> Result<(), KafkaError> + Send + 'static,
     {
         let p = self.inner.clone();
         let brokers = self.brokers.clone();
@@ -67,11 +97,17 @@ impl TxProducer {
     /// Registers the transactional id with the coordinator, fencing any older producer with
     /// the same id and aborting its open transaction.
     pub async fn init(&self) -> Result<()> {
+        if !self.transactional {
+            return Ok(());
+        }
         self.blocking("init_transactions", |p| p.init_transactions(TXN_TIMEOUT))
             .await
     }
 
     pub fn begin(&self) -> Result<()> {
+        if !self.transactional {
+            return Ok(());
+        }
         self.inner
             .begin_transaction()
             .map_err(|e| classify(&self.brokers, "begin_transaction", e))
@@ -100,12 +136,36 @@ impl TxProducer {
     }
 
     pub async fn commit(&self) -> Result<()> {
-        self.blocking("commit_transaction", |p| p.commit_transaction(TXN_TIMEOUT))
-            .await
+        if self.transactional {
+            return self
+                .blocking("commit_transaction", |p| p.commit_transaction(TXN_TIMEOUT))
+                .await;
+        }
+        self.blocking("flush", |p| p.flush(TXN_TIMEOUT)).await?;
+        let ctx = self.inner.context();
+        if ctx.failed.swap(0, Ordering::AcqRel) > 0 {
+            let first = ctx
+                .first_error
+                .lock()
+                .ok()
+                .and_then(|mut f| f.take())
+                .unwrap_or_default();
+            return Err(Error::transient(format!(
+                "Kafka {}: deliveries failed: {first}",
+                self.brokers
+            )));
+        }
+        Ok(())
     }
 
+    /// Aborts the open transaction. Without transactions, records already sent cannot be
+    /// taken back: they are flushed (at-least-once).
     pub async fn abort(&self) -> Result<()> {
-        self.blocking("abort_transaction", |p| p.abort_transaction(TXN_TIMEOUT))
-            .await
+        if self.transactional {
+            return self
+                .blocking("abort_transaction", |p| p.abort_transaction(TXN_TIMEOUT))
+                .await;
+        }
+        self.blocking("flush", |p| p.flush(TXN_TIMEOUT)).await
     }
 }

@@ -46,10 +46,6 @@ impl Running {
         self.handle.await.expect("pipeline task panicked")
     }
 
-    pub fn is_finished(&self) -> bool {
-        self.handle.is_finished()
-    }
-
     pub async fn join(self) -> pgcdc::error::Result<()> {
         self.handle.await.expect("pipeline task panicked")
     }

@@ -4,6 +4,7 @@
 
 mod common;
 mod connect;
+mod fencing;
 mod harness;
 mod pipeline_changes;
 mod pipeline_types;
