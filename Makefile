@@ -30,7 +30,7 @@ build:
 test: stack
 	cargo test --locked --all-targets -- --test-threads=$(TEST_THREADS)
 	@echo "chaos (short): a few SIGKILLs, a SIGTERM, Kafka and PostgreSQL restarts"
-	CHAOS_DURATION=45 CHAOS_MIN_CRASHES=4 CHAOS_SIGTERMS=1 dev/chaos/run
+	CHAOS_DURATION=40 CHAOS_MIN_CRASHES=4 CHAOS_SIGTERMS=1 CHAOS_MAX_ROWS=2000 CHAOS_PROFILE=debug dev/chaos/run
 
 chaos: stack
 	@dev/chaos/run

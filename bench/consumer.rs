@@ -4,6 +4,7 @@
 //! milliseconds since the Unix epoch and latencies are consumer receive time minus the
 //! PostgreSQL commit time carried in `source.ts_us` (with `--latency`). `--skip n` ignores
 //! the first n events.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test tool: failing loudly is its job
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

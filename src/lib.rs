@@ -23,6 +23,8 @@
 //! - [`pipeline`]: one connector's loop; [`supervisor`]: many connectors, restarts.
 //! - [`tail`]: reads topics back through the registry (`pgcdc tail`).
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod avro;
 pub mod checkpoint;
 pub mod config;

@@ -167,11 +167,11 @@ pub fn to_json(v: &Value, s: &Schema, names: &HashMap<String, Schema>) -> Json {
             let bytes: Vec<u8> = d.clone().try_into().unwrap_or_default();
             Json::String(decimal_string(&bytes, ds.scale))
         }
-        _ => plain(v, names),
+        _ => plain(v),
     }
 }
 
-fn plain(v: &Value, names: &HashMap<String, Schema>) -> Json {
+fn plain(v: &Value) -> Json {
     let float = |f: f64| {
         if f.is_finite() {
             json!(f)
@@ -191,19 +191,12 @@ fn plain(v: &Value, names: &HashMap<String, Schema>) -> Json {
             "\\x{}",
             b.iter().map(|x| format!("{x:02x}")).collect::<String>()
         )),
-        Value::Union(_, inner) => plain(inner, names),
-        Value::Array(items) => Json::Array(items.iter().map(|i| plain(i, names)).collect()),
-        Value::Record(fields) => Json::Object(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), plain(v, names)))
-                .collect(),
-        ),
-        Value::Map(m) => Json::Object(
-            m.iter()
-                .map(|(k, v)| (k.clone(), plain(v, names)))
-                .collect(),
-        ),
+        Value::Union(_, inner) => plain(inner),
+        Value::Array(items) => Json::Array(items.iter().map(plain).collect()),
+        Value::Record(fields) => {
+            Json::Object(fields.iter().map(|(k, v)| (k.clone(), plain(v))).collect())
+        }
+        Value::Map(m) => Json::Object(m.iter().map(|(k, v)| (k.clone(), plain(v))).collect()),
         other => Json::String(format!("{other:?}")),
     }
 }

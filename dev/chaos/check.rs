@@ -3,10 +3,12 @@
 //! recorded in `chaos_truth`. Prints exactly one line
 //! `RESULT crashes=<n> events=<m> lost=<x> duplicated=<y> out_of_order=<z>` and exits
 //! non-zero unless all three are 0 (or an event matches no committed change).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test tool: failing loudly is its job
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -29,6 +31,29 @@ struct Change {
     op: char,
     id: i64,
     change_id: i64,
+}
+
+type Readers = HashMap<u32, GenericDatumReader<'static>>;
+
+/// Decodes a Confluent wire-format value with the writer's schema, fetched and resolved
+/// once per id (the few schemas live for the whole run).
+async fn decode(decoder: &AvroDecoder, readers: &mut Readers, payload: &[u8]) -> Value {
+    assert!(
+        payload.len() > 5 && payload[0] == 0,
+        "not Confluent wire format"
+    );
+    let id = u32::from_be_bytes([payload[1], payload[2], payload[3], payload[4]]);
+    if let std::collections::hash_map::Entry::Vacant(slot) = readers.entry(id) {
+        let s = decoder.get_schema(id).await.expect("fetch schema");
+        let schema: &'static apache_avro::Schema = Box::leak(Box::new(s.parsed.clone()));
+        slot.insert(
+            GenericDatumReader::builder(schema)
+                .build()
+                .expect("resolve schema"),
+        );
+    }
+    let mut body = &payload[5..];
+    readers[&id].read_value(&mut body).expect("decode")
 }
 
 fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
@@ -102,6 +127,7 @@ async fn main() {
         .create()
         .expect("consumer");
     let decoder = AvroDecoder::new(SrSettings::new(registry));
+    let mut readers: Readers = HashMap::new();
     let mut seen: HashMap<Change, u32> = HashMap::new();
     let mut per_row: HashMap<(String, i64), Vec<i64>> = HashMap::new();
     let mut events = 0u64;
@@ -146,7 +172,7 @@ async fn main() {
                 };
                 let m = m.expect("consume");
                 let Some(payload) = m.payload() else { continue }; // tombstone
-                let v = decoder.decode(Some(payload)).await.expect("decode").value;
+                let v = decode(&decoder, &mut readers, payload).await;
                 let op = match field(&v, "op") {
                     Some(Value::String(s)) => s.clone(),
                     _ => panic!("{topic} offset {}: no op", m.offset()),

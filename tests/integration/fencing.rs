@@ -2,32 +2,15 @@
 //! the older stops with a clear message, the newer takes over the slot and continues, and no
 //! change is lost or delivered twice.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
-
 use crate::harness::Harness;
-
-fn spawn(h: &Harness, daemon: &std::path::Path, conn: &std::path::Path, log: &str) -> Child {
-    let log = std::fs::File::create(h.dir.join(log)).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_pgcdc"))
-        .arg("--config")
-        .arg(daemon)
-        .arg("run")
-        .arg(conn)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start pgcdc")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newer_instance_fences_the_older_without_duplicates() {
     let h = Harness::new("fence", "CREATE TABLE items (id int PRIMARY KEY);").await;
     let (daemon, conn) = h.write_configs("");
-    let mut older = spawn(&h, &daemon, &conn, "older.log");
+    let mut older = h.spawn_daemon(&daemon, &conn, "older.log");
     h.wait_slot(true, || true).await;
     let c = h.client().await;
     for i in 1..=40 {
@@ -36,7 +19,7 @@ async fn newer_instance_fences_the_older_without_duplicates() {
             .unwrap();
     }
 
-    let mut newer = spawn(&h, &daemon, &conn, "newer.log");
+    let mut newer = h.spawn_daemon(&daemon, &conn, "newer.log");
     for i in 41..=80 {
         c.execute("INSERT INTO items VALUES ($1)", &[&i])
             .await

@@ -108,6 +108,26 @@ impl Harness {
         (d, c)
     }
 
+    /// Starts the pgcdc binary on config files, logging to `log` in the test's folder.
+    pub fn spawn_daemon(
+        &self,
+        daemon: &std::path::Path,
+        conn: &std::path::Path,
+        log: &str,
+    ) -> tokio::process::Child {
+        let log = std::fs::File::create(self.dir.join(log)).unwrap();
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_pgcdc"))
+            .arg("--config")
+            .arg(daemon)
+            .arg("run")
+            .arg(conn)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start pgcdc")
+    }
+
     pub fn configs(&self, extra: &str) -> (DaemonConfig, ConnectorConfig) {
         let (d, c) = self.write_configs(extra);
         (

@@ -1,7 +1,9 @@
 #![recursion_limit = "512"]
 //! Integration tests against the real local stack (`make stack`): PostgreSQL, Apache Kafka
 //! and Apicurio Registry on loopback. One test binary, so rdkafka links once.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test tool: failing loudly is its job
 
+mod checkpoint;
 mod common;
 mod connect;
 mod fencing;

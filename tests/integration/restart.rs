@@ -2,26 +2,9 @@
 //! checkpoint: every committed change arrives, none twice, in order. SIGTERM stops it
 //! cleanly with exit code 0.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
-
 use crate::harness::Harness;
-
-fn spawn(h: &Harness, daemon: &std::path::Path, conn: &std::path::Path, log: &str) -> Child {
-    let log = std::fs::File::create(h.dir.join(log)).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_pgcdc"))
-        .arg("--config")
-        .arg(daemon)
-        .arg("run")
-        .arg(conn)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start pgcdc")
-}
 
 async fn insert(h: &Harness, from: i32, to: i32) {
     let c = h.client().await;
@@ -44,7 +27,7 @@ async fn sigkill_and_restart_lose_and_duplicate_nothing() {
     .await;
     let (daemon, conn) = h.write_configs("");
 
-    let mut child = spawn(&h, &daemon, &conn, "run1.log");
+    let mut child = h.spawn_daemon(&daemon, &conn, "run1.log");
     h.wait_slot(true, || true).await;
     insert(&h, 1, 60).await;
     // Kill while events are in flight: some are committed in Kafka, some not, some not read.
@@ -55,7 +38,7 @@ async fn sigkill_and_restart_lose_and_duplicate_nothing() {
 
     insert(&h, 61, 120).await; // written while the daemon is down
 
-    let mut child = spawn(&h, &daemon, &conn, "run2.log");
+    let mut child = h.spawn_daemon(&daemon, &conn, "run2.log");
     h.wait_slot(true, || true).await;
     insert(&h, 121, 150).await;
 
