@@ -649,6 +649,7 @@ impl Sink {
                 Some(&ck.encode()),
             )
             .await?;
+        let commit_started = Instant::now();
         if let Err(e) = self.producer.commit().await {
             let _ = self.producer.abort().await;
             return Err(e);
@@ -657,7 +658,13 @@ impl Sink {
         *open = None;
         self.committed = self.position;
         metrics::KAFKA_COMMITS.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(connector = %self.connector, lsn = %self.position, events, "committed kafka transaction");
+        tracing::debug!(
+            connector = %self.connector,
+            lsn = %self.position,
+            events,
+            commit_ms = commit_started.elapsed().as_millis() as u64,
+            "committed kafka transaction"
+        );
         let _ = self.flushed.send(self.position);
         Ok(())
     }
