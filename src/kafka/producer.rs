@@ -30,6 +30,22 @@ fn drain(p: &Inner) {
     }
 }
 
+fn fenced_or(p: &Inner, brokers: &str, what: &str, e: KafkaError) -> Error {
+    if let Some((code, reason)) = p.client().fatal_error() {
+        if matches!(
+            code,
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        ) {
+            return Error::Fenced(format!(
+                "Kafka {brokers}: {what}: {reason}; another pgcdc instance runs this connector (same transactional.id), this one stops"
+            ));
+        }
+    }
+    classify(brokers, what, e)
+}
+
 pub fn transactional_id(connector: &str) -> String {
     format!("pgcdc-{connector}")
 }
@@ -94,13 +110,19 @@ impl TxProducer {
         })
     }
 
+    /// Classifies an error of this producer. A producer that was fenced can report it as a
+    /// generic fatal error (e.g. on a send); its fatal-error record tells the truth.
+    fn error(&self, what: &str, e: KafkaError) -> Error {
+        fenced_or(&self.inner, &self.brokers, what, e)
+    }
+
     async fn blocking<F>(&self, what: &'static str, f: F) -> Result<()>
     where
         F: FnOnce(&Inner) -> Result<(), KafkaError> + Send + 'static,
     {
         let p = self.inner.clone();
         let brokers = self.brokers.clone();
-        tokio::task::spawn_blocking(move || f(&p).map_err(|e| classify(&brokers, what, e)))
+        tokio::task::spawn_blocking(move || f(&p).map_err(|e| fenced_or(&p, &brokers, what, e)))
             .await
             .map_err(|e| Error::permanent(format!("Kafka {what}: task failed: {e}")))?
     }
@@ -121,7 +143,7 @@ impl TxProducer {
         }
         self.inner
             .begin_transaction()
-            .map_err(|e| classify(&self.brokers, "begin_transaction", e))
+            .map_err(|e| self.error("begin_transaction", e))
     }
 
     /// Queues one record, waiting while librdkafka's queue is full (memory stays bounded).
@@ -139,9 +161,7 @@ impl TxProducer {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((e, _)) => {
-                    return Err(classify(&self.brokers, &format!("producing to {topic}"), e))
-                }
+                Err((e, _)) => return Err(self.error(&format!("producing to {topic}"), e)),
             }
         }
     }
