@@ -31,14 +31,44 @@ async fn streams_one_row(h: &mut Harness, auth: String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scram_over_verified_tls() {
+async fn scram_over_every_sslmode() {
     let mut h = Harness::new("scram", "CREATE TABLE t (id int PRIMARY KEY, v text);").await;
     grant(&h, "pgcdc_scram").await;
-    let auth = format!(
-        "  user: pgcdc_scram\n  password: scram-secret\n  sslmode: verify-full\n  sslrootcert: {}\n",
-        root_cert()
-    );
-    streams_one_row(&mut h, auth).await;
+    for (i, mode) in ["verify-full", "verify-ca", "require", "prefer", "disable"]
+        .iter()
+        .enumerate()
+    {
+        let root = if mode.starts_with("verify") {
+            format!("  sslrootcert: {}\n", root_cert())
+        } else {
+            String::new()
+        };
+        h.postgres_auth =
+            format!("  user: pgcdc_scram\n  password: scram-secret\n  sslmode: {mode}\n{root}");
+        let run = h.start("tables:\n  include: [public.t]\n").await;
+        // The replication connection itself is encrypted unless sslmode is disable.
+        let c = h.stack.pg_connect("postgres").await;
+        let ssl: bool = c
+            .query_one(
+                "SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE r.application_name = $1",
+                &[&format!("pgcdc-{}", h.name)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            ssl,
+            *mode != "disable",
+            "sslmode {mode}: TLS in use = {ssl}"
+        );
+        h.sql(&format!("INSERT INTO t VALUES ({i}, '{mode}')"))
+            .await;
+        let recs = h.read("t", i + 1, Duration::from_secs(60)).await;
+        assert_eq!(recs[i].value["after"]["v"], *mode, "sslmode {mode}");
+        run.stop().await.unwrap();
+        h.wait_slot(false, || true).await;
+    }
+    h.drop_slot().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,8 @@ pub struct Harness {
     pub dir: PathBuf,
     /// The connector's `postgres:` lines for user, password and TLS.
     pub postgres_auth: String,
+    /// The daemon's `http.listen`.
+    pub http_listen: String,
 }
 
 /// One record as a consumer sees it, decoded through the registry.
@@ -70,6 +72,7 @@ impl Harness {
             name,
             dir,
             postgres_auth,
+            http_listen: "127.0.0.1:0".into(),
         }
     }
 
@@ -87,8 +90,8 @@ impl Harness {
     pub fn daemon_yaml(&self) -> String {
         format!(
             "kafka:\n  bootstrap_servers: {}\n  offsets_topic: {}\n  transaction:\n    max_interval: 100ms\n\
-             schema_registry:\n  url: {}\nhttp:\n  listen: 127.0.0.1:0\n",
-            self.stack.kafka_bootstrap, self.offsets_topic, self.stack.registry_url
+             schema_registry:\n  url: {}\nhttp:\n  listen: {}\n",
+            self.stack.kafka_bootstrap, self.offsets_topic, self.stack.registry_url, self.http_listen
         )
     }
 

@@ -20,11 +20,17 @@ async fn insert(h: &Harness, from: i32, to: i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_lose_and_duplicate_nothing() {
-    let h = Harness::new(
+    let mut h = Harness::new(
         "restart",
         "CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL);",
     )
     .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    h.http_listen = format!("127.0.0.1:{port}");
     let (daemon, conn) = h.write_configs("");
 
     let mut child = h.spawn_daemon(&daemon, &conn, "run1.log");
@@ -54,6 +60,19 @@ async fn sigkill_and_restart_lose_and_duplicate_nothing() {
         assert_eq!(r.value["after"]["v"], format!("v{id}"));
     }
 
+    // The second run served its events: /metrics counts them, /healthz answers.
+    let metrics = http_get(port, "/metrics").await;
+    let events: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("pgcdc_events_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pgcdc_events_total in:\n{metrics}"));
+    assert!(
+        events >= 30,
+        "the second run delivered at least ids 121..150; metrics say {events}"
+    );
+    assert!(http_get(port, "/healthz").await.ends_with("ok\n"));
+
     let pid = child.id().unwrap() as i32;
     let term = std::process::Command::new("kill")
         .arg("-TERM")
@@ -70,4 +89,18 @@ async fn sigkill_and_restart_lose_and_duplicate_nothing() {
         "SIGTERM should stop pgcdc cleanly, got {status}"
     );
     h.drop_slot().await;
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
 }
