@@ -17,9 +17,6 @@ pub enum Error {
     /// Another instance of the same connector took over (Kafka fenced our producer).
     #[error("{0}")]
     Fenced(String),
-    /// Shutdown was requested; not a failure.
-    #[error("shutting down")]
-    Shutdown,
 }
 
 impl Error {

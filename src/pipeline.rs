@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
-use crate::avro::envelope::{ChangeContext, Op, TableCodec};
+use crate::avro::envelope::{ChangeContext, Op, Origin, TableCodec};
 use crate::avro::registry::Registry;
 use crate::avro::schema::{envelope_schema, field_names, key_schema, topic_name};
 use crate::avro::Registered;
@@ -174,6 +174,10 @@ pub async fn run(
         last_commit: start,
         skip_before: start,
         tx,
+        origin: Origin {
+            name: conn.topic_prefix.clone(),
+            db: conn.postgres.dbname.clone(),
+        },
     };
 
     let result = loop {
@@ -255,6 +259,7 @@ struct Reader<'a> {
     last_commit: Lsn,
     skip_before: Lsn,
     tx: mpsc::Sender<SinkMsg>,
+    origin: Origin,
 }
 
 impl Reader<'_> {
@@ -395,11 +400,7 @@ impl Reader<'_> {
 
     /// The codec and position of a change to relation `rel`, or None when the change is not
     /// delivered (table not captured, or transaction before the checkpoint).
-    fn change(
-        &mut self,
-        rel: u32,
-        lsn: Lsn,
-    ) -> Result<Option<(Arc<TableCodec>, ChangeContext<'static>)>> {
+    fn change(&mut self, rel: u32, lsn: Lsn) -> Result<Option<(Arc<TableCodec>, ChangeContext)>> {
         if self.relations.get(rel).is_none() {
             return Err(self.protocol(&format!(
                 "row change for relation {rel} before its Relation message"
@@ -419,7 +420,7 @@ impl Reader<'_> {
         Ok(Some((codec, self.next_cx(rel, lsn))))
     }
 
-    fn next_cx(&mut self, rel: u32, lsn: Lsn) -> ChangeContext<'static> {
+    fn next_cx(&mut self, rel: u32, lsn: Lsn) -> ChangeContext {
         let last_commit = self.last_commit;
         let txn = self.txn.as_mut();
         let (xid, commit_lsn, commit_ts_us, total, table) = match txn {
@@ -432,8 +433,6 @@ impl Reader<'_> {
             None => (0, Lsn::ZERO, 0, 0, 0),
         };
         ChangeContext {
-            connector_name: "",
-            db: "",
             xid,
             commit_lsn,
             commit_ts_us,
@@ -451,13 +450,8 @@ impl Reader<'_> {
         key: Option<apache_avro::types::Value>,
         before: Option<apache_avro::types::Value>,
         after: Option<apache_avro::types::Value>,
-        cx: &ChangeContext<'_>,
+        cx: &ChangeContext,
     ) -> Result<()> {
-        let cx = ChangeContext {
-            connector_name: &self.conn.topic_prefix,
-            db: &self.conn.postgres.dbname,
-            ..cx.clone()
-        };
         let what = || format!("table {}", codec.rel.qualified_name());
         let key = match (key, &codec.key) {
             (Some(k), Some(ks)) => Some(ks.encode(k, &what)?),
@@ -465,7 +459,7 @@ impl Reader<'_> {
         };
         let value = codec
             .value
-            .encode(codec.envelope(op, before, after, &cx), &what)?;
+            .encode(codec.envelope(op, before, after, &self.origin, cx), &what)?;
         metrics::EVENTS.fetch_add(1, Ordering::Relaxed);
         self.send(SinkMsg::Record {
             topic: codec.topic.clone(),

@@ -43,11 +43,16 @@ pub struct TableCodec {
     pub value: Registered,
 }
 
+/// What every event of a connector says about where it comes from.
+pub struct Origin {
+    /// Debezium's logical server name: the topic prefix.
+    pub name: String,
+    pub db: String,
+}
+
 /// The position of one change: its transaction and its place in it.
 #[derive(Debug, Clone)]
-pub struct ChangeContext<'a> {
-    pub connector_name: &'a str,
-    pub db: &'a str,
+pub struct ChangeContext {
     pub xid: u32,
     pub commit_lsn: Lsn,
     pub commit_ts_us: i64,
@@ -168,7 +173,8 @@ impl TableCodec {
         op: Op,
         before: Option<Value>,
         after: Option<Value>,
-        cx: &ChangeContext<'_>,
+        origin: &Origin,
+        cx: &ChangeContext,
     ) -> Value {
         let now_us = now_micros();
         let commit_us = cx.commit_ts_us;
@@ -178,13 +184,13 @@ impl TableCodec {
                 Value::String(env!("CARGO_PKG_VERSION").into()),
             ),
             ("connector".into(), Value::String("postgresql".into())),
-            ("name".into(), Value::String(cx.connector_name.into())),
+            ("name".into(), Value::String(origin.name.clone())),
             ("ts_ms".into(), Value::Long(commit_us.div_euclid(1000))),
             (
                 "snapshot".into(),
                 Value::Union(0, Box::new(Value::String("false".into()))),
             ),
-            ("db".into(), Value::String(cx.db.into())),
+            ("db".into(), Value::String(origin.db.clone())),
             (
                 "sequence".into(),
                 some(Value::String(format!(

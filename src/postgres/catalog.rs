@@ -104,10 +104,6 @@ impl Catalog {
         })
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     fn err(&self, e: tokio_postgres::Error) -> Error {
         pg_err(&self.server, e)
     }

@@ -164,10 +164,6 @@ impl ReplicationClient {
         Ok(c)
     }
 
-    pub fn server(&self) -> &str {
-        &self.server
-    }
-
     async fn send(&mut self, buf: &[u8]) -> Result<()> {
         self.io
             .write_all(buf)
