@@ -29,7 +29,7 @@ use crate::checkpoint::{self, Checkpoint, CHECKPOINT_VERSION};
 use crate::config::{ConnectorConfig, DaemonConfig};
 use crate::decode::{self, Message, RelationCache};
 use crate::error::{Error, Result};
-use crate::kafka::producer::{transactional_id, TxProducer};
+use crate::kafka::producer::{transactional_id, TxProducer, MAX_RECORD_BYTES};
 use crate::kafka::topics::Topics;
 use crate::metrics;
 use crate::postgres::feedback::{self, Positions};
@@ -460,6 +460,15 @@ impl Reader<'_> {
         let value = codec
             .value
             .encode(codec.envelope(op, before, after, &self.origin, cx), &what)?;
+        let size = value.len() + key.as_ref().map_or(0, Vec::len);
+        if size > MAX_RECORD_BYTES {
+            return Err(Error::permanent(format!(
+                "table {}: a change at LSN {} encodes to {size} bytes, over pgcdc's record limit of {MAX_RECORD_BYTES} bytes; \
+                 pgcdc stops rather than drop or truncate it (store such values outside the row, or exclude the table)",
+                codec.rel.qualified_name(),
+                cx.lsn
+            )));
+        }
         metrics::EVENTS.fetch_add(1, Ordering::Relaxed);
         self.send(SinkMsg::Record {
             topic: codec.topic.clone(),

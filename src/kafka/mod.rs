@@ -25,6 +25,16 @@ pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
 /// try again).
 pub fn classify(brokers: &str, what: &str, e: KafkaError) -> Error {
     let text = format!("Kafka {brokers}: {what}: {e}");
+    // Retrying a record the broker finds too large only fails again (a topic created before
+    // pgcdc, with a smaller max.message.bytes).
+    if text.contains("MessageSizeTooLarge")
+        || text.to_lowercase().contains("message size too large")
+    {
+        return Error::Permanent(format!(
+            "{text}; raise the topic's max.message.bytes to at least {} bytes",
+            crate::kafka::producer::MAX_RECORD_BYTES
+        ));
+    }
     let code = match &e {
         KafkaError::Transaction(t) => {
             if matches!(

@@ -17,7 +17,14 @@ use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::kafka::{base_config, classify};
 
+/// How long librdkafka waits for a transaction operation (init, commit, abort).
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The broker aborts a transaction open longer than this. 15 minutes is the brokers' default
+/// ceiling (transaction.max.timeout.ms): one PostgreSQL transaction must stream into Kafka
+/// within it, or it is retried from the checkpoint.
+const TRANSACTION_TIMEOUT_MS: &str = "900000";
+/// The largest record pgcdc produces; topics it creates accept as much (max.message.bytes).
+pub const MAX_RECORD_BYTES: usize = 10 * 1024 * 1024;
 
 /// Waits until every queued record has its delivery report. rust-rdkafka's flush (which
 /// commit_transaction calls first) polls in fixed 100 ms slices whenever anything is still in
@@ -86,7 +93,7 @@ impl TxProducer {
         let mut c = base_config(cfg);
         if cfg.exactly_once {
             c.set("transactional.id", transactional_id)
-                .set("transaction.timeout.ms", "60000");
+                .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
         }
         c.set("acks", "all")
             .set("enable.idempotence", "true")
@@ -99,7 +106,11 @@ impl TxProducer {
             )
             .set("queue.buffering.max.kbytes", "262144")
             .set("queue.buffering.max.messages", "200000")
-            .set("message.max.bytes", "10000000");
+            // Headroom over MAX_RECORD_BYTES for the record batch framing.
+            .set(
+                "message.max.bytes",
+                (MAX_RECORD_BYTES + 64 * 1024).to_string(),
+            );
         let inner: Inner = c
             .create_with_context(Deliveries::default())
             .map_err(|e| classify(&cfg.bootstrap_servers, "creating the producer", e))?;

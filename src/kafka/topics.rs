@@ -65,6 +65,13 @@ impl Topics {
         for (k, v) in extra {
             nt = nt.set(k, v);
         }
+        // Accept every record pgcdc may produce, unless the operator chose otherwise.
+        let max_bytes = (crate::kafka::producer::MAX_RECORD_BYTES + 64 * 1024).to_string();
+        if !self.configs.iter().any(|(k, _)| k == "max.message.bytes")
+            && !extra.iter().any(|(k, _)| *k == "max.message.bytes")
+        {
+            nt = nt.set("max.message.bytes", &max_bytes);
+        }
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let res = self
             .admin

@@ -180,3 +180,30 @@ async fn unrepresentable_value_stops_with_a_clear_error() {
     assert_eq!(recs.len(), 1, "{recs:#?}");
     h.drop_slot().await;
 }
+
+/// A 3 MiB text arrives whole; a change over the 10 MiB record limit stops the connector
+/// with the table named, and nothing of its transaction is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_arrive_whole_or_stop_clearly() {
+    let h = Harness::new("big", "CREATE TABLE docs (id int PRIMARY KEY, body text);").await;
+    let run = h.start("").await;
+    h.sql("INSERT INTO docs VALUES (1, repeat('abcdefghij', 300000) || 'end')")
+        .await;
+    let recs = h.read("docs", 1, Duration::from_secs(60)).await;
+    let body = recs[0].value["after"]["body"].as_str().unwrap();
+    assert_eq!(body.len(), 3_000_003);
+    assert!(body.ends_with("jend"));
+    h.sql("INSERT INTO docs VALUES (2, repeat('x', 11 * 1024 * 1024))")
+        .await;
+    let err = tokio::time::timeout(Duration::from_secs(60), run.join())
+        .await
+        .expect("the connector should stop on its own")
+        .expect_err("an oversized record must stop the connector");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("table public.docs") && msg.contains("record limit"),
+        "{msg}"
+    );
+    assert_eq!(h.read("docs", 1, Duration::from_secs(10)).await.len(), 1);
+    h.drop_slot().await;
+}
