@@ -73,6 +73,11 @@ pub async fn run(
             _ = shutdown.changed() => return Ok(()),
             r = tokio::time::timeout(idle, consumer.recv()) => match r {
                 Err(_) => return Ok(()),
+                // Topics appear when pgcdc sees a table's first change: wait for them.
+                Ok(Err(e)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                    tracing::debug!(error = %e, "waiting for the topics to exist");
+                    continue;
+                }
                 Ok(m) => m.map_err(|e| classify(brokers, "consuming", e))?,
             },
         };
