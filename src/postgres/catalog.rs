@@ -108,6 +108,15 @@ impl Catalog {
         pg_err(&self.server, e)
     }
 
+    async fn show(&self, setting: &str) -> Result<String> {
+        let row = self
+            .client
+            .query_one(&format!("SHOW {setting}"), &[])
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.get(0))
+    }
+
     pub async fn server_version_num(&self) -> Result<i32> {
         let row = self
             .client
@@ -129,12 +138,7 @@ impl Catalog {
                 "PostgreSQL {s} is version {version}; pgcdc needs 13 or newer"
             ));
         }
-        let wal_level: String = self
-            .client
-            .query_one("SHOW wal_level", &[])
-            .await
-            .map_err(|e| self.err(e))?
-            .get(0);
+        let wal_level = self.show("wal_level").await?;
         if wal_level != "logical" {
             problems.push(format!(
                 "PostgreSQL {s}: wal_level is {wal_level}; set wal_level = logical in postgresql.conf and restart the server"
@@ -153,12 +157,7 @@ impl Catalog {
                 quote_ident(&conn.postgres.user)
             ));
         }
-        let max_slots: String = self
-            .client
-            .query_one("SHOW max_replication_slots", &[])
-            .await
-            .map_err(|e| self.err(e))?
-            .get(0);
+        let max_slots = self.show("max_replication_slots").await?;
         if max_slots == "0" {
             problems.push(format!(
                 "PostgreSQL {s}: max_replication_slots is 0; raise it and restart the server"

@@ -27,15 +27,7 @@ async fn slot_ahead_of_checkpoint_is_refused() {
     .await
     .unwrap();
 
-    let (daemon, conn) = h.configs("");
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    let err = tokio::time::timeout(
-        Duration::from_secs(60),
-        pgcdc::supervisor::run(daemon, vec![conn], rx),
-    )
-    .await
-    .expect("stops at once")
-    .expect_err("a slot ahead of the checkpoint must stop the connector");
+    let err = h.run_once_expect_error("", Duration::from_secs(60)).await;
     let msg = err.to_string();
     assert!(
         msg.contains("is at") && msg.contains("last checkpoint") && msg.contains("tombstone"),

@@ -119,15 +119,7 @@ async fn wrong_password_and_untrusted_certificate_are_permanent_errors() {
     ];
     for (auth, expect) in cases {
         h.postgres_auth = auth;
-        let (daemon, conn) = h.configs("");
-        let (_tx, rx) = tokio::sync::watch::channel(false);
-        let err = tokio::time::timeout(
-            Duration::from_secs(20),
-            pgcdc::pipeline::run(&daemon, &conn, rx),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("case {expect:?}: no answer within 20s"))
-        .expect_err("must fail");
+        let err = h.run_once_expect_error("", Duration::from_secs(20)).await;
         assert!(
             !err.is_transient(),
             "case {expect:?}: {err} must be permanent"

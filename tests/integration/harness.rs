@@ -48,8 +48,13 @@ impl Running {
         self.handle.await.expect("pipeline task panicked")
     }
 
-    pub async fn join(self) -> pgcdc::error::Result<()> {
-        self.handle.await.expect("pipeline task panicked")
+    /// Waits for the connector to stop on its own, which it must do with an error.
+    pub async fn expect_error(self, timeout: Duration) -> pgcdc::error::Error {
+        tokio::time::timeout(timeout, self.handle)
+            .await
+            .expect("the connector should stop on its own")
+            .expect("pipeline task panicked")
+            .expect_err("the connector must fail")
     }
 }
 
@@ -109,6 +114,21 @@ impl Harness {
         std::fs::write(&d, self.daemon_yaml()).unwrap();
         std::fs::write(&c, self.connector_yaml(extra)).unwrap();
         (d, c)
+    }
+
+    /// One run of the connector (no restarts) on freshly written configs; it must fail
+    /// within `timeout`.
+    pub async fn run_once_expect_error(
+        &self,
+        extra: &str,
+        timeout: Duration,
+    ) -> pgcdc::error::Error {
+        let (daemon, conn) = self.configs(extra);
+        let (_stop, rx) = watch::channel(false);
+        tokio::time::timeout(timeout, pgcdc::pipeline::run(&daemon, &conn, rx))
+            .await
+            .expect("the connector should answer in time")
+            .expect_err("the connector must fail")
     }
 
     /// Starts the pgcdc binary on config files, logging to `log` in the test's folder.
