@@ -411,6 +411,70 @@ pub struct ConnectorConfig {
     /// Send a tombstone (null value) after each delete, for log compaction.
     #[serde(default = "default_true")]
     pub tombstones: bool,
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
+    /// `schema.table` of the signal table (Debezium's `signal.data.collection`): a row
+    /// inserted there starts an ad-hoc incremental snapshot. Created when missing.
+    #[serde(default)]
+    pub signal_table: Option<String>,
+}
+
+/// When the connector reads the rows already in its tables.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// On first start (no checkpoint), snapshot, then stream.
+    #[default]
+    Initial,
+    /// Never snapshot: stream from the slot's creation.
+    Never,
+    /// Snapshot, then stop without streaming (no slot is kept).
+    InitialOnly,
+    /// Snapshot on first start, and again whenever the checkpoint cannot be resumed (slot
+    /// missing, or behind/ahead of the checkpoint).
+    WhenNeeded,
+}
+
+pub const DEFAULT_SNAPSHOT_WORKERS: usize = 2;
+pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: u64 = 10_000;
+pub const DEFAULT_INCREMENTAL_CHUNK_ROWS: u64 = 2_048;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    #[serde(default)]
+    pub mode: SnapshotMode,
+    /// Connections reading the initial snapshot in parallel, across and within tables.
+    #[serde(default = "default_snapshot_workers")]
+    pub workers: usize,
+    /// Rows per primary-key chunk of the initial snapshot.
+    #[serde(default = "default_snapshot_chunk_rows")]
+    pub chunk_rows: u64,
+    /// Rows per chunk of incremental (watermark) snapshots; each is held in memory while
+    /// its window is open.
+    #[serde(default = "default_incremental_chunk_rows")]
+    pub incremental_chunk_rows: u64,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            mode: SnapshotMode::default(),
+            workers: DEFAULT_SNAPSHOT_WORKERS,
+            chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS,
+            incremental_chunk_rows: DEFAULT_INCREMENTAL_CHUNK_ROWS,
+        }
+    }
+}
+
+fn default_snapshot_workers() -> usize {
+    DEFAULT_SNAPSHOT_WORKERS
+}
+fn default_snapshot_chunk_rows() -> u64 {
+    DEFAULT_SNAPSHOT_CHUNK_ROWS
+}
+fn default_incremental_chunk_rows() -> u64 {
+    DEFAULT_INCREMENTAL_CHUNK_ROWS
 }
 
 fn default_true() -> bool {
@@ -486,12 +550,30 @@ impl ConnectorConfig {
                 );
             }
         }
+        if !(1..=64).contains(&self.snapshot.workers) {
+            return err("snapshot.workers", "must be between 1 and 64".into());
+        }
+        if !(1..=10_000_000).contains(&self.snapshot.chunk_rows) {
+            return err("snapshot.chunk_rows", "must be between 1 and 10000000".into());
+        }
+        if !(1..=1_000_000).contains(&self.snapshot.incremental_chunk_rows) {
+            return err(
+                "snapshot.incremental_chunk_rows",
+                "must be between 1 and 1000000".into(),
+            );
+        }
+        if let Some(t) = &self.signal_table {
+            qualified(t).map_err(|m| ConfigError::new(path, "signal_table", m))?;
+        }
         Ok(())
     }
 
     /// Whether `schema.table` is captured by this connector.
     pub fn captures(&self, schema: &str, table: &str) -> bool {
         let name = format!("{schema}.{table}");
+        if self.signal_table.as_deref() == Some(name.as_str()) {
+            return false;
+        }
         (self.tables.include.is_empty() || self.tables.include.contains(&name))
             && !self.tables.exclude.contains(&name)
     }

@@ -20,6 +20,7 @@
 //! - [`avro`]: table schemas, registry client, envelopes, wire format.
 //! - [`kafka`]: topics and the transactional producer.
 //! - [`checkpoint`]: the offsets record written in the same Kafka transaction as the events.
+//! - [`snapshot`]: initial and incremental snapshots, their progress in the checkpoint.
 //! - [`pipeline`]: one connector's loop; [`supervisor`]: many connectors, restarts.
 //! - [`tail`]: reads topics back through the registry (`pgcdc tail`).
 
@@ -36,6 +37,7 @@ pub mod lsn;
 pub mod metrics;
 pub mod pipeline;
 pub mod postgres;
+pub mod snapshot;
 pub mod supervisor;
 pub mod tail;
 pub mod typemap;

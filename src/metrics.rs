@@ -7,9 +7,11 @@ pub static TRANSACTIONS: AtomicU64 = AtomicU64::new(0);
 pub static KAFKA_COMMITS: AtomicU64 = AtomicU64::new(0);
 pub static CONNECTOR_ERRORS: AtomicU64 = AtomicU64::new(0);
 pub static CONNECTOR_RESTARTS: AtomicU64 = AtomicU64::new(0);
+pub static SNAPSHOT_ROWS: AtomicU64 = AtomicU64::new(0);
+pub static SIGNAL_ERRORS: AtomicU64 = AtomicU64::new(0);
 
 /// (name, help, counter) for each metric.
-pub fn all() -> [(&'static str, &'static str, &'static AtomicU64); 5] {
+pub fn all() -> [(&'static str, &'static str, &'static AtomicU64); 7] {
     [
         (
             "pgcdc_events_total",
@@ -35,6 +37,16 @@ pub fn all() -> [(&'static str, &'static str, &'static AtomicU64); 5] {
             "pgcdc_connector_restarts_total",
             "Connector restarts after a transient error.",
             &CONNECTOR_RESTARTS,
+        ),
+        (
+            "pgcdc_snapshot_rows_total",
+            "Snapshot rows (op r) encoded and handed to Kafka.",
+            &SNAPSHOT_ROWS,
+        ),
+        (
+            "pgcdc_signal_errors_total",
+            "Signals ignored because they were malformed or named a table that cannot be snapshotted.",
+            &SIGNAL_ERRORS,
         ),
     ]
 }

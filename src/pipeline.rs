@@ -21,15 +21,23 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
-use crate::avro::envelope::{ChangeContext, Op, Origin, TableCodec};
+use crate::avro::envelope::{ChangeContext, Op, Origin, SnapshotMark, TableCodec};
 use crate::avro::registry::Registry;
 use crate::avro::schema::{envelope_schema, field_names, key_schema, topic_name};
 use crate::avro::Registered;
-use crate::checkpoint::{self, Checkpoint, CHECKPOINT_VERSION};
-use crate::config::{ConnectorConfig, DaemonConfig};
+use crate::checkpoint::{self, CHECKPOINT_VERSION};
+use std::collections::HashSet;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::{ConnectorConfig, DaemonConfig, SnapshotMode};
+use crate::postgres::snapshot::{key_of, SnapshotConn, WATERMARK_PREFIX};
+use crate::snapshot::incremental::{self, ChunkBox, ChunkRequest, InFlight, Incremental, Watermark, WatermarkKind};
+use crate::snapshot::initial::{self, SnapTable};
+use crate::snapshot::Kind;
+use crate::snapshot::{ChunkDone, SnapshotState, TableWork};
 use crate::decode::{self, Message, RelationCache};
 use crate::error::{Error, Result};
-use crate::kafka::producer::{transactional_id, TxProducer, MAX_RECORD_BYTES};
+use crate::kafka::producer::{transactional_id, TxProducer};
 use crate::kafka::topics::Topics;
 use crate::metrics;
 use crate::postgres::feedback::{self, Positions};
@@ -43,14 +51,28 @@ const SINK_CHANNEL_CAPACITY: usize = 8192;
 /// of an idle database to the slot, and a fenced producer (another instance took over)
 /// learns it within this time and stops.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Snapshot progress (rows committed / estimated per table) is logged this often.
+const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
-/// What the reader hands the sink.
-enum SinkMsg {
-    Record {
-        topic: Arc<str>,
-        key: Option<Vec<u8>>,
-        value: Option<Vec<u8>>,
+/// One Kafka record.
+pub(crate) struct Record {
+    pub topic: Arc<str>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// What the reader and the snapshot workers hand the sink.
+pub(crate) enum SinkMsg {
+    Record(Record),
+    /// A snapshot chunk, written whole into one Kafka transaction with its progress.
+    Chunk {
+        records: Vec<Record>,
+        done: ChunkDone,
+        /// Held until the chunk is written: bounds the chunks in memory.
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
     },
+    /// Ranges to snapshot with watermarks (a signal asked for them).
+    AddWork(Vec<TableWork>),
     TxnEnd {
         commit_lsn: Lsn,
         end_lsn: Lsn,
@@ -88,7 +110,9 @@ pub async fn run(
         )));
     }
     catalog.ensure_publication(conn).await?;
+    catalog.ensure_signal_table(conn).await?;
     let version = catalog.server_version_num().await?;
+    let messages = version >= 140_000;
 
     let producer = TxProducer::new(&daemon.kafka, &transactional_id(&conn.name))?;
     producer.init().await?;
@@ -110,38 +134,153 @@ pub async fn run(
         None => None,
     };
 
+    let (tx, rx) = mpsc::channel(SINK_CHANNEL_CAPACITY);
+    let origin = Arc::new(Origin {
+        name: conn.topic_prefix.clone(),
+        db: conn.postgres.dbname.clone(),
+    });
+    let mut reader = Reader {
+        conn,
+        catalog,
+        registry: Registry::new(&daemon.schema_registry)?,
+        topics,
+        relations: RelationCache::default(),
+        codecs: HashMap::new(),
+        txn: None,
+        last_commit: Lsn::ZERO,
+        skip_before: Lsn::ZERO,
+        tx,
+        origin: origin.clone(),
+        snap: Incremental::default(),
+    };
+    let (flushed_tx, flushed_rx) = watch::channel(Lsn::ZERO);
+    let sink = Sink {
+        producer: producer.clone(),
+        offsets_topic: daemon.kafka.offsets_topic.clone(),
+        connector: conn.name.clone(),
+        limits: daemon.kafka.transaction.clone(),
+        flushed: flushed_tx,
+        position: Lsn::ZERO,
+        committed: Lsn::ZERO,
+        snapshot: SnapshotState::default(),
+        last_progress_log: Instant::now(),
+    };
+
+    if conn.snapshot.mode == SnapshotMode::InitialOnly {
+        return initial_only(reader, sink, rx, ck, &app, shutdown).await;
+    }
+
     let mut repl = ReplicationClient::connect(&conn.postgres, &app).await?;
     repl.identify_system().await?;
-    let existing = catalog.slot(&slot).await?;
-    let slot_pos = match &existing {
-        Some(s) => s.confirmed_flush.unwrap_or(Lsn::ZERO),
-        None => {
-            let lsn = repl.create_slot(&slot).await?;
-            tracing::info!(connector = %conn.name, slot = %slot, lsn = %lsn, "created replication slot");
-            lsn
-        }
+    let existing = reader.catalog.slot(&slot).await?;
+    let gap = match (&existing, ck_pos) {
+        (Some(s), Some(c)) => s.confirmed_flush.unwrap_or(Lsn::ZERO) > c,
+        _ => false,
     };
-    if let Some(ck_pos) = ck_pos {
-        if slot_pos > ck_pos {
-            return Err(Error::permanent(format!(
-                "connector {}: replication slot {slot} is at {slot_pos} but the last checkpoint in {} is at {ck_pos}: \
-                 changes between them were acknowledged without being delivered (was the slot dropped and recreated?). \
-                 pgcdc stops rather than skip them. To start over from the slot, delete the checkpoint by producing a \
-                 tombstone (key {:?}, null value) to {}",
-                conn.name, daemon.kafka.offsets_topic, conn.name, daemon.kafka.offsets_topic
-            )));
+    let need_snapshot = match conn.snapshot.mode {
+        SnapshotMode::Never | SnapshotMode::InitialOnly => false,
+        SnapshotMode::Initial => ck.is_none(),
+        SnapshotMode::WhenNeeded => ck.is_none() || existing.is_none() || gap,
+    };
+    let (start, exported, state) = if need_snapshot {
+        if existing.is_some() {
+            tracing::warn!(connector = %conn.name, slot = %slot, "dropping replication slot to recreate it with a snapshot (snapshot.mode {:?})", conn.snapshot.mode);
+            repl.drop_slot(&slot).await?;
         }
+        let (lsn, name) = repl.create_slot_exported(&slot).await?;
+        tracing::info!(connector = %conn.name, slot = %slot, lsn = %lsn, snapshot = %name, "created replication slot with an exported snapshot");
+        (lsn, Some(name), SnapshotState::default())
+    } else {
+        let slot_pos = match &existing {
+            Some(s) => s.confirmed_flush.unwrap_or(Lsn::ZERO),
+            None => {
+                let lsn = repl.create_slot(&slot).await?;
+                tracing::info!(connector = %conn.name, slot = %slot, lsn = %lsn, "created replication slot");
+                lsn
+            }
+        };
+        if let Some(ck_pos) = ck_pos {
+            if slot_pos > ck_pos {
+                return Err(Error::permanent(format!(
+                    "connector {}: replication slot {slot} is at {slot_pos} but the last checkpoint in {} is at {ck_pos}: \
+                     changes between them were acknowledged without being delivered (was the slot dropped and recreated?). \
+                     pgcdc stops rather than skip them. To re-snapshot instead, set snapshot.mode: when_needed; to start \
+                     over, delete the checkpoint by producing a tombstone (key {:?}, null value) to {}",
+                    conn.name, daemon.kafka.offsets_topic, conn.name, daemon.kafka.offsets_topic
+                )));
+            }
+        }
+        let state = ck
+            .as_ref()
+            .and_then(|c| c.snapshot.clone())
+            .unwrap_or_default()
+            .resume();
+        (ck_pos.unwrap_or(Lsn::ZERO).max(slot_pos), None, state)
+    };
+    reader.last_commit = start;
+    reader.skip_before = start;
+
+    let mut sink_task;
+    if let Some(name) = exported {
+        let tables = reader.snapshot_tables().await?;
+        let plan = initial::plan(
+            &conn.postgres,
+            &app,
+            &name,
+            start,
+            conn.snapshot.chunk_rows,
+            tables,
+        )
+        .await?;
+        let state = SnapshotState {
+            initial: Some(plan.progress.clone()),
+            ..Default::default()
+        };
+        sink_task = tokio::spawn(sink.starting_at(start, state).run(rx));
+        let started = Instant::now();
+        let work = initial::run(
+            &conn.postgres,
+            &app,
+            &name,
+            conn.snapshot.workers,
+            plan,
+            origin.clone(),
+            reader.tx.clone(),
+        );
+        let rows = tokio::select! {
+            biased;
+            _ = shutdown.changed() => None,
+            r = &mut sink_task => return Err(sink_stopped(r)),
+            r = work => Some(r?),
+        };
+        let Some(rows) = rows else {
+            // Stop: the sink commits the chunks it has whole; the rest resumes later.
+            drop(reader);
+            return sink_task
+                .await
+                .map_err(|e| Error::permanent(format!("the Kafka sink failed: {e}")))?;
+        };
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(
+            connector = %conn.name,
+            rows,
+            secs = format!("{secs:.1}"),
+            rows_per_sec = (rows as f64 / secs.max(1e-3)) as u64,
+            "initial snapshot read; streaming from its consistent point"
+        );
+    } else {
+        reader.snap.pending = state.pending.clone();
+        sink_task = tokio::spawn(sink.starting_at(start, state).run(rx));
     }
-    let start = ck_pos.unwrap_or(Lsn::ZERO).max(slot_pos);
+
     let interval = feedback::status_interval(&repl.show("wal_sender_timeout").await?);
     let (mut stream, status) = repl
-        .start_replication(&slot, start, &publication, version >= 140_000)
+        .start_replication(&slot, start, &publication, messages)
         .await?;
     tracing::info!(connector = %conn.name, slot = %slot, lsn = %start, "streaming");
 
     let positions = Arc::new(Positions::default());
     positions.received.store(start.0, Ordering::Release);
-    let (flushed_tx, flushed_rx) = watch::channel(start);
     let (reply_tx, reply_rx) = mpsc::channel(1);
     let fb = tokio::spawn(feedback::run(
         status,
@@ -151,44 +290,30 @@ pub async fn run(
         interval,
     ));
 
-    let (tx, rx) = mpsc::channel(SINK_CHANNEL_CAPACITY);
-    let sink = Sink {
-        producer: producer.clone(),
-        offsets_topic: daemon.kafka.offsets_topic.clone(),
-        connector: conn.name.clone(),
-        limits: daemon.kafka.transaction.clone(),
-        flushed: flushed_tx,
-        position: start,
-        committed: start,
-    };
-    let mut sink_task = tokio::spawn(sink.run(rx));
-
-    let mut reader = Reader {
-        conn,
-        catalog,
-        registry: Registry::new(&daemon.schema_registry)?,
-        topics,
-        relations: RelationCache::default(),
-        codecs: HashMap::new(),
-        txn: None,
-        last_commit: start,
-        skip_before: start,
-        tx,
-        origin: Origin {
-            name: conn.topic_prefix.clone(),
-            db: conn.postgres.dbname.clone(),
-        },
-    };
+    // Watermark reads for incremental snapshots run beside the stream.
+    let (req_tx, req_rx) = mpsc::channel(1);
+    let chunks: ChunkBox = Arc::default();
+    let mut driver = tokio::spawn(incremental::driver(
+        SnapshotConn::connect(&conn.postgres, &app).await?,
+        conn.name.clone(),
+        req_rx,
+        chunks.clone(),
+    ));
+    reader.snap.requests = Some(req_tx);
+    reader.snap.chunks = chunks;
+    reader.snap.messages = messages;
+    reader.next_chunk().await?;
 
     let result = loop {
         let ev = tokio::select! {
             biased;
             _ = shutdown.changed() => break Ok(()),
-            r = &mut sink_task => break match r {
-                Ok(Ok(())) => Err(Error::transient("the Kafka sink stopped")),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(Error::permanent(format!("the Kafka sink failed: {e}"))),
-            },
+            r = &mut sink_task => break Err(sink_stopped(r)),
+            r = &mut driver => break Err(match r {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => Error::transient("the snapshot reader stopped"),
+                Err(e) => Error::permanent(format!("the snapshot reader failed: {e}")),
+            }),
             ev = stream.next() => ev,
         };
         let step = match ev {
@@ -223,6 +348,7 @@ pub async fn run(
 
     // Close the channel: the sink commits what is complete, aborts what is not, and stops.
     drop(reader);
+    driver.abort();
     let sink_result = if sink_task.is_finished() {
         Ok(())
     } else {
@@ -236,6 +362,102 @@ pub async fn run(
     drop(reply_tx);
     fb.abort();
     result.and(sink_result)
+}
+
+fn sink_stopped(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Error {
+    match r {
+        Ok(Ok(())) => Error::transient("the Kafka sink stopped"),
+        Ok(Err(e)) => e,
+        Err(e) => Error::permanent(format!("the Kafka sink failed: {e}")),
+    }
+}
+
+/// `snapshot.mode: initial_only`: snapshot the tables, then stop. No slot: the snapshot is
+/// exported by an ordinary transaction. After a crash, the ranges not yet committed are read
+/// page by page (there is no stream to reconcile them with).
+async fn initial_only(
+    mut reader: Reader<'_>,
+    sink: Sink,
+    rx: mpsc::Receiver<SinkMsg>,
+    ck: Option<Checkpoint>,
+    app: &str,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let conn = reader.conn;
+    let mut exporter = None;
+    let name: String;
+    let (mut sink_task, work) = match ck {
+        None => {
+            let ex = SnapshotConn::connect(&conn.postgres, app).await?;
+            name = ex.begin_and_export().await?;
+            let tables = reader.snapshot_tables().await?;
+            let plan = initial::plan(
+                &conn.postgres,
+                app,
+                &name,
+                Lsn::ZERO,
+                conn.snapshot.chunk_rows,
+                tables,
+            )
+            .await?;
+            let state = SnapshotState {
+                initial: Some(plan.progress.clone()),
+                ..Default::default()
+            };
+            let task = tokio::spawn(sink.starting_at(Lsn::ZERO, state).run(rx));
+            let work = initial::run(
+                &conn.postgres,
+                app,
+                &name,
+                conn.snapshot.workers,
+                plan,
+                reader.origin.clone(),
+                reader.tx.clone(),
+            );
+            exporter = Some(ex);
+            (task, futures_util::future::Either::Left(async move { work.await.map(|_| ()) }))
+        }
+        Some(c) => {
+            let state = c.snapshot.clone().unwrap_or_default().resume();
+            if state.pending.is_empty() {
+                tracing::info!(connector = %conn.name, "snapshot.mode initial_only: the snapshot is complete; nothing to do");
+                return Ok(());
+            }
+            let mut tables = Vec::new();
+            for w in &state.pending {
+                if !tables.iter().any(|t: &SnapTable| t.name() == w.table) {
+                    tables.push(reader.snap_table(&w.table).await?);
+                }
+            }
+            let task = tokio::spawn(sink.starting_at(c.position()?, state.clone()).run(rx));
+            let (pg, origin, tx) = (&conn.postgres, reader.origin.clone(), reader.tx.clone());
+            let rows = conn.snapshot.chunk_rows;
+            (
+                task,
+                futures_util::future::Either::Right(async move {
+                    initial::run_paged(pg, app, rows, state.pending, &tables, origin, tx).await
+                }),
+            )
+        }
+    };
+    let finished = tokio::select! {
+        biased;
+        _ = shutdown.changed() => false,
+        r = &mut sink_task => return Err(sink_stopped(r)),
+        r = work => { r?; true }
+    };
+    drop(reader);
+    let r = sink_task
+        .await
+        .map_err(|e| Error::permanent(format!("the Kafka sink failed: {e}")))?;
+    if let Some(ex) = exporter {
+        let _ = ex.commit().await;
+    }
+    r?;
+    if finished {
+        tracing::info!(connector = %conn.name, "snapshot.mode initial_only: snapshot complete; not streaming");
+    }
+    Ok(())
 }
 
 struct TxnState {
@@ -259,7 +481,8 @@ struct Reader<'a> {
     last_commit: Lsn,
     skip_before: Lsn,
     tx: mpsc::Sender<SinkMsg>,
-    origin: Origin,
+    origin: Arc<Origin>,
+    snap: Incremental,
 }
 
 impl Reader<'_> {
@@ -323,11 +546,22 @@ impl Reader<'_> {
                 }
             }
             Message::Type { oid, .. } => self.catalog.invalidate_type(oid),
-            Message::Origin { .. } | Message::Message { .. } => {}
+            Message::Origin { .. } => {}
+            Message::Message {
+                prefix, content, ..
+            } => {
+                if prefix == WATERMARK_PREFIX && self.txn.as_ref().is_some_and(|t| !t.skip) {
+                    self.watermark(&content, lsn).await?;
+                }
+            }
             Message::Insert { rel, new } => {
+                if self.is_signal(rel) {
+                    return self.signal(&new).await;
+                }
                 let Some((codec, cx)) = self.change(rel, lsn)? else {
                     return Ok(());
                 };
+                self.snap.note_change(&codec.rel, &[&new]);
                 let key = codec.key(&new)?;
                 let after = codec.row(&new, None)?;
                 self.emit(&codec, Op::Create, key, None, Some(after), &cx)
@@ -337,6 +571,10 @@ impl Reader<'_> {
                 let Some((codec, cx)) = self.change(rel, lsn)? else {
                     return Ok(());
                 };
+                match &old {
+                    Some(o) => self.snap.note_change(&codec.rel, &[o, &new]),
+                    None => self.snap.note_change(&codec.rel, &[&new]),
+                }
                 let new_key = codec.key(&new)?;
                 let old_key = match &old {
                     Some(o) => codec.key(o)?,
@@ -370,6 +608,7 @@ impl Reader<'_> {
                 let Some((codec, cx)) = self.change(rel, lsn)? else {
                     return Ok(());
                 };
+                self.snap.note_change(&codec.rel, &[&old]);
                 let key = codec.key(&old)?;
                 let before = codec.row(&old, None)?;
                 self.emit(&codec, Op::Delete, key.clone(), Some(before), None, &cx)
@@ -383,12 +622,242 @@ impl Reader<'_> {
                     let Some((codec, cx)) = self.change(rel, lsn)? else {
                         continue;
                     };
+                    self.snap.note_truncate(&codec.rel);
                     self.emit(&codec, Op::Truncate, None, None, None, &cx)
                         .await?;
                 }
             }
         }
         Ok(())
+    }
+
+    fn is_signal(&self, rel: u32) -> bool {
+        match (&self.conn.signal_table, self.relations.get(rel)) {
+            (Some(t), Some(r)) => *t == r.qualified_name(),
+            _ => false,
+        }
+    }
+
+    /// A row inserted into the signal table: Debezium's `execute-snapshot` starts an
+    /// incremental snapshot of the named tables. A bad signal is logged and ignored: the
+    /// stream must not stop for it (`pgcdc snapshot` checks tables before signalling).
+    async fn signal(&mut self, row: &decode::Tuple) -> Result<()> {
+        if self.txn.as_ref().is_none_or(|t| t.skip) {
+            return Ok(());
+        }
+        let Some(rel) = self.conn.signal_table.clone() else {
+            return Ok(());
+        };
+        let cols = self
+            .relations
+            .iter()
+            .find(|r| r.qualified_name() == rel)
+            .map(|r| r.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let text = |name: &str| {
+            cols.iter()
+                .position(|c| c == name)
+                .and_then(|i| match row.get(i) {
+                    Some(decode::TupleData::Text(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                    _ => None,
+                })
+        };
+        let id = text("id").unwrap_or_default();
+        let kind = text("type").unwrap_or_default();
+        let tables = match incremental::parse_signal(&kind, text("data").as_deref()) {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                tracing::info!(connector = %self.conn.name, signal = %id, kind = %kind, "ignoring signal of a type pgcdc does not act on");
+                return Ok(());
+            }
+            Err(e) => {
+                metrics::SIGNAL_ERRORS.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(connector = %self.conn.name, signal = %id, table = %rel, "signal ignored: {e}");
+                return Ok(());
+            }
+        };
+        let mut work = Vec::new();
+        for t in tables {
+            let (schema, table) = match crate::config::qualified(&t) {
+                Ok(st) => st,
+                Err(e) => {
+                    metrics::SIGNAL_ERRORS.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(connector = %self.conn.name, signal = %id, "signal ignored for {t:?}: {e}");
+                    continue;
+                }
+            };
+            if !self.conn.captures(schema, table) {
+                metrics::SIGNAL_ERRORS.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(connector = %self.conn.name, signal = %id, table = %t, "signal ignored: the connector does not capture this table");
+                continue;
+            }
+            let st = match self.snap_table(&t).await {
+                Ok(st) => st,
+                Err(e) if !e.is_transient() => {
+                    metrics::SIGNAL_ERRORS.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(connector = %self.conn.name, signal = %id, table = %t, error = %e, "signal ignored");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if st.st.pk.is_empty() {
+                metrics::SIGNAL_ERRORS.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(connector = %self.conn.name, signal = %id, table = %t, "signal ignored: incremental snapshots need a primary key; add one");
+                continue;
+            }
+            tracing::info!(connector = %self.conn.name, signal = %id, table = %t, "incremental snapshot requested");
+            work.push(incremental::whole_table(&t, st.st.estimate.unwrap_or(0)));
+        }
+        if work.is_empty() {
+            return Ok(());
+        }
+        self.snap.pending.extend(work.iter().cloned());
+        self.send(SinkMsg::AddWork(work)).await?;
+        self.next_chunk().await
+    }
+
+    /// Asks the driver for the next chunk when none is in flight.
+    async fn next_chunk(&mut self) -> Result<()> {
+        if self.snap.in_flight.is_some() {
+            return Ok(());
+        }
+        let Some(w) = self.snap.pending.first().cloned() else {
+            return Ok(());
+        };
+        if !self.snap.messages {
+            return Err(Error::permanent(format!(
+                "connector {}: table {} has snapshot work left (an interrupted initial snapshot or a signal), \
+                 and finishing it consistently needs logical decoding messages, which pgoutput sends from \
+                 PostgreSQL 14 on; upgrade, or delete the checkpoint to snapshot again from scratch",
+                self.conn.name, w.table
+            )));
+        }
+        let t = self.snap_table(&w.table).await?;
+        if t.st.pk.is_empty() {
+            return Err(Error::permanent(format!(
+                "connector {}: the initial snapshot of table {} was interrupted, and a table without a primary \
+                 key cannot be finished consistently while streaming; add a primary key, or delete the checkpoint \
+                 to snapshot again from scratch",
+                self.conn.name, w.table
+            )));
+        }
+        let id = self.snap.next_id();
+        let limit = self.conn.snapshot.incremental_chunk_rows;
+        self.snap.in_flight = Some(InFlight {
+            id: id.clone(),
+            table: w.table.clone(),
+            limit,
+            open: false,
+            changed: HashSet::new(),
+            truncated: false,
+        });
+        let req = ChunkRequest {
+            id,
+            table: t,
+            range: w.range.clone(),
+            limit,
+        };
+        match &self.snap.requests {
+            Some(r) => r
+                .try_send(req)
+                .map_err(|_| Error::transient("the snapshot reader stopped")),
+            None => Ok(()),
+        }
+    }
+
+    /// A watermark of ours in the stream: opens the chunk's window, or closes it and emits
+    /// what of the chunk the stream did not overtake.
+    async fn watermark(&mut self, content: &[u8], lsn: Lsn) -> Result<()> {
+        let Ok(w) = serde_json::from_slice::<Watermark>(content) else {
+            return Ok(());
+        };
+        if w.connector != self.conn.name {
+            return Ok(());
+        }
+        let Some(f) = self.snap.in_flight.as_mut().filter(|f| f.id == w.id) else {
+            return Ok(()); // left by an earlier run
+        };
+        if w.kind == WatermarkKind::Low {
+            f.open = true;
+            return Ok(());
+        }
+        let Some(f) = self.snap.in_flight.take() else {
+            return Ok(());
+        };
+        let rows = self
+            .snap
+            .chunks
+            .lock()
+            .map_err(|_| Error::permanent("snapshot chunk store poisoned"))?
+            .remove(&f.id)
+            .ok_or_else(|| self.protocol("high watermark before its chunk was read"))?;
+        let t = self.snap_table(&f.table).await?;
+        let last = rows.last().and_then(|r| key_of(&t.st, &t.positions, r));
+        let finished = (rows.len() as u64) < f.limit;
+        let keep: Vec<decode::Tuple> = if f.truncated {
+            Vec::new()
+        } else {
+            rows.into_iter()
+                .filter(|r| key_of(&t.st, &t.positions, r).is_none_or(|k| !f.changed.contains(&k)))
+                .collect()
+        };
+        let mark = match self.snap.pending.first().map(|w| w.kind) {
+            Some(Kind::Initial) => SnapshotMark::True,
+            _ => SnapshotMark::Incremental,
+        };
+        let at = self.txn.as_ref().map_or(
+            initial::Position {
+                lsn,
+                xid: 0,
+                ts_us: 0,
+            },
+            |x| initial::Position {
+                lsn,
+                xid: x.xid,
+                ts_us: x.commit_ts_us,
+            },
+        );
+        let records = initial::encode_reads(&t, &keep, &self.origin, at, |_, _| mark)?;
+        metrics::EVENTS.fetch_add(records.len() as u64, Ordering::Relaxed);
+        metrics::SNAPSHOT_ROWS.fetch_add(records.len() as u64, Ordering::Relaxed);
+        let done = ChunkDone::Work {
+            last: last.clone(),
+            rows: keep.len() as u64,
+            finished,
+        };
+        self.send(SinkMsg::Chunk {
+            records,
+            done,
+            permit: None,
+        })
+        .await?;
+        self.snap.advance(last, finished);
+        if finished {
+            tracing::info!(connector = %self.conn.name, table = %f.table, "incremental snapshot of table read (commits with this transaction)");
+        }
+        self.next_chunk().await
+    }
+
+    /// The snapshot view of a captured table (its codec registered), cached.
+    async fn snap_table(&mut self, name: &str) -> Result<SnapTable> {
+        if let Some(t) = self.snap.tables.get(name) {
+            return Ok(t.clone());
+        }
+        let st = self.catalog.snapshot_table(name, self.conn).await?;
+        let codec = Arc::new(self.codec(Arc::new(st.relation.clone())).await?);
+        let t = SnapTable::new(st, codec)?;
+        self.snap.tables.insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// Every captured table, for an initial snapshot.
+    async fn snapshot_tables(&mut self) -> Result<Vec<SnapTable>> {
+        let names = self.catalog.captured_table_names(self.conn).await?;
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            out.push(self.snap_table(&n).await?);
+        }
+        Ok(out)
     }
 
     fn protocol(&self, what: &str) -> Error {
@@ -433,6 +902,7 @@ impl Reader<'_> {
             None => (0, Lsn::ZERO, 0, 0, 0),
         };
         ChangeContext {
+            snapshot: SnapshotMark::False,
             xid,
             commit_lsn,
             commit_ts_us,
@@ -452,40 +922,24 @@ impl Reader<'_> {
         after: Option<apache_avro::types::Value>,
         cx: &ChangeContext,
     ) -> Result<()> {
-        let what = || format!("table {}", codec.rel.qualified_name());
-        let key = match (key, &codec.key) {
-            (Some(k), Some(ks)) => Some(ks.encode(k, &what)?),
-            _ => None,
-        };
-        let value = codec
-            .value
-            .encode(codec.envelope(op, before, after, &self.origin, cx), &what)?;
-        let size = value.len() + key.as_ref().map_or(0, Vec::len);
-        if size > MAX_RECORD_BYTES {
-            return Err(Error::permanent(format!(
-                "table {}: a change at LSN {} encodes to {size} bytes, over pgcdc's record limit of {MAX_RECORD_BYTES} bytes; \
-                 pgcdc stops rather than drop or truncate it (store such values outside the row, or exclude the table)",
-                codec.rel.qualified_name(),
-                cx.lsn
-            )));
-        }
+        let (key, value) = codec.encode_event(op, key, before, after, &self.origin, cx)?;
         metrics::EVENTS.fetch_add(1, Ordering::Relaxed);
-        self.send(SinkMsg::Record {
+        self.send(SinkMsg::Record(Record {
             topic: codec.topic.clone(),
             key,
             value: Some(value),
-        })
+        }))
         .await
     }
 
     async fn tombstone(&self, codec: &TableCodec, key: apache_avro::types::Value) -> Result<()> {
         let Some(ks) = &codec.key else { return Ok(()) };
         let key = ks.encode(key, &|| format!("table {}", codec.rel.qualified_name()))?;
-        self.send(SinkMsg::Record {
+        self.send(SinkMsg::Record(Record {
             topic: codec.topic.clone(),
             key: Some(key),
             value: None,
-        })
+        }))
         .await
     }
 
@@ -532,6 +986,9 @@ struct Sink {
     position: Lsn,
     /// The position of the last committed checkpoint.
     committed: Lsn,
+    /// Snapshot progress, written into every checkpoint; the sink is its only writer.
+    snapshot: SnapshotState,
+    last_progress_log: Instant,
 }
 
 struct OpenTxn {
@@ -541,6 +998,14 @@ struct OpenTxn {
 }
 
 impl Sink {
+    fn starting_at(mut self, position: Lsn, snapshot: SnapshotState) -> Self {
+        self.position = position;
+        self.committed = position;
+        self.snapshot = snapshot;
+        self.flushed.send_replace(position);
+        self
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<SinkMsg>) -> Result<()> {
         let mut open: Option<OpenTxn> = None;
         let mut at_boundary = true;
@@ -568,26 +1033,34 @@ impl Sink {
                 continue;
             };
             match msg {
-                Some(SinkMsg::Record { topic, key, value }) => {
-                    if open.is_none() {
-                        self.producer.begin()?;
-                        open = Some(OpenTxn {
-                            started: Instant::now(),
-                            events: 0,
-                            bytes: 0,
-                        });
-                    }
+                Some(SinkMsg::Record(r)) => {
+                    self.begin(&mut open)?;
                     at_boundary = false;
-                    let size =
-                        key.as_ref().map_or(0, |k| k.len()) + value.as_ref().map_or(0, |v| v.len());
-                    self.producer
-                        .send(&topic, key.as_deref(), value.as_deref())
-                        .await?;
-                    if let Some(o) = open.as_mut() {
-                        o.events += 1;
-                        o.bytes += size as u64;
+                    self.write(&mut open, r).await?;
+                }
+                Some(SinkMsg::Chunk {
+                    records,
+                    done,
+                    permit,
+                }) => {
+                    self.begin(&mut open)?;
+                    for r in records {
+                        self.write(&mut open, r).await?;
+                    }
+                    drop(permit);
+                    if let Some(table) = self.snapshot.apply(&done) {
+                        let rows = self.snapshot.finished.get(&table).map_or(0, |f| f.rows);
+                        tracing::info!(connector = %self.connector, table = %table, rows, "table snapshot delivered (commits with the next Kafka transaction)");
+                    }
+                    let full = open.as_ref().is_some_and(|o| {
+                        o.events >= self.limits.max_events || o.bytes >= self.limits.max_bytes
+                    });
+                    if full && at_boundary {
+                        self.commit(&mut open, last_txn).await?;
+                        last_commit_at = Instant::now();
                     }
                 }
+                Some(SinkMsg::AddWork(work)) => self.snapshot.add(work),
                 Some(SinkMsg::TxnEnd {
                     commit_lsn,
                     end_lsn,
@@ -625,6 +1098,30 @@ impl Sink {
         }
     }
 
+    fn begin(&mut self, open: &mut Option<OpenTxn>) -> Result<()> {
+        if open.is_none() {
+            self.producer.begin()?;
+            *open = Some(OpenTxn {
+                started: Instant::now(),
+                events: 0,
+                bytes: 0,
+            });
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, open: &mut Option<OpenTxn>, r: Record) -> Result<()> {
+        let size = r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
+        self.producer
+            .send(&r.topic, r.key.as_deref(), r.value.as_deref())
+            .await?;
+        if let Some(o) = open.as_mut() {
+            o.events += 1;
+            o.bytes += size as u64;
+        }
+        Ok(())
+    }
+
     /// Writes the checkpoint into the open transaction (opening one if needed), commits, and
     /// only then releases the position to the feedback task.
     async fn commit(
@@ -643,7 +1140,7 @@ impl Sink {
             end_lsn: last_txn.map(|t| t.1.to_string()),
             xid: last_txn.map(|t| t.2),
             commit_ts_us: last_txn.map(|t| t.3),
-            snapshot: None,
+            snapshot: (self.snapshot != SnapshotState::default()).then(|| self.snapshot.clone()),
         };
         self.producer
             .send(
@@ -669,6 +1166,14 @@ impl Sink {
             "committed kafka transaction"
         );
         let _ = self.flushed.send(self.position);
+        if self.last_progress_log.elapsed() >= PROGRESS_LOG_INTERVAL {
+            for (table, state, rows, estimate) in self.snapshot.progress() {
+                if state == "running" {
+                    tracing::info!(connector = %self.connector, table = %table, rows, estimate, "snapshot progress");
+                }
+            }
+            self.last_progress_log = Instant::now();
+        }
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ use crate::avro::schema::{none, some};
 use crate::avro::Registered;
 use crate::decode::{Relation, Tuple, TupleData};
 use crate::error::{Error, Result};
+use crate::kafka::producer::MAX_RECORD_BYTES;
 use crate::Lsn;
 
 /// Debezium's operation codes.
@@ -50,9 +51,38 @@ pub struct Origin {
     pub db: String,
 }
 
+/// Debezium's `source.snapshot`: where a row sits in a snapshot, or `False` for a change
+/// from the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SnapshotMark {
+    #[default]
+    False,
+    True,
+    First,
+    FirstInDataCollection,
+    LastInDataCollection,
+    Last,
+    Incremental,
+}
+
+impl SnapshotMark {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotMark::False => "false",
+            SnapshotMark::True => "true",
+            SnapshotMark::First => "first",
+            SnapshotMark::FirstInDataCollection => "first_in_data_collection",
+            SnapshotMark::LastInDataCollection => "last_in_data_collection",
+            SnapshotMark::Last => "last",
+            SnapshotMark::Incremental => "incremental",
+        }
+    }
+}
+
 /// The position of one change: its transaction and its place in it.
 #[derive(Debug, Clone)]
 pub struct ChangeContext {
+    pub snapshot: SnapshotMark,
     pub xid: u32,
     pub commit_lsn: Lsn,
     pub commit_ts_us: i64,
@@ -188,7 +218,7 @@ impl TableCodec {
             ("ts_ms".into(), Value::Long(commit_us.div_euclid(1000))),
             (
                 "snapshot".into(),
-                Value::Union(0, Box::new(Value::String("false".into()))),
+                Value::Union(0, Box::new(Value::String(cx.snapshot.as_str().into()))),
             ),
             ("db".into(), Value::String(origin.db.clone())),
             (
@@ -228,7 +258,15 @@ impl TableCodec {
             ("before".into(), before.map(some).unwrap_or_else(none)),
             ("after".into(), after.map(some).unwrap_or_else(none)),
             ("source".into(), source),
-            ("transaction".into(), some(block)),
+            (
+                "transaction".into(),
+                // As Debezium: snapshot rows belong to no transaction.
+                if cx.snapshot == SnapshotMark::False {
+                    some(block)
+                } else {
+                    none()
+                },
+            ),
             ("op".into(), Value::String(op.code().into())),
             ("ts_ms".into(), some(Value::Long(now_us.div_euclid(1000)))),
             ("ts_us".into(), some(Value::Long(now_us))),
@@ -237,5 +275,38 @@ impl TableCodec {
                 some(Value::Long(now_us.saturating_mul(1000))),
             ),
         ])
+    }
+}
+
+impl TableCodec {
+    /// Encodes one event (key and value in the Confluent wire format), refusing records
+    /// over pgcdc's size limit with the table named.
+    pub fn encode_event(
+        &self,
+        op: Op,
+        key: Option<Value>,
+        before: Option<Value>,
+        after: Option<Value>,
+        origin: &Origin,
+        cx: &ChangeContext,
+    ) -> Result<(Option<Vec<u8>>, Vec<u8>)> {
+        let what = || format!("table {}", self.rel.qualified_name());
+        let key = match (key, &self.key) {
+            (Some(k), Some(ks)) => Some(ks.encode(k, &what)?),
+            _ => None,
+        };
+        let value = self
+            .value
+            .encode(self.envelope(op, before, after, origin, cx), &what)?;
+        let size = value.len() + key.as_ref().map_or(0, Vec::len);
+        if size > MAX_RECORD_BYTES {
+            return Err(Error::permanent(format!(
+                "table {}: a row at LSN {} encodes to {size} bytes, over pgcdc's record limit of {MAX_RECORD_BYTES} bytes; \
+                 pgcdc stops rather than drop or truncate it (store such values outside the row, or exclude the table)",
+                self.rel.qualified_name(),
+                cx.lsn
+            )));
+        }
+        Ok((key, value))
     }
 }

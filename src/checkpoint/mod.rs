@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::kafka::{base_config, classify};
+use crate::snapshot::SnapshotState;
 use crate::Lsn;
 
 pub const CHECKPOINT_VERSION: u32 = 1;
@@ -30,9 +31,9 @@ pub struct Checkpoint {
     pub end_lsn: Option<String>,
     pub xid: Option<u32>,
     pub commit_ts_us: Option<i64>,
-    /// Snapshot progress (reserved for the snapshot feature).
-    #[serde(default)]
-    pub snapshot: Option<serde_json::Value>,
+    /// Snapshot progress: chunks committed, ranges left, rows per table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotState>,
 }
 
 impl Checkpoint {

@@ -51,6 +51,10 @@ pub struct RelationCache {
 }
 
 impl RelationCache {
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Relation>> {
+        self.by_oid.values()
+    }
+
     pub fn get(&self, oid: u32) -> Option<&Arc<Relation>> {
         self.by_oid.get(&oid)
     }

@@ -28,7 +28,7 @@ pub struct SlotInfo {
     pub active: bool,
 }
 
-fn pg_err(server: &str, e: tokio_postgres::Error) -> Error {
+pub(crate) fn pg_err(server: &str, e: tokio_postgres::Error) -> Error {
     match e.as_db_error() {
         Some(db) => {
             let hint = db
@@ -68,34 +68,48 @@ fn pg_err(server: &str, e: tokio_postgres::Error) -> Error {
     }
 }
 
+/// An ordinary connection; `options` are startup options (`-c name=value ...`). Returns the
+/// client and the server's `host:port` for messages.
+pub(crate) async fn connect_client(
+    cfg: &PostgresConfig,
+    application_name: &str,
+    options: Option<&str>,
+) -> Result<(Client, String)> {
+    let server = format!("{}:{}", cfg.host, cfg.port);
+    let mut pc = tokio_postgres::Config::new();
+    pc.host(&cfg.host)
+        .port(cfg.port)
+        .user(&cfg.user)
+        .dbname(&cfg.dbname)
+        .application_name(application_name);
+    if let Some(o) = options {
+        pc.options(o);
+    }
+    if let Some(p) = cfg.password.as_ref().filter(|p| !p.0.is_empty()) {
+        pc.password(&p.0);
+    }
+    pc.ssl_mode(match cfg.sslmode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        _ => tokio_postgres::config::SslMode::Require,
+    });
+    let tls = postgres_native_tls::MakeTlsConnector::new(tls_connector(cfg)?);
+    let (client, conn) = pc.connect(tls).await.map_err(|e| pg_err(&server, e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "postgres connection closed");
+        }
+    });
+    Ok((client, server))
+}
+
 impl Catalog {
     pub async fn connect(
         cfg: &PostgresConfig,
         numeric_mode: NumericMode,
         application_name: &str,
     ) -> Result<Self> {
-        let server = format!("{}:{}", cfg.host, cfg.port);
-        let mut pc = tokio_postgres::Config::new();
-        pc.host(&cfg.host)
-            .port(cfg.port)
-            .user(&cfg.user)
-            .dbname(&cfg.dbname)
-            .application_name(application_name);
-        if let Some(p) = cfg.password.as_ref().filter(|p| !p.0.is_empty()) {
-            pc.password(&p.0);
-        }
-        pc.ssl_mode(match cfg.sslmode {
-            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-            _ => tokio_postgres::config::SslMode::Require,
-        });
-        let tls = postgres_native_tls::MakeTlsConnector::new(tls_connector(cfg)?);
-        let (client, conn) = pc.connect(tls).await.map_err(|e| pg_err(&server, e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "catalog connection closed");
-            }
-        });
+        let (client, server) = connect_client(cfg, application_name, None).await?;
         Ok(Catalog {
             client,
             server,
@@ -481,6 +495,152 @@ impl Catalog {
             replica_identity: msg.replica_identity,
             columns,
         })
+    }
+}
+
+/// What a snapshot needs to know about a table besides its relation.
+#[derive(Debug, Clone)]
+pub struct SnapshotTable {
+    pub relation: Relation,
+    /// Primary-key columns in index order with their SQL type (`format_type`), the order
+    /// chunks are cut in; empty for a table without a primary key.
+    pub pk: Vec<(String, String)>,
+    /// `pg_class.reltuples`, or None when the table was never analyzed.
+    pub estimate: Option<u64>,
+}
+
+impl Catalog {
+    /// Captured tables, as `schema.table`, in name order.
+    pub async fn captured_table_names(&self, conn: &ConnectorConfig) -> Result<Vec<String>> {
+        Ok(self
+            .captured_tables(conn)
+            .await?
+            .into_iter()
+            .map(|t| t.name)
+            .collect())
+    }
+
+    /// The relation of `schema.table` as pgoutput would announce it (columns in attnum
+    /// order, no dropped or generated columns), its primary key and its size estimate.
+    pub async fn snapshot_table(
+        &mut self,
+        qualified: &str,
+        conn: &ConnectorConfig,
+    ) -> Result<SnapshotTable> {
+        let (schema, table) = crate::config::qualified(qualified)
+            .map_err(|m| Error::permanent(format!("table {qualified}: {m}")))?;
+        let row = self
+            .client
+            .query_opt(
+                "SELECT c.oid, c.relreplident::text, c.reltuples::float8
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| {
+                Error::permanent(format!(
+                    "PostgreSQL {}: table {qualified} does not exist; check the table name",
+                    self.server
+                ))
+            })?;
+        let oid: u32 = row.get(0);
+        let ident: String = row.get(1);
+        let reltuples: f64 = row.get(2);
+        let cols = self
+            .client
+            .query(
+                "SELECT attname::text, atttypid, atttypmod FROM pg_attribute
+                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+                  ORDER BY attnum",
+                &[&oid],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let msg = RelationMsg {
+            oid,
+            namespace: schema.to_string(),
+            name: table.to_string(),
+            replica_identity: ident.bytes().next().unwrap_or(b'd'),
+            columns: cols
+                .iter()
+                .map(|r| crate::decode::pgoutput::RelationColumn {
+                    key: false,
+                    name: r.get(0),
+                    type_oid: r.get(1),
+                    type_modifier: r.get(2),
+                })
+                .collect(),
+        };
+        let relation = self.relation(&msg, conn).await?;
+        let pk = self
+            .client
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+                   FROM pg_index i
+                   CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                  WHERE i.indrelid = $1 AND i.indisprimary
+                  ORDER BY k.ord",
+                &[&oid],
+            )
+            .await
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok(SnapshotTable {
+            relation,
+            pk,
+            estimate: (reltuples >= 0.0).then_some(reltuples as u64),
+        })
+    }
+
+    /// Creates the signal table when missing (Debezium's layout: id, type, data) and adds it
+    /// to the connector's publication when the publication lists tables.
+    pub async fn ensure_signal_table(&self, conn: &ConnectorConfig) -> Result<()> {
+        let Some(name) = &conn.signal_table else {
+            return Ok(());
+        };
+        let (schema, table) = crate::config::qualified(name)
+            .map_err(|m| Error::permanent(format!("signal_table: {m}")))?;
+        let quoted = format!("{}.{}", quote_ident(schema), quote_ident(table));
+        self.client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {quoted} (id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048))"
+            ))
+            .await
+            .map_err(|e| {
+                Error::permanent(format!(
+                    "connector {}: cannot create signal table {name}: {}; create it yourself (id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048)) or grant CREATE on schema {schema}",
+                    conn.name,
+                    self.err(e)
+                ))
+            })?;
+        let pubname = conn.publication_name();
+        let row = self
+            .client
+            .query_one(
+                "SELECT p.puballtables,
+                        EXISTS (SELECT 1 FROM pg_publication_tables t
+                                 WHERE t.pubname = p.pubname AND t.schemaname = $2 AND t.tablename = $3)
+                   FROM pg_publication p WHERE p.pubname = $1",
+                &[&pubname, &schema, &table],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let (all, listed): (bool, bool) = (row.get(0), row.get(1));
+        if !all && !listed {
+            self.client
+                .batch_execute(&format!(
+                    "ALTER PUBLICATION {} ADD TABLE {quoted}",
+                    quote_ident(&pubname)
+                ))
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 }
 

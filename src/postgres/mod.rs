@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod feedback;
 pub mod replication;
+pub mod snapshot;
 
 pub use catalog::Catalog;
 pub use replication::{ReplicationClient, ReplicationStream, StatusSender, StreamEvent};

@@ -357,13 +357,33 @@ impl ReplicationClient {
 
     /// Creates a pgoutput slot; returns its consistent point.
     pub async fn create_slot(&mut self, slot: &str) -> Result<Lsn> {
+        Ok(self.create_slot_with(slot, "NOEXPORT_SNAPSHOT").await?.0)
+    }
+
+    /// Creates a pgoutput slot and exports the snapshot of its consistent point: every
+    /// transaction that committed before the consistent point is visible in the snapshot,
+    /// every later one is in the stream. The snapshot lives until the next command on this
+    /// connection, so the caller reads its tables before it starts replication.
+    pub async fn create_slot_exported(&mut self, slot: &str) -> Result<(Lsn, String)> {
+        let (lsn, name) = self.create_slot_with(slot, "EXPORT_SNAPSHOT").await?;
+        let name = name.ok_or_else(|| {
+            Error::permanent(format!(
+                "PostgreSQL {}: CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT returned no snapshot name",
+                self.server
+            ))
+        })?;
+        Ok((lsn, name))
+    }
+
+    async fn create_slot_with(&mut self, slot: &str, opt: &str) -> Result<(Lsn, Option<String>)> {
         let rows = self
             .simple_query(&format!(
-                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
+                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {opt}",
                 quote_ident(slot)
             ))
             .await?;
-        rows.first()
+        let row = rows.first();
+        let lsn = row
             .and_then(|r| r.get(1).cloned().flatten())
             .and_then(|l| l.parse().ok())
             .ok_or_else(|| {
@@ -371,7 +391,15 @@ impl ReplicationClient {
                     "PostgreSQL {}: malformed CREATE_REPLICATION_SLOT reply",
                     self.server
                 ))
-            })
+            })?;
+        Ok((lsn, row.and_then(|r| r.get(2).cloned().flatten())))
+    }
+
+    /// Drops a slot (ours, inactive).
+    pub async fn drop_slot(&mut self, slot: &str) -> Result<()> {
+        self.simple_query(&format!("DROP_REPLICATION_SLOT {}", quote_ident(slot)))
+            .await?;
+        Ok(())
     }
 
     pub async fn show(&mut self, setting: &str) -> Result<String> {

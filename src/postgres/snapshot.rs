@@ -1,0 +1,420 @@
+//! Reading rows already in the tables: snapshot connections, primary-key chunks, `COPY`
+//! text parsing, and the watermarks of incremental snapshots.
+//!
+//! - An initial snapshot reads inside the snapshot the slot exported when it was created
+//!   (`SET TRANSACTION SNAPSHOT`), on several connections at once, so snapshot plus stream
+//!   is exactly the database's history
+//!   (<https://www.postgresql.org/docs/current/protocol-replication.html>, `EXPORT_SNAPSHOT`).
+//! - Chunks are primary-key ranges `(after, until]`, cut at every `chunk_rows`-th key;
+//!   keys travel as the text PostgreSQL prints for them and go back in as
+//!   `CAST('…' AS type)`, so no key type needs special handling.
+//! - Rows come out of `COPY (SELECT …) TO STDOUT` in text format: the same type output
+//!   functions and session settings as pgoutput's text tuples, so one decoder serves both.
+//! - Incremental snapshots bracket each chunk read with two transactional logical messages
+//!   (`pg_logical_emit_message`), DBLog's low and high watermarks.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{pin_mut, TryStreamExt};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::config::PostgresConfig;
+use crate::decode::{Tuple, TupleData};
+use crate::error::{Error, Result};
+use crate::postgres::catalog::{connect_client, pg_err, SnapshotTable};
+use crate::postgres::replication::{quote_ident, quote_literal, SESSION_OPTIONS};
+use crate::Lsn;
+
+/// The prefix of pgcdc's logical decoding messages.
+pub const WATERMARK_PREFIX: &str = "pgcdc.watermark";
+
+/// A primary-key value: the text of each key column, in index order.
+pub type Key = Vec<String>;
+
+/// The keys `k` with `after < k <= until`; an open end is unbounded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyRange {
+    pub after: Option<Key>,
+    pub until: Option<Key>,
+}
+
+impl KeyRange {
+    pub const ALL: KeyRange = KeyRange {
+        after: None,
+        until: None,
+    };
+}
+
+/// One connection that reads snapshot rows.
+pub struct SnapshotConn {
+    client: Client,
+    server: String,
+}
+
+impl SnapshotConn {
+    pub async fn connect(cfg: &PostgresConfig, application_name: &str) -> Result<Self> {
+        let options = format!("{SESSION_OPTIONS} -c standard_conforming_strings=on");
+        let (client, server) = connect_client(cfg, application_name, Some(&options)).await?;
+        Ok(SnapshotConn { client, server })
+    }
+
+    fn err(&self, e: tokio_postgres::Error) -> Error {
+        pg_err(&self.server, e)
+    }
+
+    async fn rows(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        let msgs = self
+            .client
+            .simple_query(sql)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).map(str::to_string))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Opens a read-only repeatable-read transaction on the exported snapshot `name`.
+    pub async fn begin_in(&self, name: &str) -> Result<()> {
+        self.client
+            .batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                quote_literal(name)
+            ))
+            .await
+            .map_err(|e| {
+                Error::transient(format!(
+                    "{}: the exported snapshot {name} is gone (its replication connection closed?)",
+                    self.err(e)
+                ))
+            })
+    }
+
+    /// Opens a read-only repeatable-read transaction and exports its snapshot (for
+    /// `initial_only`, which has no slot).
+    pub async fn begin_and_export(&self) -> Result<String> {
+        self.client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| self.err(e))?;
+        self.rows("SELECT pg_export_snapshot()")
+            .await?
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .ok_or_else(|| Error::permanent("pg_export_snapshot() returned nothing"))
+    }
+
+    /// The oldest transaction still running in this transaction's snapshot (Debezium's
+    /// `txId` of snapshot rows).
+    pub async fn snapshot_xmin(&self) -> Result<u32> {
+        self.rows("SELECT txid_snapshot_xmin(txid_current_snapshot()) % 4294967296")
+            .await?
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Error::permanent("txid_current_snapshot() returned nothing"))
+    }
+
+    pub async fn commit(&self) -> Result<()> {
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every `every`-th primary key in key order: the chunk boundaries of a table.
+    pub async fn boundaries(&self, t: &SnapshotTable, every: u64) -> Result<Vec<Key>> {
+        if t.pk.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cols = pk_list(t);
+        let sql = format!(
+            "SELECT {cols} FROM (SELECT {cols}, row_number() OVER (ORDER BY {cols}) AS pgcdc_rn FROM {tbl}) s \
+              WHERE pgcdc_rn % {every} = 0 ORDER BY pgcdc_rn",
+            tbl = table_ident(t)
+        );
+        let rows = self.rows(&sql).await?;
+        rows.into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|v| {
+                        v.ok_or_else(|| {
+                            Error::permanent(format!(
+                                "table {}: a primary-key column is NULL",
+                                t.relation.qualified_name()
+                            ))
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The rows of `range` (at most `limit`, in key order when limited) as text tuples in
+    /// the relation's column order.
+    pub async fn read(
+        &self,
+        t: &SnapshotTable,
+        range: &KeyRange,
+        limit: Option<u64>,
+    ) -> Result<Vec<Tuple>> {
+        let sql = select_sql(t, range, limit);
+        let stream = self
+            .client
+            .copy_out(&sql)
+            .await
+            .map_err(|e| self.err(e))?;
+        pin_mut!(stream);
+        let width = t.relation.columns.len();
+        let mut rows = Vec::new();
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = stream.try_next().await.map_err(|e| self.err(e))? {
+            buf.extend_from_slice(&chunk);
+            while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                let line = buf.split_to(nl + 1).freeze();
+                rows.push(parse_copy_line(line.slice(..nl), width).map_err(|m| {
+                    Error::permanent(format!(
+                        "table {}: unexpected COPY output: {m}",
+                        t.relation.qualified_name()
+                    ))
+                })?);
+            }
+        }
+        if !buf.is_empty() {
+            return Err(Error::permanent(format!(
+                "table {}: COPY output ended inside a row",
+                t.relation.qualified_name()
+            )));
+        }
+        Ok(rows)
+    }
+
+    /// Writes a watermark into the WAL inside its own transaction; returns its LSN.
+    pub async fn watermark(&self, content: &str) -> Result<Lsn> {
+        let rows = self
+            .rows(&format!(
+                "SELECT pg_logical_emit_message(true, {}, {})",
+                quote_literal(WATERMARK_PREFIX),
+                quote_literal(content)
+            ))
+            .await?;
+        rows.first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| Error::permanent("pg_logical_emit_message returned no LSN"))
+    }
+
+    /// Inserts a signal row (Debezium's `execute-snapshot`).
+    pub async fn insert_signal(&self, signal_table: &str, id: &str, data: &str) -> Result<()> {
+        let (schema, table) = crate::config::qualified(signal_table)
+            .map_err(|m| Error::permanent(format!("signal_table: {m}")))?;
+        self.client
+            .batch_execute(&format!(
+                "INSERT INTO {}.{} (id, type, data) VALUES ({}, 'execute-snapshot', {})",
+                quote_ident(schema),
+                quote_ident(table),
+                quote_literal(id),
+                quote_literal(data)
+            ))
+            .await
+            .map_err(|e| self.err(e))
+    }
+}
+
+fn table_ident(t: &SnapshotTable) -> String {
+    format!(
+        "{}.{}",
+        quote_ident(&t.relation.schema),
+        quote_ident(&t.relation.table)
+    )
+}
+
+fn pk_list(t: &SnapshotTable) -> String {
+    t.pk.iter()
+        .map(|(c, _)| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn key_literal(t: &SnapshotTable, k: &Key) -> String {
+    let vals: Vec<String> = t
+        .pk
+        .iter()
+        .zip(k)
+        .map(|((_, ty), v)| format!("CAST({} AS {ty})", quote_literal(v)))
+        .collect();
+    format!("({})", vals.join(", "))
+}
+
+/// The `COPY` statement that reads `range` of `t`.
+pub fn select_sql(t: &SnapshotTable, range: &KeyRange, limit: Option<u64>) -> String {
+    let cols: Vec<String> = t
+        .relation
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect();
+    let cols = cols.join(", ");
+    let tbl = table_ident(t);
+    if t.pk.is_empty() {
+        return format!("COPY {tbl} ({cols}) TO STDOUT");
+    }
+    let pk = pk_list(t);
+    let mut conds = Vec::new();
+    if let Some(a) = &range.after {
+        conds.push(format!("({pk}) > {}", key_literal(t, a)));
+    }
+    if let Some(u) = &range.until {
+        conds.push(format!("({pk}) <= {}", key_literal(t, u)));
+    }
+    let mut sql = format!("COPY (SELECT {cols} FROM {tbl}");
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    if let Some(n) = limit {
+        sql.push_str(&format!(" ORDER BY {pk} LIMIT {n}"));
+    }
+    sql.push_str(") TO STDOUT");
+    sql
+}
+
+/// The primary key of a row, as text in index order (None when the table has none, or a
+/// key column is NULL or not sent).
+pub fn key_of(t: &SnapshotTable, positions: &[usize], row: &Tuple) -> Option<Key> {
+    if t.pk.is_empty() {
+        return None;
+    }
+    positions
+        .iter()
+        .map(|&i| match row.get(i) {
+            Some(TupleData::Text(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Positions of the primary-key columns in the relation's columns.
+pub fn pk_positions(t: &SnapshotTable) -> Result<Vec<usize>> {
+    t.pk.iter()
+        .map(|(name, _)| {
+            t.relation
+                .columns
+                .iter()
+                .position(|c| &c.name == name)
+                .ok_or_else(|| {
+                    Error::permanent(format!(
+                        "table {}: primary-key column {name} is not published",
+                        t.relation.qualified_name()
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// One line of `COPY ... TO STDOUT` text format (without its newline) → a tuple.
+pub fn parse_copy_line(line: Bytes, width: usize) -> std::result::Result<Tuple, String> {
+    let mut out = Vec::with_capacity(width);
+    let mut start = 0;
+    loop {
+        let end = line[start..]
+            .iter()
+            .position(|&b| b == b'\t')
+            .map_or(line.len(), |p| start + p);
+        let field = line.slice(start..end);
+        out.push(if &field[..] == b"\\N" {
+            TupleData::Null
+        } else if field.contains(&b'\\') {
+            TupleData::Text(unescape(&field)?)
+        } else {
+            TupleData::Text(field)
+        });
+        if end == line.len() {
+            break;
+        }
+        start = end + 1;
+    }
+    if out.len() != width {
+        return Err(format!("a row has {} fields, expected {width}", out.len()));
+    }
+    Ok(out)
+}
+
+fn unescape(f: &[u8]) -> std::result::Result<Bytes, String> {
+    let mut out = Vec::with_capacity(f.len());
+    let mut i = 0;
+    while i < f.len() {
+        let b = f[i];
+        if b != b'\\' {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let Some(&c) = f.get(i + 1) else {
+            return Err("a field ends with a lone backslash".into());
+        };
+        i += 2;
+        match c {
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(11),
+            b'0'..=b'7' => {
+                let mut v = u32::from(c - b'0');
+                let mut n = 1;
+                while n < 3 && i < f.len() && (b'0'..=b'7').contains(&f[i]) {
+                    v = v * 8 + u32::from(f[i] - b'0');
+                    i += 1;
+                    n += 1;
+                }
+                out.push((v & 0xff) as u8);
+            }
+            b'x' if f.get(i).is_some_and(u8::is_ascii_hexdigit) => {
+                let mut v = 0u32;
+                let mut n = 0;
+                while n < 2 && i < f.len() && f[i].is_ascii_hexdigit() {
+                    v = v * 16 + char::from(f[i]).to_digit(16).unwrap_or(0);
+                    i += 1;
+                    n += 1;
+                }
+                out.push(v as u8);
+            }
+            other => out.push(other),
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> TupleData {
+        TupleData::Text(Bytes::from(s.to_string()))
+    }
+
+    #[test]
+    fn copy_lines_unescape() {
+        let row = parse_copy_line(Bytes::from_static(b"1\t\\N\ta\\tb\\nc\\\\d\t\\101\\x42"), 5)
+            .unwrap();
+        assert_eq!(
+            row,
+            vec![text("1"), TupleData::Null, text("a\tb\nc\\d"), text("A"), text("B")]
+        );
+        // An empty string is not NULL.
+        assert_eq!(
+            parse_copy_line(Bytes::from_static(b"\t"), 2).unwrap(),
+            vec![text(""), text("")]
+        );
+        assert!(parse_copy_line(Bytes::from_static(b"1\t2"), 3).is_err());
+        assert!(parse_copy_line(Bytes::from_static(b"1\\"), 1).is_err());
+    }
+}
