@@ -554,7 +554,10 @@ impl ConnectorConfig {
             return err("snapshot.workers", "must be between 1 and 64".into());
         }
         if !(1..=10_000_000).contains(&self.snapshot.chunk_rows) {
-            return err("snapshot.chunk_rows", "must be between 1 and 10000000".into());
+            return err(
+                "snapshot.chunk_rows",
+                "must be between 1 and 10000000".into(),
+            );
         }
         if !(1..=1_000_000).contains(&self.snapshot.incremental_chunk_rows) {
             return err(

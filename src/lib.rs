@@ -22,10 +22,12 @@
 //! - [`checkpoint`]: the offsets record written in the same Kafka transaction as the events.
 //! - [`snapshot`]: initial and incremental snapshots, their progress in the checkpoint.
 //! - [`pipeline`]: one connector's loop; [`supervisor`]: many connectors, restarts.
+//! - [`admin`]: `pgcdc status` and `pgcdc snapshot`.
 //! - [`tail`]: reads topics back through the registry (`pgcdc tail`).
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod admin;
 pub mod avro;
 pub mod checkpoint;
 pub mod config;

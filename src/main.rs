@@ -42,6 +42,23 @@ enum Command {
         connectors_dir: PathBuf,
         files: Vec<PathBuf>,
     },
+    /// Show each connector's checkpoint, slot and snapshot progress (rows done / estimated).
+    Status {
+        #[arg(long, default_value = "connectors")]
+        connectors_dir: PathBuf,
+        files: Vec<PathBuf>,
+    },
+    /// Start an incremental snapshot of tables while the connector streams (inserts a
+    /// signal into the connector's signal_table).
+    Snapshot {
+        #[arg(long, default_value = "connectors")]
+        connectors_dir: PathBuf,
+        /// The connector's name.
+        connector: String,
+        /// Tables as schema.table.
+        #[arg(required = true)]
+        tables: Vec<String>,
+    },
     /// Print the events of topics as JSON, one object per line, decoded through the registry.
     Tail {
         /// Topic names, or regular expressions starting with ^.
@@ -135,6 +152,15 @@ fn main() -> ExitCode {
                 connectors_dir,
                 files,
             } => return validate(&daemon, &connectors_dir, &files).await,
+            Command::Status {
+                connectors_dir,
+                files,
+            } => status(&daemon, &connectors_dir, &files).await,
+            Command::Snapshot {
+                connectors_dir,
+                connector,
+                tables,
+            } => snapshot(&connectors_dir, &connector, &tables).await,
             Command::Tail {
                 topics,
                 from_end,
@@ -193,6 +219,31 @@ async fn run(
     tokio::spawn(pgcdc::http::serve(listener));
     tracing::info!(connectors = connectors.len(), http = %daemon.http.listen, "pgcdc starting");
     pgcdc::supervisor::run(daemon, connectors, stop).await
+}
+
+async fn status(daemon: &DaemonConfig, dir: &Path, files: &[PathBuf]) -> Result<(), Error> {
+    for c in load_connectors(dir, files)? {
+        print!("{}", pgcdc::admin::status(daemon, &c).await?);
+    }
+    Ok(())
+}
+
+async fn snapshot(dir: &Path, connector: &str, tables: &[String]) -> Result<(), Error> {
+    let all = load_connectors(dir, &[])?;
+    let Some(c) = all.iter().find(|c| c.name == connector) else {
+        let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+        return Err(Error::permanent(format!(
+            "{}: no connector named {connector:?} (there are: {}); name one of them",
+            dir.display(),
+            names.join(", ")
+        )));
+    };
+    let id = pgcdc::admin::signal_snapshot(c, tables).await?;
+    println!(
+        "signal {id}: incremental snapshot of {} requested from connector {connector}; follow it with pgcdc status",
+        tables.join(", ")
+    );
+    Ok(())
 }
 
 /// Prints every problem on its own line; exit code 1 if there is any.

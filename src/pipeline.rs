@@ -30,18 +30,20 @@ use std::collections::HashSet;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{ConnectorConfig, DaemonConfig, SnapshotMode};
-use crate::postgres::snapshot::{key_of, SnapshotConn, WATERMARK_PREFIX};
-use crate::snapshot::incremental::{self, ChunkBox, ChunkRequest, InFlight, Incremental, Watermark, WatermarkKind};
-use crate::snapshot::initial::{self, SnapTable};
-use crate::snapshot::Kind;
-use crate::snapshot::{ChunkDone, SnapshotState, TableWork};
 use crate::decode::{self, Message, RelationCache};
 use crate::error::{Error, Result};
 use crate::kafka::producer::{transactional_id, TxProducer};
 use crate::kafka::topics::Topics;
 use crate::metrics;
 use crate::postgres::feedback::{self, Positions};
+use crate::postgres::snapshot::{key_of, SnapshotConn, WATERMARK_PREFIX};
 use crate::postgres::{Catalog, ReplicationClient, StreamEvent};
+use crate::snapshot::incremental::{
+    self, ChunkBox, ChunkRequest, InFlight, Incremental, Watermark, WatermarkKind,
+};
+use crate::snapshot::initial::{self, SnapTable};
+use crate::snapshot::Kind;
+use crate::snapshot::{ChunkDone, SnapshotState, TableWork};
 use crate::Lsn;
 
 /// Capacity of the reader → sink channel, in messages: bounded, so a slow Kafka slows the
@@ -415,7 +417,10 @@ async fn initial_only(
                 reader.tx.clone(),
             );
             exporter = Some(ex);
-            (task, futures_util::future::Either::Left(async move { work.await.map(|_| ()) }))
+            (
+                task,
+                futures_util::future::Either::Left(async move { work.await.map(|_| ()) }),
+            )
         }
         Some(c) => {
             let state = c.snapshot.clone().unwrap_or_default().resume();
@@ -658,7 +663,9 @@ impl Reader<'_> {
             cols.iter()
                 .position(|c| c == name)
                 .and_then(|i| match row.get(i) {
-                    Some(decode::TupleData::Text(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                    Some(decode::TupleData::Text(b)) => {
+                        Some(String::from_utf8_lossy(b).into_owned())
+                    }
                     _ => None,
                 })
         };

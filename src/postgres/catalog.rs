@@ -597,6 +597,21 @@ impl Catalog {
         })
     }
 
+    pub async fn table_exists(&self, qualified: &str) -> Result<bool> {
+        let (schema, table) = crate::config::qualified(qualified)
+            .map_err(|m| Error::permanent(format!("table {qualified}: {m}")))?;
+        let row = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                                 WHERE n.nspname = $1 AND c.relname = $2)",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.get(0))
+    }
+
     /// Creates the signal table when missing (Debezium's layout: id, type, data) and adds it
     /// to the connector's publication when the publication lists tables.
     pub async fn ensure_signal_table(&self, conn: &ConnectorConfig) -> Result<()> {

@@ -70,11 +70,9 @@ impl SnapshotConn {
         Ok(msgs
             .into_iter()
             .filter_map(|m| match m {
-                SimpleQueryMessage::Row(r) => Some(
-                    (0..r.len())
-                        .map(|i| r.get(i).map(str::to_string))
-                        .collect(),
-                ),
+                SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
                 _ => None,
             })
             .collect())
@@ -165,11 +163,7 @@ impl SnapshotConn {
         limit: Option<u64>,
     ) -> Result<Vec<Tuple>> {
         let sql = select_sql(t, range, limit);
-        let stream = self
-            .client
-            .copy_out(&sql)
-            .await
-            .map_err(|e| self.err(e))?;
+        let stream = self.client.copy_out(&sql).await.map_err(|e| self.err(e))?;
         pin_mut!(stream);
         let width = t.relation.columns.len();
         let mut rows = Vec::new();
@@ -243,12 +237,11 @@ fn pk_list(t: &SnapshotTable) -> String {
 }
 
 fn key_literal(t: &SnapshotTable, k: &Key) -> String {
-    let vals: Vec<String> = t
-        .pk
-        .iter()
-        .zip(k)
-        .map(|((_, ty), v)| format!("CAST({} AS {ty})", quote_literal(v)))
-        .collect();
+    let vals: Vec<String> =
+        t.pk.iter()
+            .zip(k)
+            .map(|((_, ty), v)| format!("CAST({} AS {ty})", quote_literal(v)))
+            .collect();
     format!("({})", vals.join(", "))
 }
 
@@ -403,11 +396,17 @@ mod tests {
 
     #[test]
     fn copy_lines_unescape() {
-        let row = parse_copy_line(Bytes::from_static(b"1\t\\N\ta\\tb\\nc\\\\d\t\\101\\x42"), 5)
-            .unwrap();
+        let row =
+            parse_copy_line(Bytes::from_static(b"1\t\\N\ta\\tb\\nc\\\\d\t\\101\\x42"), 5).unwrap();
         assert_eq!(
             row,
-            vec![text("1"), TupleData::Null, text("a\tb\nc\\d"), text("A"), text("B")]
+            vec![
+                text("1"),
+                TupleData::Null,
+                text("a\tb\nc\\d"),
+                text("A"),
+                text("B")
+            ]
         );
         // An empty string is not NULL.
         assert_eq!(

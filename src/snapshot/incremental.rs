@@ -184,7 +184,10 @@ struct SignalData {
 
 /// Parses a signal row; returns the tables to snapshot, or None for a signal type pgcdc
 /// does not act on.
-pub fn parse_signal(kind: &str, data: Option<&str>) -> std::result::Result<Option<Vec<String>>, String> {
+pub fn parse_signal(
+    kind: &str,
+    data: Option<&str>,
+) -> std::result::Result<Option<Vec<String>>, String> {
     if kind != "execute-snapshot" {
         return Ok(None);
     }
@@ -193,7 +196,9 @@ pub fn parse_signal(kind: &str, data: Option<&str>) -> std::result::Result<Optio
         .map_err(|e| format!("data is not {{\"data-collections\": [...]}}: {e}"))?;
     if let Some(k) = &d.kind {
         if !k.eq_ignore_ascii_case("incremental") {
-            return Err(format!("snapshot type {k:?} is not supported; use \"incremental\""));
+            return Err(format!(
+                "snapshot type {k:?} is not supported; use \"incremental\""
+            ));
         }
     }
     if d.data_collections.is_empty() {

@@ -362,10 +362,7 @@ mod tests {
         assert!(s.initial.is_none());
         assert_eq!(s.finished["public.u"].rows, 5);
         let ranges: Vec<_> = s.pending.iter().map(|w| w.range.clone()).collect();
-        assert_eq!(
-            ranges,
-            vec![range(None, k("10")), range(k("20"), None)]
-        );
+        assert_eq!(ranges, vec![range(None, k("10")), range(k("20"), None)]);
         assert_eq!(s.progress()[0], ("public.t".into(), "running", 10, 30));
         // Round trip through the checkpoint's JSON.
         let j = serde_json::to_value(&s).unwrap();

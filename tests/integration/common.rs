@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Endpoints of the local stack, from the environment or `.stack/env` written by `dev/stack`.
+#[derive(Clone)]
 pub struct Stack {
     pub pg_host: String,
     pub pg_port: u16,

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::common::{unique, Stack};
 
+#[derive(Clone)]
 pub struct Harness {
     pub stack: Stack,
     pub db: String,
@@ -61,6 +62,13 @@ impl Running {
 impl Harness {
     /// A fresh database with `schema_sql` applied.
     pub async fn new(label: &str, schema_sql: &str) -> Harness {
+        // PGCDC_TEST_LOG=info shows the connectors' logs (with --nocapture).
+        if let Ok(f) = std::env::var("PGCDC_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(f))
+                .with_test_writer()
+                .try_init();
+        }
         let stack = Stack::get();
         let db = stack.fresh_database(label).await;
         let client = stack.pg_connect(&db).await;

@@ -15,3 +15,4 @@ mod restart;
 mod smoke_kafka;
 mod smoke_postgres;
 mod smoke_registry;
+mod snapshot;
