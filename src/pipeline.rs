@@ -566,7 +566,7 @@ impl Reader<'_> {
                 let Some((codec, cx)) = self.change(rel, lsn)? else {
                     return Ok(());
                 };
-                self.snap.note_change(&codec.rel, &[&new]);
+                self.snap.note_change(&codec.rel, cx.xid, &[&new]);
                 let key = codec.key(&new)?;
                 let after = codec.row(&new, None)?;
                 self.emit(&codec, Op::Create, key, None, Some(after), &cx)
@@ -577,8 +577,8 @@ impl Reader<'_> {
                     return Ok(());
                 };
                 match &old {
-                    Some(o) => self.snap.note_change(&codec.rel, &[o, &new]),
-                    None => self.snap.note_change(&codec.rel, &[&new]),
+                    Some(o) => self.snap.note_change(&codec.rel, cx.xid, &[o, &new]),
+                    None => self.snap.note_change(&codec.rel, cx.xid, &[&new]),
                 }
                 let new_key = codec.key(&new)?;
                 let old_key = match &old {
@@ -613,7 +613,7 @@ impl Reader<'_> {
                 let Some((codec, cx)) = self.change(rel, lsn)? else {
                     return Ok(());
                 };
-                self.snap.note_change(&codec.rel, &[&old]);
+                self.snap.note_change(&codec.rel, cx.xid, &[&old]);
                 let key = codec.key(&old)?;
                 let before = codec.row(&old, None)?;
                 self.emit(&codec, Op::Delete, key.clone(), Some(before), None, &cx)
@@ -791,7 +791,7 @@ impl Reader<'_> {
         let Some(f) = self.snap.in_flight.take() else {
             return Ok(());
         };
-        let rows = self
+        let (rows, snap) = self
             .snap
             .chunks
             .lock()
@@ -801,11 +801,12 @@ impl Reader<'_> {
         let t = self.snap_table(&f.table).await?;
         let last = rows.last().and_then(|r| key_of(&t.st, &t.positions, r));
         let finished = (rows.len() as u64) < f.limit;
+        let overtaken = self.snap.overtaken(&f, &snap);
         let keep: Vec<decode::Tuple> = if f.truncated {
             Vec::new()
         } else {
             rows.into_iter()
-                .filter(|r| key_of(&t.st, &t.positions, r).is_none_or(|k| !f.changed.contains(&k)))
+                .filter(|r| key_of(&t.st, &t.positions, r).is_none_or(|k| !overtaken.contains(&k)))
                 .collect()
         };
         let mark = match self.snap.pending.first().map(|w| w.kind) {

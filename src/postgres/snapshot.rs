@@ -44,6 +44,41 @@ impl KeyRange {
     };
 }
 
+/// A transaction snapshot (`txid_current_snapshot()`), with 32-bit xids as pgoutput sends
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxSnapshot {
+    pub xmin: u32,
+    pub xmax: u32,
+    pub xip: Vec<u32>,
+}
+
+impl TxSnapshot {
+    /// Parses `xmin:xmax:xip,xip,...` (epoch-extended xids).
+    pub fn parse(s: &str) -> Option<TxSnapshot> {
+        let mut parts = s.split(':');
+        let xid = |v: &str| v.parse::<u64>().ok().map(|x| x as u32);
+        let xmin = xid(parts.next()?)?;
+        let xmax = xid(parts.next()?)?;
+        let xip = match parts.next() {
+            Some("") | None => Vec::new(),
+            Some(list) => list.split(',').map(xid).collect::<Option<Vec<_>>>()?,
+        };
+        Some(TxSnapshot { xmin, xmax, xip })
+    }
+
+    /// Whether the effects of transaction `xid` are invisible in this snapshot (running
+    /// when it was taken, or started after).
+    pub fn misses(&self, xid: u32) -> bool {
+        self.xip.contains(&xid) || xid.wrapping_sub(self.xmax) as i32 >= 0
+    }
+
+    /// Whether `xid` is older than every transaction this snapshot could miss.
+    pub fn settled(&self, xid: u32) -> bool {
+        (xid.wrapping_sub(self.xmin) as i32) < 0
+    }
+}
+
 /// One connection that reads snapshot rows.
 pub struct SnapshotConn {
     client: Client,
@@ -187,6 +222,32 @@ impl SnapshotConn {
             )));
         }
         Ok(rows)
+    }
+
+    /// Like [`read`](Self::read), inside a repeatable-read transaction whose snapshot is
+    /// returned too: which transactions the rows do not reflect.
+    pub async fn read_with_snapshot(
+        &self,
+        t: &SnapshotTable,
+        range: &KeyRange,
+        limit: Option<u64>,
+    ) -> Result<(Vec<Tuple>, TxSnapshot)> {
+        self.client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| self.err(e))?;
+        let snap = self
+            .rows("SELECT txid_current_snapshot()::text")
+            .await?
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|s| TxSnapshot::parse(&s))
+            .ok_or_else(|| Error::permanent("txid_current_snapshot() returned nothing usable"))?;
+        let rows = self.read(t, range, limit).await;
+        let end = self.commit().await;
+        let rows = rows?;
+        end?;
+        Ok((rows, snap))
     }
 
     /// Writes a watermark into the WAL inside its own transaction; returns its LSN.
@@ -392,6 +453,18 @@ mod tests {
 
     fn text(s: &str) -> TupleData {
         TupleData::Text(Bytes::from(s.to_string()))
+    }
+
+    #[test]
+    fn snapshots_say_which_transactions_they_miss() {
+        let s = TxSnapshot::parse("4294967396:4294967405:4294967400,4294967402").unwrap();
+        assert_eq!(s.xmin, 100);
+        assert_eq!(s.xmax, 109);
+        assert!(s.misses(104) && s.misses(106) && s.misses(109) && s.misses(200));
+        assert!(!s.misses(103) && !s.misses(99));
+        assert!(s.settled(99) && !s.settled(100));
+        assert_eq!(TxSnapshot::parse("5:5:").unwrap().xip, Vec::<u32>::new());
+        assert!(TxSnapshot::parse("x").is_none());
     }
 
     #[test]

@@ -14,6 +14,14 @@
 //! A row changed after the high watermark is emitted after the chunk, so the newest event
 //! of every key is its newest state: no stale overwrite. Watermarks carry a per-run id; the
 //! ones a crashed run left in the WAL are ignored when replayed.
+//!
+//! One race the watermarks alone do not close: a transaction's commit record can be in the
+//! WAL before the low watermark while the transaction is still finishing (not yet visible
+//! to new snapshots) when the chunk is read. The chunk then misses its change, yet the
+//! stream delivered it before the window opened. So the chunk is read in a snapshot whose
+//! `txid_current_snapshot()` comes with it, the reader remembers the keys every transaction
+//! changed in the table being snapshotted (until they are older than a chunk snapshot's
+//! xmin), and a key changed by any transaction the chunk's snapshot misses is dropped too.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -23,12 +31,13 @@ use tokio::sync::mpsc;
 
 use crate::decode::{Relation, Tuple, TupleData};
 use crate::error::{Error, Result};
-use crate::postgres::snapshot::{Key, KeyRange, SnapshotConn};
+use crate::postgres::snapshot::{Key, KeyRange, SnapshotConn, TxSnapshot};
 use crate::snapshot::initial::SnapTable;
 use crate::snapshot::{Kind, TableWork};
 
-/// Chunks read and waiting for their high watermark, by watermark id.
-pub type ChunkBox = Arc<Mutex<HashMap<String, Vec<Tuple>>>>;
+/// Chunks read (with the snapshot they were read in) and waiting for their high
+/// watermark, by watermark id.
+pub type ChunkBox = Arc<Mutex<HashMap<String, (Vec<Tuple>, TxSnapshot)>>>;
 
 pub struct ChunkRequest {
     pub id: String,
@@ -69,13 +78,13 @@ pub async fn driver(
             .unwrap_or_default()
         };
         conn.watermark(&mark(WatermarkKind::Low)).await?;
-        let rows = conn
-            .read(&req.table.st, &req.range, Some(req.limit))
+        let read = conn
+            .read_with_snapshot(&req.table.st, &req.range, Some(req.limit))
             .await?;
         chunks
             .lock()
             .map_err(|_| Error::permanent("snapshot chunk store poisoned"))?
-            .insert(req.id.clone(), rows);
+            .insert(req.id.clone(), read);
         conn.watermark(&mark(WatermarkKind::High)).await?;
     }
     Ok(())
@@ -104,6 +113,9 @@ pub struct Incremental {
     /// The server sends logical decoding messages (PostgreSQL 14+).
     pub messages: bool,
     pub in_flight: Option<InFlight>,
+    /// Keys changed in the table at the head of `pending`, with the changing transaction's
+    /// xid, kept until a chunk snapshot shows the transaction settled.
+    pub recent: Vec<(u32, Key)>,
     run: String,
     seq: u64,
 }
@@ -121,22 +133,44 @@ impl Incremental {
         format!("{}-{}", self.run, self.seq)
     }
 
-    /// Notes the key of a streamed change to `rel` while its table's window is open.
-    pub fn note_change(&mut self, rel: &Relation, tuples: &[&Tuple]) {
-        let Some(f) = self.in_flight.as_mut().filter(|f| f.open) else {
+    /// Notes the keys of a streamed change by transaction `xid` to `rel` when `rel` is being
+    /// snapshotted.
+    pub fn note_change(&mut self, rel: &Relation, xid: u32, tuples: &[&Tuple]) {
+        let Some(head) = self.pending.first() else {
             return;
         };
-        if f.table != rel.qualified_name() {
+        let name = rel.qualified_name();
+        if head.table != name {
             return;
         }
-        let Some(t) = self.tables.get(&f.table) else {
+        let Some(t) = self.tables.get(&name) else {
             return;
         };
-        for tuple in tuples {
-            if let Some(k) = stream_key(rel, &t.st.pk, tuple) {
-                f.changed.insert(k);
+        let window = self
+            .in_flight
+            .as_mut()
+            .filter(|f| f.open && f.table == name);
+        let keys: Vec<Key> = tuples
+            .iter()
+            .filter_map(|tuple| stream_key(rel, &t.st.pk, tuple))
+            .collect();
+        if let Some(f) = window {
+            f.changed.extend(keys.iter().cloned());
+        }
+        self.recent.extend(keys.into_iter().map(|k| (xid, k)));
+    }
+
+    /// Keys the chunk read in `snap` must leave to the stream: changed inside the window,
+    /// or by a transaction the snapshot misses. Forgets what the snapshot shows settled.
+    pub fn overtaken(&mut self, f: &InFlight, snap: &TxSnapshot) -> HashSet<Key> {
+        let mut out = f.changed.clone();
+        for (xid, k) in &self.recent {
+            if snap.misses(*xid) {
+                out.insert(k.clone());
             }
         }
+        self.recent.retain(|(xid, _)| !snap.settled(*xid));
+        out
     }
 
     pub fn note_truncate(&mut self, rel: &Relation) {
@@ -153,6 +187,7 @@ impl Incremental {
             if !self.pending.is_empty() {
                 self.pending.remove(0);
             }
+            self.recent.clear();
         } else if let (Some(w), Some(k)) = (self.pending.first_mut(), last) {
             w.range.after = Some(k);
         }

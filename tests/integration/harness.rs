@@ -168,7 +168,7 @@ impl Harness {
     }
 
     /// Runs the connector in this process until stopped; returns once its slot streams
-    /// (changes committed before that are not captured: there is no snapshot yet).
+    /// (after the initial snapshot, if there is one).
     pub async fn start(&self, extra: &str) -> Running {
         let (daemon, conn) = self.configs(extra);
         let (stop, rx) = watch::channel(false);
@@ -192,9 +192,13 @@ impl Harness {
         let slot = self.slot();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
+            // Active means streaming: a walsender that holds the slot while it creates it
+            // and exports the snapshot is still in `startup`.
             let now_active = c
                 .query_opt(
-                    "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                    "SELECT s.active AND coalesce(r.state IN ('catchup', 'streaming'), false)
+                       FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+                      WHERE s.slot_name = $1",
                     &[&slot],
                 )
                 .await
