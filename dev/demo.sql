@@ -38,3 +38,12 @@ CREATE TABLE IF NOT EXISTS audit_log (
   at      timestamptz NOT NULL DEFAULT now()
 );
 ALTER TABLE audit_log REPLICA IDENTITY FULL;
+
+-- A few rows that exist before pgcdc first starts: its initial snapshot delivers them as
+-- `op: r` before the stream begins.
+INSERT INTO customers (name, email, balance, tags)
+SELECT v.name, v.email, v.balance, v.tags
+  FROM (VALUES ('Ada', 'ada@example.com', 120.50, ARRAY['vip']),
+               ('Grace', 'grace@example.com', 0.00, ARRAY[]::text[]),
+               ('Linus', NULL, 42.00, NULL)) AS v(name, email, balance, tags)
+ WHERE NOT EXISTS (SELECT 1 FROM customers);

@@ -234,11 +234,7 @@ pub async fn run(
             tables,
         )
         .await?;
-        let state = SnapshotState {
-            initial: Some(plan.progress.clone()),
-            ..Default::default()
-        };
-        sink_task = tokio::spawn(sink.starting_at(start, state).run(rx));
+        sink_task = tokio::spawn(sink.starting_at(start, plan.state()).run(rx));
         let started = Instant::now();
         let work = initial::run(
             &conn.postgres,
@@ -402,11 +398,7 @@ async fn initial_only(
                 tables,
             )
             .await?;
-            let state = SnapshotState {
-                initial: Some(plan.progress.clone()),
-                ..Default::default()
-            };
-            let task = tokio::spawn(sink.starting_at(Lsn::ZERO, state).run(rx));
+            let task = tokio::spawn(sink.starting_at(Lsn::ZERO, plan.state()).run(rx));
             let work = initial::run(
                 &conn.postgres,
                 app,

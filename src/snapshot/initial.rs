@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::{Record, SinkMsg};
 use crate::postgres::catalog::SnapshotTable;
 use crate::postgres::snapshot::{key_of, pk_positions, KeyRange, SnapshotConn};
-use crate::snapshot::{ChunkDone, TableProgress, TableWork};
+use crate::snapshot::{ChunkDone, SnapshotState, TableProgress, TableWork};
 use crate::Lsn;
 
 /// A captured table with its codec.
@@ -69,6 +69,16 @@ pub struct Plan {
     tasks: VecDeque<Task>,
     pub progress: Vec<TableProgress>,
     pub position: Position,
+}
+
+impl Plan {
+    /// The snapshot state the sink starts from: every chunk still to do.
+    pub fn state(&self) -> SnapshotState {
+        SnapshotState {
+            initial: Some(self.progress.clone()),
+            ..Default::default()
+        }
+    }
 }
 
 /// Cuts every table into chunks of `chunk_rows` keys, inside the exported snapshot `name`.

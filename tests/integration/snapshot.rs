@@ -248,6 +248,28 @@ async fn writer(h: &Harness, table: &str, max_id: i64, stop: Arc<AtomicBool>, op
     }
 }
 
+/// `table (id bigint PRIMARY KEY, v int, t text)` with ids 1..=rows.
+fn table_sql(table: &str, rows: i64) -> String {
+    format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, v int NOT NULL, t text);
+         INSERT INTO {table} SELECT g, 0, 'r' || g FROM generate_series(1, {rows}) g;
+         ANALYZE {table};"
+    )
+}
+
+/// Starts [`writer`] on its own connection; returns its stop flag, op counter and task.
+fn spawn_writer(
+    h: &Harness,
+    table: &'static str,
+    max_id: i64,
+) -> (Arc<AtomicBool>, Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let (h2, stop2, ops2) = (h.clone(), stop.clone(), ops.clone());
+    let task = tokio::spawn(async move { writer(&h2, table, max_id, stop2, ops2).await });
+    (stop, ops, task)
+}
+
 async fn current_lsn(h: &Harness) -> String {
     let c = h.client().await;
     c.query_one("SELECT pg_current_wal_lsn()::text", &[])
@@ -322,25 +344,11 @@ fn initial_rows(s: &SnapshotState) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initial_snapshot_of_a_million_rows_under_concurrent_writes() {
     const ROWS: i64 = 1_000_000;
-    let h = Harness::new(
-        "snap1m",
-        &format!(
-            "CREATE TABLE big (id bigint PRIMARY KEY, v int NOT NULL, t text);
-             INSERT INTO big SELECT g, 0, 'r' || g FROM generate_series(1, {ROWS}) g;
-             ANALYZE big;"
-        ),
-    )
-    .await;
+    let h = Harness::new("snap1m", &table_sql("big", ROWS)).await;
     let extra = "snapshot:\n  workers: 2\n  chunk_rows: 50000\n";
     let (daemon, conn) = h.configs(extra);
     // Writes start before the slot exists and go on through the snapshot and after it.
-    let stop = Arc::new(AtomicBool::new(false));
-    let ops = Arc::new(AtomicU64::new(0));
-    let w = {
-        let (stop, ops) = (stop.clone(), ops.clone());
-        let h2 = h.clone();
-        tokio::spawn(async move { writer(&h2, "big", ROWS, stop, ops).await })
-    };
+    let (stop, ops, w) = spawn_writer(&h, "big", ROWS);
     while ops.load(Ordering::Relaxed) < 20 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -413,23 +421,10 @@ async fn initial_snapshot_of_a_million_rows_under_concurrent_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_mid_snapshot_resumes_without_duplicates() {
     const ROWS: i64 = 300_000;
-    let h = Harness::new(
-        "snapcrash",
-        &format!(
-            "CREATE TABLE big (id bigint PRIMARY KEY, v int NOT NULL, t text);
-             INSERT INTO big SELECT g, 0, 'r' || g FROM generate_series(1, {ROWS}) g;"
-        ),
-    )
-    .await;
+    let h = Harness::new("snapcrash", &table_sql("big", ROWS)).await;
     let extra = "snapshot:\n  workers: 2\n  chunk_rows: 3000\n  incremental_chunk_rows: 5000\n";
     let (daemon_file, conn_file) = h.write_configs(extra);
-    let stop = Arc::new(AtomicBool::new(false));
-    let ops = Arc::new(AtomicU64::new(0));
-    let w = {
-        let (stop, ops) = (stop.clone(), ops.clone());
-        let h2 = h.clone();
-        tokio::spawn(async move { writer(&h2, "big", ROWS, stop, ops).await })
-    };
+    let (stop, ops, w) = spawn_writer(&h, "big", ROWS);
 
     let mut child = h.spawn_daemon(&daemon_file, &conn_file, "run1.log");
     wait_checkpoint(
@@ -483,14 +478,7 @@ async fn crash_mid_snapshot_resumes_without_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_snapshot_during_heavy_updates_never_overwrites_newer_changes() {
     const ROWS: i64 = 60_000;
-    let h = Harness::new(
-        "snapincr",
-        &format!(
-            "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, t text);
-             INSERT INTO items SELECT g, 0, 'r' || g FROM generate_series(1, {ROWS}) g;"
-        ),
-    )
-    .await;
+    let h = Harness::new("snapincr", &table_sql("items", ROWS)).await;
     let extra = "snapshot:\n  mode: never\n  incremental_chunk_rows: 1000\nsignal_table: public.pgcdc_signal\n";
     let run = h.start(extra).await;
     // Heavy updates on two connections: every update bumps v, so a stale copy shows.
@@ -600,12 +588,7 @@ async fn incremental_snapshot_during_heavy_updates_never_overwrites_newer_change
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_modes_never_initial_only_and_when_needed() {
-    let h = Harness::new(
-        "snapmodes",
-        "CREATE TABLE big (id bigint PRIMARY KEY, v int NOT NULL, t text);
-         INSERT INTO big SELECT g, 0, 'r' || g FROM generate_series(1, 500) g;",
-    )
-    .await;
+    let h = Harness::new("snapmodes", &table_sql("big", 500)).await;
     // initial_only: reads the table, stops by itself, leaves no slot.
     let (daemon, conn) = h.configs("snapshot:\n  mode: initial_only\n  chunk_rows: 100\n");
     let (_stop, rx) = tokio::sync::watch::channel(false);
