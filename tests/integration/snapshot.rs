@@ -448,6 +448,7 @@ async fn crash_mid_snapshot_resumes_without_duplicates() {
         s.initial.is_none() && s.pending.is_empty() && s.finished.contains_key("public.big")
     })
     .await;
+    assert!(ops.load(Ordering::Relaxed) > 0, "the writer must have run");
     stop.store(true, Ordering::Relaxed);
     w.await.unwrap();
     let end = current_lsn(&h).await;
