@@ -37,6 +37,10 @@ fn drain(p: &Inner) {
     }
 }
 
+/// How long a failed blocking transaction call waits for librdkafka to record a fatal
+/// (fenced) state before its error is classified.
+const FENCED_GRACE: Duration = Duration::from_secs(1);
+
 fn fenced_or(p: &Inner, brokers: &str, what: &str, e: KafkaError) -> Error {
     if let Some((code, reason)) = p.client().fatal_error() {
         if matches!(
@@ -133,9 +137,21 @@ impl TxProducer {
     {
         let p = self.inner.clone();
         let brokers = self.brokers.clone();
-        tokio::task::spawn_blocking(move || f(&p).map_err(|e| fenced_or(&p, &brokers, what, e)))
-            .await
-            .map_err(|e| Error::permanent(format!("Kafka {what}: task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            f(&p).map_err(|e| {
+                // librdkafka can return a generic error from EndTxn ("Unknown broker error")
+                // a moment before it records the fatal "fenced" state. Treating that as
+                // transient restarts this instance, whose new producer then fences the
+                // successor back (seen in the fencing test). So wait briefly for the truth.
+                let deadline = std::time::Instant::now() + FENCED_GRACE;
+                while p.client().fatal_error().is_none() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                fenced_or(&p, &brokers, what, e)
+            })
+        })
+        .await
+        .map_err(|e| Error::permanent(format!("Kafka {what}: task failed: {e}")))?
     }
 
     /// Registers the transactional id with the coordinator, fencing any older producer with
