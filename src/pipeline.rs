@@ -629,10 +629,18 @@ impl Reader<'_> {
     }
 
     fn is_signal(&self, rel: u32) -> bool {
-        match (&self.conn.signal_table, self.relations.get(rel)) {
-            (Some(t), Some(r)) => *t == r.qualified_name(),
-            _ => false,
-        }
+        // Per insert: compare the parts, no formatting.
+        let Some((schema, table)) = self
+            .conn
+            .signal_table
+            .as_deref()
+            .and_then(|t| crate::config::qualified(t).ok())
+        else {
+            return false;
+        };
+        self.relations
+            .get(rel)
+            .is_some_and(|r| r.schema == schema && r.table == table)
     }
 
     /// A row inserted into the signal table: Debezium's `execute-snapshot` starts an

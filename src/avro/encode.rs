@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use apache_avro::schema::{InnerDecimalSchema, Name, Namespace};
+use apache_avro::schema::{InnerDecimalSchema, Name, NamespaceRef};
 use apache_avro::types::Value;
 use apache_avro::Schema;
 
@@ -54,12 +54,12 @@ pub fn write(
     v: &Value,
     s: &Schema,
     names: &Names,
-    ns: &Namespace,
+    ns: NamespaceRef,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     match (s, v) {
         (Schema::Ref { name }, _) => {
-            let full = name.fully_qualified_name(ns.as_deref());
+            let full = name.fully_qualified_name(ns);
             let resolved = names
                 .0
                 .get(full.as_ref())
@@ -136,7 +136,7 @@ pub fn write(
                     fields.len()
                 ));
             }
-            let inner_ns: Namespace = r.name.namespace().or(ns.as_deref()).map(str::to_string);
+            let inner_ns = r.name.namespace().or(ns);
             for (f, (name, fv)) in r.fields.iter().zip(fields) {
                 if &f.name != name {
                     return Err(format!(
@@ -144,7 +144,7 @@ pub fn write(
                         r.name, name, f.name
                     ));
                 }
-                write(fv, &f.schema, names, &inner_ns, out)
+                write(fv, &f.schema, names, inner_ns, out)
                     .map_err(|e| format!("{}.{}: {e}", r.name, f.name))?;
             }
             Ok(())
@@ -208,14 +208,14 @@ mod tests {
         ]);
         let names = Names::of(schema).unwrap();
         let mut ours = Vec::new();
-        write(&v, schema, &names, &None, &mut ours).unwrap();
+        write(&v, schema, &names, None, &mut ours).unwrap();
         #[allow(deprecated)] // the simplest reference encoding there is
         let reference = apache_avro::to_avro_datum(schema, v.clone()).unwrap();
         assert_eq!(ours, reference);
 
         // Misfits are refused, with the place named.
         let bad = Value::Record(vec![("a".into(), Value::String("x".into()))]);
-        assert!(write(&bad, schema, &names, &None, &mut Vec::new()).is_err());
+        assert!(write(&bad, schema, &names, None, &mut Vec::new()).is_err());
         let Value::Record(mut fields) = v else {
             unreachable!()
         };
@@ -224,7 +224,7 @@ mod tests {
             &Value::Record(fields),
             schema,
             &names,
-            &None,
+            None,
             &mut Vec::new(),
         )
         .unwrap_err();

@@ -51,7 +51,7 @@ impl Registered {
         let mut out = Vec::with_capacity(256);
         out.push(0);
         out.extend_from_slice(&self.id.to_be_bytes());
-        encode::write(&value, self.schema, &self.names, &None, &mut out).map_err(|e| {
+        encode::write(&value, self.schema, &self.names, None, &mut out).map_err(|e| {
             Error::permanent(format!(
                 "{}: value does not fit its Avro schema: {e}",
                 what()
