@@ -417,6 +417,69 @@ pub struct ConnectorConfig {
     /// inserted there starts an ad-hoc incremental snapshot. Created when missing.
     #[serde(default)]
     pub signal_table: Option<String>,
+    /// What an update that leaves a TOASTed value unchanged carries for it (PostgreSQL does
+    /// not send such values under REPLICA IDENTITY DEFAULT).
+    #[serde(default)]
+    pub toast: ToastMode,
+    /// Debezium's `unavailable.value.placeholder`: the value of a column PostgreSQL did not
+    /// send and pgcdc could not complete exactly.
+    #[serde(default = "default_placeholder")]
+    pub unavailable_value_placeholder: String,
+    /// `toast: fetch` holds the rest of a transaction after its first incomplete update until
+    /// its commit, up to this many bytes; past it, the held updates get the placeholder.
+    #[serde(default = "default_toast_hold_bytes")]
+    pub toast_hold_bytes: u64,
+    /// What a value PostgreSQL accepted but its Debezium-compatible Avro type cannot hold
+    /// becomes (NaN in a `numeric(p,s)`, an array whose shape differs from its declaration).
+    #[serde(default)]
+    pub unrepresentable: Unrepresentable,
+}
+
+/// `toast`: how pgcdc completes unchanged TOASTed values.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ToastMode {
+    /// Taken from earlier in the transaction, or read back from the table when pgcdc can
+    /// prove the row it reads is the version the transaction wrote; else the placeholder.
+    #[default]
+    Fetch,
+    /// Always Debezium's placeholder.
+    Placeholder,
+    /// Stop the connector (the operator sets REPLICA IDENTITY FULL for future WAL).
+    Fail,
+}
+
+/// `unrepresentable`: the policy for values the Avro type cannot hold. YAML reads a bare
+/// `null` as no value, so both `null` and `"null"` mean [`Unrepresentable::Null`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Unrepresentable {
+    /// Null, with the column named in the event's `pgcdc.lossy` header, counted, logged once.
+    #[default]
+    Null,
+    /// Stop the connector.
+    Fail,
+}
+
+impl<'de> Deserialize<'de> for Unrepresentable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Option::<String>::deserialize(d)?.as_deref() {
+            None | Some("null") => Ok(Unrepresentable::Null),
+            Some("fail") => Ok(Unrepresentable::Fail),
+            Some(other) => Err(serde::de::Error::custom(format!(
+                "unknown policy {other:?}, expected `null` or `fail`"
+            ))),
+        }
+    }
+}
+
+pub const DEFAULT_UNAVAILABLE_PLACEHOLDER: &str = "__debezium_unavailable_value";
+pub const DEFAULT_TOAST_HOLD_BYTES: u64 = 64 << 20;
+
+fn default_placeholder() -> String {
+    DEFAULT_UNAVAILABLE_PLACEHOLDER.to_owned()
+}
+fn default_toast_hold_bytes() -> u64 {
+    DEFAULT_TOAST_HOLD_BYTES
 }
 
 /// When the connector reads the rows already in its tables.
@@ -567,6 +630,18 @@ impl ConnectorConfig {
         }
         if let Some(t) = &self.signal_table {
             qualified(t).map_err(|m| ConfigError::new(path, "signal_table", m))?;
+        }
+        if self.unavailable_value_placeholder.is_empty() {
+            return err(
+                "unavailable_value_placeholder",
+                "must not be empty (consumers tell a placeholder from a value by it)".into(),
+            );
+        }
+        if !(1 << 20..=1 << 34).contains(&self.toast_hold_bytes) {
+            return err(
+                "toast_hold_bytes",
+                "must be between 1048576 (1 MiB) and 17179869184 (16 GiB)".into(),
+            );
         }
         Ok(())
     }
@@ -789,6 +864,42 @@ key_columns:
     fn env_in_comments_and_escapes() {
         let out = substitute_env("# ${UNSET}\na: $${LITERAL}\n", &env).unwrap();
         assert_eq!(out, "# ${UNSET}\na: ${LITERAL}\n");
+    }
+
+    #[test]
+    fn value_policies_parse_with_defaults() {
+        let p = Path::new("c.yaml");
+        let c: ConnectorConfig = parse_str(p, CONNECTOR, &env).unwrap();
+        assert_eq!(c.toast, ToastMode::Fetch);
+        assert_eq!(c.unrepresentable, Unrepresentable::Null);
+        assert_eq!(
+            c.unavailable_value_placeholder,
+            DEFAULT_UNAVAILABLE_PLACEHOLDER
+        );
+        for (yaml, want) in [
+            ("null", Unrepresentable::Null),
+            ("\"null\"", Unrepresentable::Null),
+            ("fail", Unrepresentable::Fail),
+        ] {
+            let text = format!("{CONNECTOR}unrepresentable: {yaml}\ntoast: placeholder\n");
+            let c: ConnectorConfig = parse_str(p, &text, &env).unwrap();
+            assert_eq!(c.unrepresentable, want, "{yaml}");
+            assert_eq!(c.toast, ToastMode::Placeholder);
+        }
+        let text = format!("{CONNECTOR}unrepresentable: drop\n");
+        let e = parse_str::<ConnectorConfig>(p, &text, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unrepresentable") && e.contains("fail"), "{e}");
+        let text = format!("{CONNECTOR}toast: full\n");
+        let e = parse_str::<ConnectorConfig>(p, &text, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("toast") && e.contains("fetch"), "{e}");
+        let text = format!("{CONNECTOR}unavailable_value_placeholder: \"\"\n");
+        let c: ConnectorConfig = parse_str(p, &text, &env).unwrap();
+        let e = c.validate(p).unwrap_err().to_string();
+        assert!(e.contains("unavailable_value_placeholder"), "{e}");
     }
 
     #[test]

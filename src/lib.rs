@@ -16,8 +16,10 @@
 //! - [`config`]: daemon and connector files.
 //! - [`postgres`]: replication connection, catalog connection, feedback task.
 //! - [`decode`]: pgoutput messages and the relation cache.
+//! - [`toast`]: completes unchanged TOASTed values PostgreSQL did not send (or says it could
+//!   not, with Debezium's placeholder and a header).
 //! - [`typemap`]: PostgreSQL types to Avro schemas and values.
-//! - [`avro`]: table schemas, registry client, envelopes, wire format.
+//! - [`avro`]: table schemas, registry client, envelopes, value policies, wire format.
 //! - [`kafka`]: topics and the transactional producer.
 //! - [`checkpoint`]: the offsets record written in the same Kafka transaction as the events.
 //! - [`snapshot`]: initial and incremental snapshots, their progress in the checkpoint.
@@ -42,6 +44,7 @@ pub mod postgres;
 pub mod snapshot;
 pub mod supervisor;
 pub mod tail;
+pub mod toast;
 pub mod typemap;
 
 pub use lsn::Lsn;

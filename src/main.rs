@@ -270,6 +270,9 @@ async fn validate(daemon: &DaemonConfig, dir: &Path, files: &[PathBuf]) -> ExitC
                     for w in p.warnings {
                         println!("warning: connector {}: {w}", c.name);
                     }
+                    for n in p.notes {
+                        println!("note: connector {}: {n}", c.name);
+                    }
                     problems.extend(
                         p.problems
                             .into_iter()

@@ -1,6 +1,8 @@
 //! Process-wide counters, named in one place. Served as Prometheus text by `http`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
 
 pub static EVENTS: AtomicU64 = AtomicU64::new(0);
 pub static TRANSACTIONS: AtomicU64 = AtomicU64::new(0);
@@ -51,6 +53,51 @@ pub fn all() -> [(&'static str, &'static str, &'static AtomicU64); 7] {
     ]
 }
 
+/// Counters with `connector` and `table` labels: (name, help).
+pub const UNAVAILABLE_VALUES: (&str, &str) = (
+    "pgcdc_unavailable_values_total",
+    "Column values PostgreSQL did not send (unchanged TOAST) that events carry as the placeholder.",
+);
+pub const LOSSY_VALUES: (&str, &str) = (
+    "pgcdc_lossy_values_total",
+    "Column values the Avro type cannot hold, carried as null under unrepresentable: null.",
+);
+pub const TOAST_FETCHED: (&str, &str) = (
+    "pgcdc_toast_fetched_values_total",
+    "Unchanged TOASTed values completed by reading the row back from the table.",
+);
+const LABELED: [(&str, &str); 3] = [UNAVAILABLE_VALUES, LOSSY_VALUES, TOAST_FETCHED];
+
+type Labeled = BTreeMap<(&'static str, String, String), u64>;
+static LABELED_COUNTS: Mutex<Labeled> = Mutex::new(BTreeMap::new());
+
+/// Adds `n` to the labeled counter `metric` of one connector's table.
+pub fn count(metric: (&'static str, &str), connector: &str, table: &str, n: u64) {
+    if let Ok(mut m) = LABELED_COUNTS.lock() {
+        *m.entry((metric.0, connector.to_owned(), table.to_owned()))
+            .or_insert(0) += n;
+    }
+}
+
+/// The current value of a labeled counter (0 when never counted).
+pub fn get(metric: (&'static str, &str), connector: &str, table: &str) -> u64 {
+    LABELED_COUNTS
+        .lock()
+        .ok()
+        .and_then(|m| {
+            m.get(&(metric.0, connector.to_owned(), table.to_owned()))
+                .copied()
+        })
+        .unwrap_or(0)
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 pub fn render() -> String {
     let mut out = String::new();
     for (name, help, c) in all() {
@@ -59,5 +106,38 @@ pub fn render() -> String {
             c.load(std::sync::atomic::Ordering::Relaxed)
         ));
     }
+    let counts = LABELED_COUNTS.lock().map(|m| m.clone()).unwrap_or_default();
+    for (name, help) in LABELED {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+        for ((n, connector, table), v) in &counts {
+            if *n == name {
+                out.push_str(&format!(
+                    "{name}{{connector=\"{}\",table=\"{}\"}} {v}\n",
+                    label(connector),
+                    label(table)
+                ));
+            }
+        }
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labeled_counters_render_with_escaped_labels() {
+        count(LOSSY_VALUES, "c1", "public.\"we\\ird\"", 2);
+        count(LOSSY_VALUES, "c1", "public.\"we\\ird\"", 1);
+        let text = render();
+        assert!(
+            text.contains(
+                "pgcdc_lossy_values_total{connector=\"c1\",table=\"public.\\\"we\\\\ird\\\"\"} 3\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE pgcdc_unavailable_values_total counter"));
+        assert_eq!(get(LOSSY_VALUES, "c1", "public.\"we\\ird\""), 3);
+    }
 }

@@ -28,6 +28,7 @@ use crate::avro::Registered;
 use crate::checkpoint::{self, CHECKPOINT_VERSION};
 use std::collections::HashSet;
 
+use crate::avro::policy::{Marks, ValuePolicy};
 use crate::checkpoint::Checkpoint;
 use crate::config::{ConnectorConfig, DaemonConfig, SnapshotMode};
 use crate::decode::{self, Message, RelationCache};
@@ -37,6 +38,7 @@ use crate::kafka::topics::Topics;
 use crate::metrics;
 use crate::postgres::feedback::{self, Positions};
 use crate::postgres::snapshot::{key_of, SnapshotConn, WATERMARK_PREFIX};
+use crate::postgres::toast::{fetch_rows, FetchedRow};
 use crate::postgres::{Catalog, ReplicationClient, StreamEvent};
 use crate::snapshot::incremental::{
     self, ChunkBox, ChunkRequest, InFlight, Incremental, Watermark, WatermarkKind,
@@ -44,7 +46,35 @@ use crate::snapshot::incremental::{
 use crate::snapshot::initial::{self, SnapTable};
 use crate::snapshot::Kind;
 use crate::snapshot::{ChunkDone, SnapshotState, TableWork};
+use crate::toast::{self, Held, HeldEvent, TxnToast};
 use crate::Lsn;
+
+/// Keys per query when reading rows back for unchanged TOASTed values.
+const TOAST_FETCH_BATCH: usize = 500;
+
+/// What a commit reads back from one table: its codec, the keys, the columns.
+type Wanted = (Arc<TableCodec>, Vec<toast::KeyText>, Vec<usize>);
+
+/// A change, not yet converted or encoded.
+fn event(
+    codec: &Arc<TableCodec>,
+    op: Op,
+    key: Option<apache_avro::types::Value>,
+    before: Option<apache_avro::types::Value>,
+    after: Option<decode::Tuple>,
+    cx: ChangeContext,
+) -> HeldEvent {
+    HeldEvent {
+        codec: codec.clone(),
+        op,
+        key,
+        before,
+        after,
+        marks: Marks::default(),
+        cx,
+        fetch: None,
+    }
+}
 
 /// Capacity of the reader → sink channel, in messages: bounded, so a slow Kafka slows the
 /// reader (and PostgreSQL keeps the WAL) instead of growing memory.
@@ -61,6 +91,8 @@ pub(crate) struct Record {
     pub topic: Arc<str>,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    /// Headers naming columns a value policy changed (`pgcdc.unavailable`, `pgcdc.lossy`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// What the reader and the snapshot workers hand the sink.
@@ -154,6 +186,9 @@ pub async fn run(
         tx,
         origin: origin.clone(),
         snap: Incremental::default(),
+        policy: Arc::new(ValuePolicy::of(conn)),
+        toast: TxnToast::new(conn.toast, conn.toast_hold_bytes),
+        toast_conn: None,
     };
     let (flushed_tx, flushed_rx) = watch::channel(Lsn::ZERO);
     let sink = Sink {
@@ -480,6 +515,11 @@ struct Reader<'a> {
     tx: mpsc::Sender<SinkMsg>,
     origin: Arc<Origin>,
     snap: Incremental,
+    policy: Arc<ValuePolicy>,
+    /// Unchanged TOASTed values of the open transaction; events held for a fetch.
+    toast: TxnToast,
+    /// The connection `toast: fetch` reads rows back on, opened on first use.
+    toast_conn: Option<SnapshotConn>,
 }
 
 impl Reader<'_> {
@@ -500,6 +540,7 @@ impl Reader<'_> {
                 commit_ts_us,
                 xid,
             } => {
+                self.toast.begin();
                 self.txn = Some(TxnState {
                     xid,
                     commit_lsn: final_lsn,
@@ -520,6 +561,10 @@ impl Reader<'_> {
                     .take()
                     .ok_or_else(|| self.protocol("Commit without Begin"))?;
                 if !txn.skip {
+                    if self.toast.holding() {
+                        let held = self.toast.take();
+                        self.deliver_held(held, txn.xid).await?;
+                    }
                     self.send(SinkMsg::TxnEnd {
                         commit_lsn,
                         end_lsn,
@@ -534,6 +579,22 @@ impl Reader<'_> {
             Message::Relation(r) => {
                 let rel = self.catalog.relation(&r, self.conn).await?;
                 let captured = self.conn.captures(&rel.schema, &rel.table);
+                // A schema barrier: snapshot reads of this table take its new shape (rebuilt at
+                // once: the incremental window looks the table up for every change).
+                let name = rel.qualified_name();
+                let reshaped = self.snap.tables.get(&name).is_some_and(|t| {
+                    let shape = |r: &decode::Relation| -> Vec<(String, u32, i32)> {
+                        r.columns
+                            .iter()
+                            .map(|c| (c.name.clone(), c.type_oid, c.type_modifier))
+                            .collect()
+                    };
+                    shape(&t.st.relation) != shape(&rel)
+                });
+                if reshaped {
+                    self.snap.tables.remove(&name);
+                    self.snap_table(&name).await?;
+                }
                 let rel = self.relations.insert(rel);
                 if captured {
                     let codec = self.codec(rel).await?;
@@ -559,12 +620,17 @@ impl Reader<'_> {
                     return Ok(());
                 };
                 self.snap.note_change(&codec.rel, cx.xid, &[&new]);
+                self.toast.on_insert(&codec.rel, &new);
                 let key = codec.key(&new)?;
-                let after = codec.row(&new, None)?;
-                self.emit(&codec, Op::Create, key, None, Some(after), &cx)
+                self.deliver(event(&codec, Op::Create, key, None, Some(new), cx))
                     .await?;
             }
-            Message::Update { rel, old, new, .. } => {
+            Message::Update {
+                rel,
+                old,
+                key_only,
+                new,
+            } => {
                 let Some((codec, cx)) = self.change(rel, lsn)? else {
                     return Ok(());
                 };
@@ -572,32 +638,38 @@ impl Reader<'_> {
                     Some(o) => self.snap.note_change(&codec.rel, cx.xid, &[o, &new]),
                     None => self.snap.note_change(&codec.rel, cx.xid, &[&new]),
                 }
+                let new = self
+                    .toast
+                    .on_update(&codec.rel, old.as_ref(), key_only, &new);
                 let new_key = codec.key(&new)?;
                 let old_key = match &old {
                     Some(o) => codec.key(o)?,
                     None => None,
                 };
-                let after = codec.row(&new, old.as_ref())?;
+                // A key-only old image gives Debezium's before: the key, other columns null.
+                let mut marks = Marks::default();
                 let before = match &old {
-                    Some(o) => Some(codec.row(o, None)?),
+                    Some(o) => Some(codec.row(o, &mut marks)?),
                     None => None,
                 };
                 match old_key {
                     // A primary-key change: as Debezium, a delete (and tombstone) of the old
                     // key, then a create of the new one.
                     Some(ok) if Some(&ok) != new_key.as_ref() => {
-                        self.emit(&codec, Op::Delete, Some(ok.clone()), before, None, &cx)
-                            .await?;
+                        let mut del = event(&codec, Op::Delete, Some(ok.clone()), before, None, cx);
+                        del.marks = marks;
+                        self.deliver(del).await?;
                         if self.conn.tombstones {
                             self.tombstone(&codec, ok).await?;
                         }
                         let cx2 = self.next_cx(rel, lsn);
-                        self.emit(&codec, Op::Create, new_key, None, Some(after), &cx2)
+                        self.deliver(event(&codec, Op::Create, new_key, None, Some(new), cx2))
                             .await?;
                     }
                     _ => {
-                        self.emit(&codec, Op::Update, new_key, before, Some(after), &cx)
-                            .await?
+                        let mut ev = event(&codec, Op::Update, new_key, before, Some(new), cx);
+                        ev.marks = marks;
+                        self.deliver(ev).await?
                     }
                 }
             }
@@ -606,10 +678,13 @@ impl Reader<'_> {
                     return Ok(());
                 };
                 self.snap.note_change(&codec.rel, cx.xid, &[&old]);
+                self.toast.on_delete(&codec.rel, &old);
                 let key = codec.key(&old)?;
-                let before = codec.row(&old, None)?;
-                self.emit(&codec, Op::Delete, key.clone(), Some(before), None, &cx)
-                    .await?;
+                let mut marks = Marks::default();
+                let before = codec.row(&old, &mut marks)?;
+                let mut ev = event(&codec, Op::Delete, key.clone(), Some(before), None, cx);
+                ev.marks = marks;
+                self.deliver(ev).await?;
                 if let (true, Some(k)) = (self.conn.tombstones, key) {
                     self.tombstone(&codec, k).await?;
                 }
@@ -620,7 +695,8 @@ impl Reader<'_> {
                         continue;
                     };
                     self.snap.note_truncate(&codec.rel);
-                    self.emit(&codec, Op::Truncate, None, None, None, &cx)
+                    self.toast.on_truncate(&codec.rel);
+                    self.deliver(event(&codec, Op::Truncate, None, None, None, cx))
                         .await?;
                 }
             }
@@ -921,32 +997,209 @@ impl Reader<'_> {
         }
     }
 
-    async fn emit(
-        &self,
-        codec: &TableCodec,
-        op: Op,
-        key: Option<apache_avro::types::Value>,
-        before: Option<apache_avro::types::Value>,
-        after: Option<apache_avro::types::Value>,
-        cx: &ChangeContext,
-    ) -> Result<()> {
-        let (key, value) = codec.encode_event(op, key, before, after, &self.origin, cx)?;
+    /// Delivers one change now, or holds it when it waits for a TOAST fetch or follows one
+    /// that does (events leave in transaction order).
+    async fn deliver(&mut self, mut ev: HeldEvent) -> Result<()> {
+        let unchanged: Vec<usize> = ev.after.as_ref().map_or_else(Vec::new, |t| {
+            t.iter()
+                .enumerate()
+                .filter(|(_, d)| matches!(d, decode::TupleData::UnchangedToast))
+                .map(|(i, _)| i)
+                .collect()
+        });
+        if !unchanged.is_empty() && self.toast.can_fetch(&ev.codec) {
+            ev.fetch = ev
+                .after
+                .as_ref()
+                .and_then(|t| toast::key_text(&ev.codec.rel, t))
+                .map(|k| (k, unchanged));
+        }
+        if ev.fetch.is_some() || self.toast.holding() {
+            if let Some(flush) = self.toast.hold(Held::Event(ev)) {
+                tracing::warn!(
+                    connector = %self.conn.name,
+                    limit = self.conn.toast_hold_bytes,
+                    "a transaction's events held for TOAST fetches passed toast_hold_bytes; \
+                     its unchanged TOASTed values carry the placeholder"
+                );
+                for h in flush {
+                    self.finish(h).await?;
+                }
+            }
+            return Ok(());
+        }
+        self.finish(Held::Event(ev)).await
+    }
+
+    /// Encodes and sends one event or tombstone.
+    async fn finish(&self, h: Held) -> Result<()> {
+        let ev = match h {
+            Held::Event(ev) => ev,
+            Held::Tombstone { codec, key } => return self.send_tombstone(&codec, key).await,
+        };
+        let mut marks = ev.marks;
+        let after = match &ev.after {
+            Some(t) => Some(ev.codec.row(t, &mut marks)?),
+            None => None,
+        };
+        let enc = ev.codec.encode_event(
+            ev.op,
+            ev.key,
+            ev.before,
+            after,
+            &marks,
+            &self.origin,
+            &ev.cx,
+        )?;
         metrics::EVENTS.fetch_add(1, Ordering::Relaxed);
         self.send(SinkMsg::Record(Record {
-            topic: codec.topic.clone(),
-            key,
-            value: Some(value),
+            topic: ev.codec.topic.clone(),
+            key: enc.key,
+            value: Some(enc.value),
+            headers: enc.headers,
         }))
         .await
     }
 
-    async fn tombstone(&self, codec: &TableCodec, key: apache_avro::types::Value) -> Result<()> {
+    /// At the commit of transaction `xid`: reads back the rows that held events need, fills
+    /// what the proof allows ([`crate::toast`]), and delivers everything in order.
+    async fn deliver_held(&mut self, mut held: Vec<Held>, xid: u32) -> Result<()> {
+        // Per table: the keys to read and the columns wanted.
+        let mut wanted: HashMap<u32, Wanted> = HashMap::new();
+        for h in &held {
+            if let Held::Event(HeldEvent {
+                codec,
+                fetch: Some((k, cols)),
+                ..
+            }) = h
+            {
+                if cols.is_empty() {
+                    continue;
+                }
+                let w = wanted
+                    .entry(codec.rel.oid)
+                    .or_insert_with(|| (codec.clone(), Vec::new(), Vec::new()));
+                if !w.1.contains(k) {
+                    w.1.push(k.clone());
+                }
+                for c in cols {
+                    if !w.2.contains(c) {
+                        w.2.push(*c);
+                    }
+                }
+            }
+        }
+        for (oid, (codec, keys, mut cols)) in wanted {
+            cols.sort_unstable();
+            let rows = self.fetch_rows(&codec, xid, &keys, &cols).await?;
+            let mut fetched = 0u64;
+            for h in held.iter_mut() {
+                let Held::Event(ev) = h else { continue };
+                if ev.codec.rel.oid != oid {
+                    continue;
+                }
+                let (Some((k, want)), Some(after)) = (&ev.fetch, ev.after.as_mut()) else {
+                    continue;
+                };
+                let Some(row) = rows.get(k).filter(|r| r.xmin == xid) else {
+                    continue;
+                };
+                for &c in want {
+                    let Some(pos) = cols.iter().position(|&x| x == c) else {
+                        continue;
+                    };
+                    after[c] = match &row.values[pos] {
+                        Some(v) => decode::TupleData::Text(v.clone()),
+                        None => decode::TupleData::Null,
+                    };
+                    fetched += 1;
+                }
+            }
+            if fetched > 0 {
+                metrics::count(
+                    metrics::TOAST_FETCHED,
+                    &self.conn.name,
+                    &codec.rel.qualified_name(),
+                    fetched,
+                );
+            }
+        }
+        for h in held {
+            self.finish(h).await?;
+        }
+        Ok(())
+    }
+
+    /// Rows of a table by key, for TOAST completion. A table that can no longer be read as
+    /// the stream describes it (dropped, altered, no privilege) completes nothing: its
+    /// events keep the placeholder. A lost connection is retried from the checkpoint.
+    async fn fetch_rows(
+        &mut self,
+        codec: &TableCodec,
+        xid: u32,
+        keys: &[toast::KeyText],
+        cols: &[usize],
+    ) -> Result<HashMap<toast::KeyText, FetchedRow>> {
+        if self.toast_conn.is_none() {
+            let app = format!("pgcdc-{}-toast", self.conn.name);
+            self.toast_conn = Some(SnapshotConn::connect(&self.conn.postgres, &app).await?);
+        }
+        let Some(conn) = self.toast_conn.as_ref() else {
+            return Ok(HashMap::new());
+        };
+        let mut out = HashMap::new();
+        for batch in keys.chunks(TOAST_FETCH_BATCH) {
+            let refs: Vec<&toast::KeyText> = batch.iter().collect();
+            match fetch_rows(conn, &codec.rel, xid, &refs, cols).await {
+                Ok(Some(rows)) => out.extend(rows),
+                Ok(None) => {
+                    tracing::warn!(connector = %self.conn.name, table = %codec.rel.quoted_name(), xid,
+                        "transaction did not become visible for reading back unchanged TOASTed values; they carry the placeholder");
+                }
+                Err(e) if e.is_transient() => {
+                    self.toast_conn = None;
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::warn!(connector = %self.conn.name, table = %codec.rel.quoted_name(), error = %e,
+                        "cannot read rows back for unchanged TOASTed values; they carry the placeholder");
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn tombstone(
+        &mut self,
+        codec: &Arc<TableCodec>,
+        key: apache_avro::types::Value,
+    ) -> Result<()> {
+        if self.toast.holding() {
+            if let Some(flush) = self.toast.hold(Held::Tombstone {
+                codec: codec.clone(),
+                key,
+            }) {
+                for h in flush {
+                    self.finish(h).await?;
+                }
+            }
+            return Ok(());
+        }
+        self.send_tombstone(codec, key).await
+    }
+
+    async fn send_tombstone(
+        &self,
+        codec: &TableCodec,
+        key: apache_avro::types::Value,
+    ) -> Result<()> {
         let Some(ks) = &codec.key else { return Ok(()) };
-        let key = ks.encode(key, &|| format!("table {}", codec.rel.qualified_name()))?;
+        let key = ks.encode(key, &|| format!("table {}", codec.rel.quoted_name()))?;
         self.send(SinkMsg::Record(Record {
             topic: codec.topic.clone(),
             key: Some(key),
             value: None,
+            headers: Vec::new(),
         }))
         .await
     }
@@ -965,7 +1218,7 @@ impl Reader<'_> {
                 Some(Registered::new(id, b.schema)?)
             }
             None => {
-                tracing::warn!(table = %rel.qualified_name(), "table has no primary key and no key_columns: its events have a null key");
+                tracing::warn!(table = %rel.quoted_name(), "table has no primary key and no key_columns: its events have a null key");
                 None
             }
         };
@@ -980,6 +1233,7 @@ impl Reader<'_> {
             key,
             value: Registered::new(id, v.schema)?,
             rel,
+            policy: self.policy.clone(),
         })
     }
 }
@@ -1121,7 +1375,7 @@ impl Sink {
     async fn write(&mut self, open: &mut Option<OpenTxn>, r: Record) -> Result<()> {
         let size = r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
         self.producer
-            .send(&r.topic, r.key.as_deref(), r.value.as_deref())
+            .send(&r.topic, r.key.as_deref(), r.value.as_deref(), &r.headers)
             .await?;
         if let Some(o) = open.as_mut() {
             o.events += 1;
@@ -1155,6 +1409,7 @@ impl Sink {
                 &self.offsets_topic,
                 Some(self.connector.as_bytes()),
                 Some(&ck.encode()),
+                &[],
             )
             .await?;
         let commit_started = Instant::now();

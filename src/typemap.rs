@@ -7,8 +7,9 @@
 //! `lc_monetary=C`.
 //!
 //! Fidelity rule: a value either converts exactly or the conversion fails with an error that
-//! names the type; nothing becomes null, a sentinel or a truncated form. Where Debezium's
-//! mapping loses information we deviate, and README.md lists each deviation.
+//! names the type; nothing becomes a sentinel or a truncated form here. What a failed value
+//! becomes is the connector's `unrepresentable` policy ([`crate::avro::policy`]). Where
+//! Debezium's mapping loses information we deviate, and README.md lists each deviation.
 
 use std::collections::HashSet;
 
@@ -377,8 +378,8 @@ fn non_finite_or(ty: &PgType, text: &str) -> ValueError {
         bad(
             ty,
             format!(
-                "is {text}, which an Avro decimal cannot carry; pgcdc stops rather than send null \
-                 (set numeric_mode: string for unconstrained numeric columns, or keep {text} out of this column)"
+                "is {text}, which an Avro decimal cannot carry (numeric_mode: string carries it for \
+                 unconstrained numeric columns; a numeric(p,s) column cannot carry it at all)"
             ),
         )
     } else {
@@ -867,7 +868,7 @@ mod tests {
     }
 
     #[test]
-    fn numeric_nan_and_infinity_stop_with_a_clear_error() {
+    fn numeric_nan_and_infinity_are_errors_that_say_why() {
         let t = PgType::Numeric {
             precision: 10,
             scale: 2,

@@ -6,8 +6,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use apache_avro::types::Value;
 
+use crate::avro::policy::{placeholder_value, Marks, ValuePolicy, HEADER_LOSSY};
 use crate::avro::schema::{none, some};
 use crate::avro::Registered;
+use crate::config::{ToastMode, Unrepresentable};
 use crate::decode::{Relation, Tuple, TupleData};
 use crate::error::{Error, Result};
 use crate::kafka::producer::MAX_RECORD_BYTES;
@@ -42,6 +44,15 @@ pub struct TableCodec {
     pub field_names: Vec<String>,
     pub key: Option<Registered>,
     pub value: Registered,
+    pub policy: Arc<ValuePolicy>,
+}
+
+/// One encoded event: key and value in the Confluent wire format, and the headers that
+/// name the columns a policy changed.
+pub struct Encoded {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// What every event of a connector says about where it comes from.
@@ -107,12 +118,12 @@ impl TableCodec {
     fn column_error(&self, i: usize, e: impl std::fmt::Display) -> Error {
         Error::permanent(format!(
             "table {} column {}: {e}",
-            self.rel.qualified_name(),
+            self.rel.quoted_name(),
             self.rel
                 .columns
                 .get(i)
-                .map(|c| c.name.as_str())
-                .unwrap_or("?")
+                .map(|c| crate::postgres::quote_ident(&c.name))
+                .unwrap_or_else(|| "?".into())
         ))
     }
 
@@ -120,7 +131,7 @@ impl TableCodec {
         if t.len() != self.rel.columns.len() {
             return Err(Error::permanent(format!(
                 "table {}: a row has {} columns but the relation announced {}; this is a pgoutput protocol error",
-                self.rel.qualified_name(),
+                self.rel.quoted_name(),
                 t.len(),
                 self.rel.columns.len()
             )));
@@ -128,46 +139,52 @@ impl TableCodec {
         Ok(())
     }
 
-    fn cell<'t>(&self, i: usize, new: &'t Tuple, old: Option<&'t Tuple>) -> Result<&'t TupleData> {
-        match &new[i] {
-            TupleData::UnchangedToast => match old.map(|o| &o[i]) {
-                Some(d @ (TupleData::Text(_) | TupleData::Null)) => Ok(d),
-                _ => Err(Error::permanent(format!(
-                    "table {} column {}: PostgreSQL did not send this unchanged TOASTed value, and pgcdc will not \
-                     invent one; run ALTER TABLE {} REPLICA IDENTITY FULL so updates carry it",
-                    self.rel.qualified_name(),
-                    self.rel.columns[i].name,
-                    self.rel.qualified_name()
-                ))),
-            },
-            d => Ok(d),
-        }
-    }
-
-    fn convert(&self, i: usize, d: &TupleData) -> Result<Option<Value>> {
+    /// One column's value. A value its Avro type cannot hold is null under
+    /// `unrepresentable: null` (marked lossy); an unchanged TOASTed value that nobody
+    /// completed is the placeholder (marked unavailable), or an error under `toast: fail`.
+    fn cell(&self, i: usize, d: &TupleData, marks: &mut Marks) -> Result<Option<Value>> {
         match d {
             TupleData::Null => Ok(None),
-            TupleData::Text(b) => self.rel.columns[i]
-                .ty
-                .to_avro(b)
-                .map(Some)
-                .map_err(|e| self.column_error(i, e)),
+            TupleData::Text(b) => match self.rel.columns[i].ty.to_avro(b) {
+                Ok(v) => Ok(Some(v)),
+                Err(e) if self.policy.unrepresentable == Unrepresentable::Null => {
+                    tracing::debug!(table = %self.rel.quoted_name(), column = i, error = %e, "value carried as null");
+                    marks.lossy(i);
+                    Ok(None)
+                }
+                Err(e) => Err(self.column_error(
+                    i,
+                    format!("{e}; pgcdc stops (unrepresentable: fail); set unrepresentable: null to carry it as null with header {HEADER_LOSSY}"),
+                )),
+            },
             TupleData::Binary(_) => {
                 Err(self.column_error(i, "arrived in binary format, which pgcdc does not request"))
             }
-            TupleData::UnchangedToast => Err(self.column_error(i, "unchanged TOASTed value")),
+            TupleData::UnchangedToast => {
+                if self.policy.toast == ToastMode::Fail {
+                    return Err(self.column_error(
+                        i,
+                        format!(
+                            "PostgreSQL did not send this unchanged TOASTed value (REPLICA IDENTITY DEFAULT) and \
+                             toast: fail stops here; set toast: fetch or placeholder to go on (this WAL is already \
+                             written), and run ALTER TABLE {} REPLICA IDENTITY FULL so future updates carry it",
+                            self.rel.quoted_name()
+                        ),
+                    ));
+                }
+                marks.unavailable(i);
+                Ok(placeholder_value(&self.rel.columns[i].ty, &self.policy.placeholder))
+            }
         }
     }
 
-    /// The `Value` record (every field optional) of a row image.
-    pub fn row(&self, new: &Tuple, old: Option<&Tuple>) -> Result<Value> {
-        self.check_width(new)?;
-        if let Some(o) = old {
-            self.check_width(o)?;
-        }
-        let mut fields = Vec::with_capacity(new.len());
-        for i in 0..new.len() {
-            let v = self.convert(i, self.cell(i, new, old)?)?;
+    /// The `Value` record (every field optional) of a row image; `marks` collects the
+    /// columns that fall under a policy.
+    pub fn row(&self, t: &Tuple, marks: &mut Marks) -> Result<Value> {
+        self.check_width(t)?;
+        let mut fields = Vec::with_capacity(t.len());
+        for (i, d) in t.iter().enumerate() {
+            let v = self.cell(i, d, marks)?;
             fields.push((
                 self.field_names[i].clone(),
                 v.map(some).unwrap_or_else(none),
@@ -176,24 +193,26 @@ impl TableCodec {
         Ok(Value::Record(fields))
     }
 
-    /// The key record of a row image, or None for a keyless table.
+    /// The key record of a row image, or None for a keyless table. Key fields are
+    /// required, so no policy applies: a key value that does not convert is an error.
     pub fn key(&self, t: &Tuple) -> Result<Option<Value>> {
         if self.key.is_none() {
             return Ok(None);
         }
         self.check_width(t)?;
         let mut fields = Vec::new();
-        for (i, _) in self.rel.key_columns() {
-            match self.convert(i, &t[i])? {
-                Some(v) => fields.push((self.field_names[i].clone(), v)),
-                None => {
+        for (i, c) in self.rel.key_columns() {
+            let v = match &t[i] {
+                TupleData::Text(b) => c.ty.to_avro(b).map_err(|e| self.column_error(i, e))?,
+                _ => {
                     return Err(self.column_error(
                         i,
                         "is a key column but the row carries no value for it (NULL, or the old image lacks it); \
                          give the table a primary key or fix key_columns",
                     ))
                 }
-            }
+            };
+            fields.push((self.field_names[i].clone(), v));
         }
         Ok(Some(Value::Record(fields)))
     }
@@ -281,16 +300,18 @@ impl TableCodec {
 impl TableCodec {
     /// Encodes one event (key and value in the Confluent wire format), refusing records
     /// over pgcdc's size limit with the table named.
+    #[allow(clippy::too_many_arguments)]
     pub fn encode_event(
         &self,
         op: Op,
         key: Option<Value>,
         before: Option<Value>,
         after: Option<Value>,
+        marks: &Marks,
         origin: &Origin,
         cx: &ChangeContext,
-    ) -> Result<(Option<Vec<u8>>, Vec<u8>)> {
-        let what = || format!("table {}", self.rel.qualified_name());
+    ) -> Result<Encoded> {
+        let what = || format!("table {}", self.rel.quoted_name());
         let key = match (key, &self.key) {
             (Some(k), Some(ks)) => Some(ks.encode(k, &what)?),
             _ => None,
@@ -303,10 +324,45 @@ impl TableCodec {
             return Err(Error::permanent(format!(
                 "table {}: a row at LSN {} encodes to {size} bytes, over pgcdc's record limit of {MAX_RECORD_BYTES} bytes; \
                  pgcdc stops rather than drop or truncate it (store such values outside the row, or exclude the table)",
-                self.rel.qualified_name(),
+                self.rel.quoted_name(),
                 cx.lsn
             )));
         }
-        Ok((key, value))
+        let headers = if marks.is_empty() {
+            Vec::new()
+        } else {
+            marks.headers(&self.rel, &self.policy)
+        };
+        Ok(Encoded {
+            key,
+            value,
+            headers,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::avro::schema::{envelope_schema, field_names, key_schema};
+
+    /// A codec for `rel` with made-up schema ids and the default policy.
+    pub(crate) fn codec(rel: Relation) -> Arc<TableCodec> {
+        let conn: crate::config::ConnectorConfig = serde_yaml_ng::from_str(
+            "name: t\npostgres: {host: h, user: u, dbname: d}\ntopic_prefix: p\n",
+        )
+        .unwrap();
+        let key = key_schema("p", &rel)
+            .unwrap()
+            .map(|b| Registered::new(1, b.schema).unwrap());
+        let value = Registered::new(2, envelope_schema("p", &rel).unwrap().schema).unwrap();
+        Arc::new(TableCodec {
+            field_names: field_names(&rel).unwrap(),
+            topic: "p.public.t".into(),
+            key,
+            value,
+            rel: Arc::new(rel),
+            policy: Arc::new(ValuePolicy::of(&conn)),
+        })
     }
 }

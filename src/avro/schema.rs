@@ -62,7 +62,7 @@ pub fn field_names(rel: &Relation) -> Result<Vec<String>> {
         if let Some(j) = names[..i].iter().position(|m| m == n) {
             return Err(Error::permanent(format!(
                 "table {}: columns {:?} and {:?} both become Avro field {n:?}; rename one of them",
-                rel.qualified_name(),
+                rel.quoted_name(),
                 rel.columns[j].name,
                 rel.columns[i].name
             )));
@@ -229,6 +229,7 @@ mod tests {
                     type_modifier: -1,
                     ty: t.clone(),
                     key: *k,
+                    identity: *k,
                 })
                 .collect(),
         }

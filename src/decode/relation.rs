@@ -18,6 +18,9 @@ pub struct Column {
     pub ty: PgType,
     /// Part of the event key (primary key, or configured key columns).
     pub key: bool,
+    /// Flagged as part of the replica identity in the Relation message: the columns an old
+    /// key image carries.
+    pub identity: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +36,20 @@ pub struct Relation {
 impl Relation {
     pub fn qualified_name(&self) -> String {
         format!("{}.{}", self.schema, self.table)
+    }
+
+    /// The name as SQL needs it, for messages and hints: `public.orders`,
+    /// `"Sales & Co"."Order Lines"`.
+    pub fn quoted_name(&self) -> String {
+        crate::postgres::quote_qualified(&self.schema, &self.table)
+    }
+
+    /// Whether the event key is exactly the replica identity: old key images (primary-key
+    /// changes, deletes) then name every key a change touches.
+    pub fn key_is_identity(&self) -> bool {
+        matches!(self.replica_identity, b'd' | b'i')
+            && self.has_key()
+            && self.columns.iter().all(|c| c.key == c.identity)
     }
 
     pub fn key_columns(&self) -> impl Iterator<Item = (usize, &Column)> {

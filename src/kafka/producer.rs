@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::DeliveryResult;
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
 use crate::config::KafkaConfig;
@@ -174,7 +174,14 @@ impl TxProducer {
     }
 
     /// Queues one record, waiting while librdkafka's queue is full (memory stays bounded).
-    pub async fn send(&self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<()> {
+    /// Queues one record; `headers` are (name, value) pairs, e.g. `pgcdc.unavailable`.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, String)],
+    ) -> Result<()> {
         loop {
             let mut rec = BaseRecord::<[u8], [u8]>::to(topic);
             if let Some(k) = key {
@@ -182,6 +189,16 @@ impl TxProducer {
             }
             if let Some(v) = value {
                 rec = rec.payload(v);
+            }
+            if !headers.is_empty() {
+                let mut h = OwnedHeaders::new_with_capacity(headers.len());
+                for (name, value) in headers {
+                    h = h.insert(Header {
+                        key: name,
+                        value: Some(value.as_bytes()),
+                    });
+                }
+                rec = rec.headers(h);
             }
             match self.inner.send(rec) {
                 Ok(()) => return Ok(()),

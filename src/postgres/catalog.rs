@@ -211,28 +211,45 @@ impl Catalog {
         }
         for name in &conn.tables.include {
             if !tables.iter().any(|t| &t.name == name) {
+                let quoted = crate::config::qualified(name)
+                    .map(|(s, t)| crate::postgres::quote_qualified(s, t))
+                    .unwrap_or_else(|_| name.clone());
                 problems.push(format!(
-                    "table {name} (tables.include) does not exist in database {}",
+                    "table {quoted} (tables.include) does not exist in database {}; create it or remove it from tables.include",
                     conn.postgres.dbname
                 ));
             }
         }
         if tables.is_empty() {
-            problems.push(format!(
-                "database {} has no table for connector {} to capture",
-                conn.postgres.dbname, conn.name
-            ));
+            let all_tables = if publication_exists {
+                self.publication_all_tables(&conn.publication_name())
+                    .await?
+            } else {
+                conn.tables.include.is_empty()
+            };
+            if all_tables {
+                warnings.push(format!(
+                    "database {} has no table to capture yet; the connector captures tables as they are created \
+                     (its publication is FOR ALL TABLES)",
+                    conn.postgres.dbname
+                ));
+            } else {
+                problems.push(format!(
+                    "database {} has no table for connector {} to capture; create the tables in tables.include first",
+                    conn.postgres.dbname, conn.name
+                ));
+            }
         }
         for t in &tables {
             match t.replica_identity {
                 b'n' => problems.push(format!(
                     "table {} has REPLICA IDENTITY NOTHING, so its updates and deletes cannot be captured; run ALTER TABLE {} REPLICA IDENTITY DEFAULT",
-                    t.name, t.quoted
+                    t.quoted, t.quoted
                 )),
                 b'd' if !t.has_pk => warnings.push(format!(
                     "table {} has no primary key, so PostgreSQL rejects its UPDATE and DELETE while it is published \
                      (inserts still work); add a primary key or run ALTER TABLE {} REPLICA IDENTITY FULL",
-                    t.name, t.quoted
+                    t.quoted, t.quoted
                 )),
                 _ => {}
             }
@@ -240,9 +257,38 @@ impl Catalog {
             if !superuser && !t.owned && !publication_exists {
                 problems.push(format!(
                     "table {}: user {:?} does not own it, so cannot add it to publication {}; create the publication as the owner or a superuser",
-                    t.name,
+                    t.quoted,
                     conn.postgres.user,
                     conn.publication_name()
+                ));
+            }
+        }
+        let mut notes = Vec::new();
+        for c in self.column_facts(&tables).await? {
+            if !c.out_of_line.is_empty() && c.replica_identity != b'f' {
+                notes.push(format!(
+                    "table {}: columns {} can be stored out of line (TOAST); an update that leaves them unchanged \
+                     does not carry them under REPLICA IDENTITY {}, so pgcdc completes them (toast: {}) or sends \
+                     the placeholder. To have PostgreSQL send them, run ALTER TABLE {} REPLICA IDENTITY FULL",
+                    c.quoted,
+                    c.out_of_line.join(", "),
+                    if c.replica_identity == b'i' { "USING INDEX" } else { "DEFAULT" },
+                    match conn.toast {
+                        crate::config::ToastMode::Fetch => "fetch",
+                        crate::config::ToastMode::Placeholder => "placeholder",
+                        crate::config::ToastMode::Fail => "fail",
+                    },
+                    c.quoted
+                ));
+            }
+            if !c.unconstrained_numeric.is_empty() && conn.numeric_mode == NumericMode::Precise {
+                warnings.push(format!(
+                    "table {}: numeric columns {} have no precision and scale; under numeric_mode: precise a NaN or \
+                     ±Infinity in them cannot be carried (it becomes null with header pgcdc.lossy, or stops under \
+                     unrepresentable: fail). Set numeric_mode: string before the first start to carry every value \
+                     exactly (changing it later changes the registered schema)",
+                    c.quoted,
+                    c.unconstrained_numeric.join(", ")
                 ));
             }
         }
@@ -264,7 +310,58 @@ impl Catalog {
                 ));
             }
         }
-        Ok(Preflight { problems, warnings })
+        Ok(Preflight {
+            problems,
+            warnings,
+            notes,
+        })
+    }
+
+    async fn publication_all_tables(&self, name: &str) -> Result<bool> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT puballtables FROM pg_publication WHERE pubname = $1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.is_some_and(|r| r.get(0)))
+    }
+
+    /// Per captured table: the columns that can be stored out of line and the unconstrained
+    /// numeric columns (names quoted as SQL needs them).
+    async fn column_facts(&self, tables: &[TableInfo]) -> Result<Vec<ColumnFacts>> {
+        if tables.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = tables.iter().map(|t| t.quoted.as_str()).collect();
+        let rows = self
+            .client
+            .query(
+                "SELECT format('%I.%I', n.nspname, c.relname), c.relreplident::text,
+                        coalesce(array_agg(format('%I', a.attname) ORDER BY a.attnum)
+                                   FILTER (WHERE a.attstorage <> 'p'), '{}'),
+                        coalesce(array_agg(format('%I', a.attname) ORDER BY a.attnum)
+                                   FILTER (WHERE a.atttypid IN ('numeric'::regtype, 'numeric[]'::regtype)
+                                             AND a.atttypmod = -1), '{}')
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                  WHERE format('%I.%I', n.nspname, c.relname) = ANY($1)
+                  GROUP BY 1, 2 ORDER BY 1",
+                &[&names],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| ColumnFacts {
+                quoted: r.get(0),
+                replica_identity: r.get::<_, String>(1).bytes().next().unwrap_or(b'd'),
+                out_of_line: r.get(2),
+                unconstrained_numeric: r.get(3),
+            })
+            .collect())
     }
 
     async fn captured_tables(&self, conn: &ConnectorConfig) -> Result<Vec<TableInfo>> {
@@ -446,31 +543,49 @@ impl Catalog {
         self.types.retain(|(o, _), _| *o != oid);
     }
 
-    /// A Relation message joined with the catalog: column types and the key columns
-    /// (primary key, else the connector's `key_columns`, else none).
+    /// A Relation message joined with the catalog: column types and the key columns.
+    ///
+    /// The key comes from the message where it can: under REPLICA IDENTITY DEFAULT the
+    /// flagged columns are the primary key as it was at the message's LSN, so a connector
+    /// that replays WAL written before the key changed (or before the table was dropped)
+    /// keys those events as they were. The catalog supplies the primary key where the
+    /// message cannot (FULL flags every column, USING INDEX flags the index, NOTHING none;
+    /// a snapshot builds its message from the catalog), then the connector's `key_columns`.
     pub async fn relation(
         &mut self,
         msg: &RelationMsg,
         conn: &ConnectorConfig,
     ) -> Result<Relation> {
-        let pk_rows = self
-            .client
-            .query(
-                "SELECT a.attname::text FROM pg_index i
-                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-                  WHERE i.indrelid = $1 AND i.indisprimary",
-                &[&msg.oid],
-            )
-            .await
-            .map_err(|e| self.err(e))?;
-        let mut key: Vec<String> = pk_rows.iter().map(|r| r.get(0)).collect();
+        let flagged: Vec<String> = msg
+            .columns
+            .iter()
+            .filter(|c| c.key)
+            .map(|c| c.name.clone())
+            .collect();
+        let mut key = if msg.replica_identity == b'd' && !flagged.is_empty() {
+            flagged
+        } else {
+            let pk_rows = self
+                .client
+                .query(
+                    "SELECT a.attname::text FROM pg_index i
+                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                      WHERE i.indrelid = $1 AND i.indisprimary",
+                    &[&msg.oid],
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+            pk_rows.iter().map(|r| r.get(0)).collect::<Vec<String>>()
+        };
         let qualified = format!("{}.{}", msg.namespace, msg.name);
         if key.is_empty() {
             if let Some(cols) = conn.key_columns.get(&qualified) {
                 for c in cols {
                     if !msg.columns.iter().any(|mc| &mc.name == c) {
                         return Err(Error::permanent(format!(
-                            "key_columns.{qualified}: table {qualified} has no column {c:?}; fix the connector file"
+                            "key_columns.{qualified}: table {} has no column {}; fix the connector file",
+                            crate::postgres::quote_qualified(&msg.namespace, &msg.name),
+                            crate::postgres::quote_ident(c)
                         )));
                     }
                 }
@@ -486,6 +601,7 @@ impl Catalog {
                 type_modifier: c.type_modifier,
                 ty,
                 key: key.contains(&c.name),
+                identity: c.key,
             });
         }
         Ok(Relation {
@@ -666,6 +782,15 @@ pub struct Preflight {
     pub problems: Vec<String>,
     /// It can run, but these will cause trouble.
     pub warnings: Vec<String>,
+    /// Facts worth knowing (`pgcdc validate` prints them).
+    pub notes: Vec<String>,
+}
+
+struct ColumnFacts {
+    quoted: String,
+    replica_identity: u8,
+    out_of_line: Vec<String>,
+    unconstrained_numeric: Vec<String>,
 }
 
 struct TableInfo {

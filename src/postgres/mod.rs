@@ -4,8 +4,11 @@
 
 pub mod catalog;
 pub mod feedback;
+pub mod ident;
 pub mod replication;
 pub mod snapshot;
+pub mod toast;
 
 pub use catalog::Catalog;
+pub use ident::{ident as quote_ident, qualified as quote_qualified};
 pub use replication::{ReplicationClient, ReplicationStream, StatusSender, StreamEvent};

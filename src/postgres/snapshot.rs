@@ -96,7 +96,7 @@ impl SnapshotConn {
         pg_err(&self.server, e)
     }
 
-    async fn rows(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+    pub(crate) async fn rows(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
         let msgs = self
             .client
             .simple_query(sql)
@@ -180,7 +180,7 @@ impl SnapshotConn {
                         v.ok_or_else(|| {
                             Error::permanent(format!(
                                 "table {}: a primary-key column is NULL",
-                                t.relation.qualified_name()
+                                t.relation.quoted_name()
                             ))
                         })
                     })
@@ -210,7 +210,7 @@ impl SnapshotConn {
                 rows.push(parse_copy_line(line.slice(..nl), width).map_err(|m| {
                     Error::permanent(format!(
                         "table {}: unexpected COPY output: {m}",
-                        t.relation.qualified_name()
+                        t.relation.quoted_name()
                     ))
                 })?);
             }
@@ -218,7 +218,7 @@ impl SnapshotConn {
         if !buf.is_empty() {
             return Err(Error::permanent(format!(
                 "table {}: COPY output ended inside a row",
-                t.relation.qualified_name()
+                t.relation.quoted_name()
             )));
         }
         Ok(rows)
@@ -364,8 +364,9 @@ pub fn pk_positions(t: &SnapshotTable) -> Result<Vec<usize>> {
                 .position(|c| &c.name == name)
                 .ok_or_else(|| {
                     Error::permanent(format!(
-                        "table {}: primary-key column {name} is not published",
-                        t.relation.qualified_name()
+                        "table {}: primary-key column {} is not published",
+                        t.relation.quoted_name(),
+                        crate::postgres::quote_ident(name)
                     ))
                 })
         })

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::avro::envelope::{now_micros, ChangeContext, Op, Origin, SnapshotMark, TableCodec};
+use crate::avro::policy::Marks as ValueMarks;
 use crate::config::PostgresConfig;
 use crate::decode::Tuple;
 use crate::error::{Error, Result};
@@ -331,14 +332,16 @@ pub(crate) fn encode_reads(
             table_order: 0,
         };
         let key = t.codec.key(row)?;
-        let after = t.codec.row(row, None)?;
-        let (key, value) = t
+        let mut marks = ValueMarks::default();
+        let after = t.codec.row(row, &mut marks)?;
+        let enc = t
             .codec
-            .encode_event(Op::Read, key, None, Some(after), origin, &cx)?;
+            .encode_event(Op::Read, key, None, Some(after), &marks, origin, &cx)?;
         out.push(Record {
             topic: t.codec.topic.clone(),
-            key,
-            value: Some(value),
+            key: enc.key,
+            value: Some(enc.value),
+            headers: enc.headers,
         });
     }
     Ok(out)

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use pgcdc::config::{ConnectorConfig, DaemonConfig};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
 use rdkafka::Message;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
@@ -36,6 +37,19 @@ pub struct Record {
     pub offset: i64,
     pub key: Json,
     pub value: Json,
+    /// Record headers (name, UTF-8 value), e.g. `pgcdc.unavailable`.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    /// The JSON array of column names in header `name`, empty when absent.
+    pub fn header_columns(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| serde_json::from_str(v).expect("header is a JSON array of names"))
+            .unwrap_or_default()
+    }
 }
 
 pub struct Running {
@@ -280,10 +294,22 @@ pub async fn read_topic(stack: &Stack, topic: &str, n: usize, timeout: Duration)
                 let value = pgcdc::tail::decode_json(&decoder, m.payload())
                     .await
                     .unwrap();
+                let headers = m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| {
+                                let v = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                                (h.key.to_owned(), v.unwrap_or_default())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 out.push(Record {
                     offset: m.offset(),
                     key,
                     value,
+                    headers,
                 });
                 if out.len() >= n && settle.is_none() {
                     settle = Some(Instant::now() + Duration::from_millis(1500));

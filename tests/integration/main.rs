@@ -16,3 +16,5 @@ mod smoke_kafka;
 mod smoke_postgres;
 mod smoke_registry;
 mod snapshot;
+mod stream_schema;
+mod toast;

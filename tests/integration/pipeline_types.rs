@@ -152,24 +152,66 @@ async fn every_type_arrives_intact() {
     h.drop_slot().await;
 }
 
-/// numeric(p,s) holding NaN cannot be an Avro decimal: the connector stops with an error
-/// that names the table and column, and nothing of that transaction is delivered.
+/// numeric(p,s) holding NaN cannot be an Avro decimal. By default (`unrepresentable: null`)
+/// the column is null, the event names it in header `pgcdc.lossy`, a metric counts it, and
+/// the stream goes on; with `unrepresentable: fail` the connector stops with the table and
+/// column named, and nothing of that transaction is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unrepresentable_value_stops_with_a_clear_error() {
-    let h = Harness::new(
-        "nan",
-        "CREATE TABLE t (id int PRIMARY KEY, amount numeric(10,2));",
+async fn unrepresentable_values_follow_the_policy() {
+    let schema = "CREATE TABLE t (id int PRIMARY KEY, amount numeric(10,2), note text);";
+    let h = Harness::new("nan", schema).await;
+    let run = h.start("").await;
+    h.sql("INSERT INTO t VALUES (1, 1.00, 'a')").await;
+    h.sql(
+        "BEGIN; INSERT INTO t VALUES (2, 2.00, 'b'); INSERT INTO t VALUES (3, 'NaN', 'c'); COMMIT;",
     )
     .await;
-    let run = h.start("").await;
-    h.sql("INSERT INTO t VALUES (1, 1.00)").await;
-    h.read("t", 1, Duration::from_secs(60)).await;
-    h.sql("BEGIN; INSERT INTO t VALUES (2, 2.00); INSERT INTO t VALUES (3, 'NaN'); COMMIT;")
+    h.sql("UPDATE t SET amount = 'NaN' WHERE id = 1; INSERT INTO t VALUES (4, 4.00, 'd');")
         .await;
+    let recs = h.read("t", 5, Duration::from_secs(60)).await;
+    assert_eq!(recs.len(), 5, "{recs:#?}");
+    let lossy: Vec<Vec<String>> = recs
+        .iter()
+        .map(|r| r.header_columns("pgcdc.lossy"))
+        .collect();
+    let none: Vec<String> = Vec::new();
+    assert_eq!(
+        lossy,
+        [
+            none.clone(),
+            none.clone(),
+            vec!["amount".to_string()],
+            vec!["amount".to_string()],
+            none
+        ]
+    );
+    assert_eq!(
+        recs[2].value["after"],
+        serde_json::json!({"id": 3, "amount": null, "note": "c"})
+    );
+    assert_eq!(recs[3].value["after"]["amount"], Json::Null);
+    assert_eq!(recs[4].value["after"]["amount"], "4.00");
+    assert_eq!(
+        pgcdc::metrics::get(pgcdc::metrics::LOSSY_VALUES, &h.name, "public.t"),
+        2
+    );
+    run.stop().await.unwrap();
+    h.drop_slot().await;
+
+    let h = Harness::new("nanfail", schema).await;
+    let run = h.start("unrepresentable: fail\n").await;
+    h.sql("INSERT INTO t VALUES (1, 1.00, 'a')").await;
+    h.read("t", 1, Duration::from_secs(60)).await;
+    h.sql(
+        "BEGIN; INSERT INTO t VALUES (2, 2.00, 'b'); INSERT INTO t VALUES (3, 'NaN', 'c'); COMMIT;",
+    )
+    .await;
     let err = run.expect_error(Duration::from_secs(60)).await;
     let msg = err.to_string();
     assert!(
-        msg.contains("table public.t column amount") && msg.contains("NaN"),
+        msg.contains("table public.t column amount")
+            && msg.contains("NaN")
+            && msg.contains("unrepresentable: null"),
         "{msg}"
     );
     // Row 2 shares the failed transaction: it must not be visible either.

@@ -1,0 +1,286 @@
+//! Unchanged TOASTed values under REPLICA IDENTITY DEFAULT, in each `toast` mode: every
+//! emitted value equals PostgreSQL's value at that change, or is Debezium's placeholder with
+//! the column named in the `pgcdc.unavailable` header; never null, never another version.
+
+use std::time::Duration;
+
+use serde_json::{json, Value as Json};
+
+use crate::harness::{Harness, Record};
+
+/// Four out-of-line columns (> 8 kB each, STORAGE EXTERNAL defeats compression), rows 1-9.
+const SCHEMA: &str = "
+CREATE TABLE docs (id int PRIMARY KEY, n int NOT NULL DEFAULT 0,
+                   body text, meta jsonb, blob bytea, tags text[]);
+ALTER TABLE docs ALTER body SET STORAGE EXTERNAL, ALTER meta SET STORAGE EXTERNAL,
+                 ALTER blob SET STORAGE EXTERNAL, ALTER tags SET STORAGE EXTERNAL;
+CREATE FUNCTION big_row(i int) RETURNS docs LANGUAGE sql AS $$
+  SELECT i, 0, repeat(md5(i::text), 400),
+         jsonb_build_object('doc', repeat(md5((i * 7)::text), 300)),
+         decode(repeat(md5((i * 13)::text), 600), 'hex'),
+         array(SELECT md5((i * 17 + j)::text) FROM generate_series(1, 300) j)
+$$;
+INSERT INTO docs SELECT (big_row(i)).* FROM generate_series(1, 9) i;
+";
+
+const COLS: [&str; 4] = ["body", "meta", "blob", "tags"];
+const PLACEHOLDER: &str = "__debezium_unavailable_value";
+
+fn placeholder(col: &str) -> Json {
+    match col {
+        "blob" => Json::String(format!(
+            "\\x{}",
+            PLACEHOLDER
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        )),
+        "tags" => json!([PLACEHOLDER]),
+        _ => json!(PLACEHOLDER),
+    }
+}
+
+/// PostgreSQL's values of a row, as the events carry them.
+async fn row(h: &Harness, id: i32) -> Json {
+    let c = h.client().await;
+    let text: String = c
+        .query_one(
+            "SELECT json_build_object('body', body, 'meta', meta::text, 'blob', blob::text, 'tags', tags)::text
+               FROM docs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Checks every TOAST column of an event against PostgreSQL's value at that change: equal,
+/// or the placeholder and named in the header. Returns the placeholder columns.
+fn check(what: &str, rec: &Record, want: &Json) -> Vec<String> {
+    let after = &rec.value["after"];
+    let header = rec.header_columns("pgcdc.unavailable");
+    let mut placeholders = Vec::new();
+    for col in COLS {
+        let got = &after[col];
+        let named = header.iter().any(|h| h == col);
+        if got == &want[col] {
+            assert!(!named, "{what}: {col} is exact but the header names it");
+        } else {
+            assert_eq!(
+                got,
+                &placeholder(col),
+                "{what}: {col} is neither PostgreSQL's value at the change nor the placeholder"
+            );
+            assert!(
+                named,
+                "{what}: {col} is the placeholder but the header {header:?} does not name it"
+            );
+            placeholders.push(col.to_owned());
+        }
+    }
+    assert_eq!(
+        header.len(),
+        placeholders.len(),
+        "{what}: header {header:?}"
+    );
+    placeholders
+}
+
+fn all() -> Vec<String> {
+    COLS.iter().map(|c| c.to_string()).collect()
+}
+
+fn none() -> Vec<String> {
+    Vec::new()
+}
+
+/// Runs the scenarios in `mode`; returns the events and the values at each change.
+async fn scenarios(h: &Harness, extra: &str) -> (Vec<Record>, Vec<Json>) {
+    let run = h.start(extra).await;
+    let before2 = row(h, 2).await;
+    let before5 = row(h, 5).await;
+    let before7 = row(h, 7).await;
+    // S1: an update of another column.
+    h.sql("UPDATE docs SET n = 1 WHERE id = 1").await;
+    // S2: three updates of one row in one transaction; the second sets the large value.
+    h.sql(
+        "BEGIN;
+         UPDATE docs SET n = 10 WHERE id = 2;
+         UPDATE docs SET body = repeat('new body ', 2000) WHERE id = 2;
+         UPDATE docs SET n = 11 WHERE id = 2;
+         COMMIT;",
+    )
+    .await;
+    // S3: a primary-key change (the old image is key-only).
+    h.sql("UPDATE docs SET id = 100 WHERE id = 3").await;
+    // S4: an update inside a savepoint (a subtransaction wrote the row version).
+    h.sql("BEGIN; SAVEPOINT a; UPDATE docs SET n = 4 WHERE id = 4; RELEASE a; COMMIT;")
+        .await;
+    // S5: a concurrent transaction updates the large value right after (two transactions:
+    // one simple query with two statements would be one).
+    let c = h.client().await;
+    c.batch_execute("UPDATE docs SET n = 5 WHERE id = 5")
+        .await
+        .unwrap();
+    c.batch_execute("UPDATE docs SET body = repeat('raced ', 3000) WHERE id = 5")
+        .await
+        .unwrap();
+    // S6: insert and update in one transaction.
+    h.sql(
+        "BEGIN; INSERT INTO docs SELECT (big_row(50)).*; UPDATE docs SET n = 6 WHERE id = 50; COMMIT;",
+    )
+    .await;
+    // Wait for S1-S6 (12 records), then S7 while stopped: the row has a newer version by the
+    // time pgcdc reads the first update (as in a replay after a crash).
+    let recs = h.read("docs", 12, Duration::from_secs(90)).await;
+    assert_eq!(recs.len(), 12, "{recs:#?}");
+    run.stop().await.unwrap();
+    h.sql("UPDATE docs SET n = 7 WHERE id = 7").await;
+    h.sql("UPDATE docs SET body = repeat('later ', 3000) WHERE id = 7")
+        .await;
+    let run = h.start(extra).await;
+    let recs = h.read("docs", 14, Duration::from_secs(90)).await;
+    run.stop().await.unwrap();
+    assert_eq!(recs.len(), 14, "{recs:#?}");
+
+    let mut s2 = row(h, 2).await;
+    let s2_final = s2.clone();
+    s2["body"] = before2["body"].clone();
+    let want = vec![
+        row(h, 1).await, // 0: S1
+        s2,              // 1: S2 first update, body as before
+        s2_final.clone(),
+        s2_final,
+        Json::Null, // 4: delete of key 3
+        Json::Null, // 5: tombstone
+        row(h, 100).await,
+        row(h, 4).await,
+        before5,
+        row(h, 5).await,
+        row(h, 50).await,
+        row(h, 50).await,
+        before7, // 12: S7, after a restart
+        row(h, 7).await,
+    ];
+    (recs, want)
+}
+
+fn ops(recs: &[Record]) -> Vec<String> {
+    recs.iter()
+        .map(|r| r.value["op"].as_str().unwrap_or("tombstone").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_completes_what_it_can_prove_and_marks_the_rest() {
+    let h = Harness::new("toastfetch", SCHEMA).await;
+    let (recs, want) = scenarios(&h, "snapshot:\n  mode: never\ntoast: fetch\n").await;
+    // The first run's 12 records, then the restart's two (nothing committed is re-read).
+    assert_eq!(
+        ops(&recs),
+        [
+            "u",
+            "u",
+            "u",
+            "u",
+            "d",
+            "tombstone",
+            "c",
+            "u",
+            "u",
+            "u",
+            "c",
+            "u",
+            "u",
+            "u"
+        ]
+    );
+    let p = |i: usize| check(&format!("record {i}"), &recs[i], &want[i]);
+    assert_eq!(p(0), none(), "S1: a plain update is completed");
+    assert_eq!(
+        p(1),
+        vec!["body"],
+        "S2: the value a later update set cannot be proven"
+    );
+    assert_eq!(p(2), none(), "S2: the update that set body");
+    assert_eq!(p(3), none(), "S2: body from earlier in the transaction");
+    assert_eq!(recs[6].key, json!({"id": 100}));
+    assert_eq!(p(6), none(), "S3: a key change is completed, not nulled");
+    assert_eq!(
+        p(7),
+        all(),
+        "S4: a subtransaction wrote the row: placeholder"
+    );
+    let raced = p(8);
+    assert!(raced.is_empty() || raced == all(), "S5: {raced:?}");
+    assert_eq!(p(9), none(), "S5: the racing update");
+    assert_eq!(p(10), none(), "S6: insert");
+    assert_eq!(p(11), none(), "S6: update after insert");
+    assert_eq!(p(12), all(), "S7: a newer version exists: placeholder");
+    assert_eq!(p(13), none(), "S7: the newer update");
+    let marked: usize = recs
+        .iter()
+        .map(|r| r.header_columns("pgcdc.unavailable").len())
+        .sum();
+    assert_eq!(
+        pgcdc::metrics::get(pgcdc::metrics::UNAVAILABLE_VALUES, &h.name, "public.docs"),
+        marked as u64
+    );
+    h.drop_slot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placeholder_mode_marks_every_value_it_was_not_sent() {
+    let h = Harness::new("toastph", SCHEMA).await;
+    let (recs, want) = scenarios(&h, "snapshot:\n  mode: never\ntoast: placeholder\n").await;
+    let p = |i: usize| check(&format!("record {i}"), &recs[i], &want[i]);
+    let rest = vec!["meta", "blob", "tags"];
+    assert_eq!(p(0), all());
+    assert_eq!(p(1), all());
+    assert_eq!(p(2), rest);
+    assert_eq!(
+        p(3),
+        rest,
+        "body from earlier in the transaction, the rest placeholders"
+    );
+    assert_eq!(
+        p(6),
+        all(),
+        "S3: a key change carries placeholders, never null"
+    );
+    assert_eq!(p(7), all());
+    assert_eq!(p(8), all());
+    assert_eq!(p(9), rest);
+    assert_eq!(p(10), none());
+    assert_eq!(
+        p(11),
+        none(),
+        "S6: all four from the insert in the same transaction"
+    );
+    assert_eq!(p(12), all());
+    assert_eq!(p(13), rest);
+    h.drop_slot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_mode_stops_with_a_pasteable_hint() {
+    let h = Harness::new("toastfail", &SCHEMA.replace("docs", "\"Doc Store\"")).await;
+    let run = h.start("snapshot:\n  mode: never\ntoast: fail\n").await;
+    h.sql("UPDATE \"Doc Store\" SET n = 1 WHERE id = 1").await;
+    let err = run.expect_error(Duration::from_secs(60)).await;
+    let msg = err.to_string();
+    assert!(
+        msg.contains("ALTER TABLE public.\"Doc Store\" REPLICA IDENTITY FULL")
+            && msg.contains("toast: fail"),
+        "{msg}"
+    );
+    // The hint is valid SQL as printed.
+    let sql = msg
+        .split("run ")
+        .last()
+        .and_then(|s| s.split(" so ").next())
+        .unwrap();
+    h.sql(sql).await;
+    h.drop_slot().await;
+}
