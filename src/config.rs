@@ -22,7 +22,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(file: &Path, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(file: &Path, field: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             file: file.display().to_string(),
             field: field.into(),
@@ -263,6 +263,22 @@ impl DaemonConfig {
                     self.kafka.compression,
                     CODECS.join(", ")
                 ),
+            );
+        }
+        // librdkafka's ranges, checked here so `validate` and the start say it in one line.
+        if self.kafka.linger > Duration::from_millis(900_000) {
+            return err(
+                "kafka.linger",
+                format!(
+                    "{} is over librdkafka's limit of 900000ms (15m) for linger.ms; a few ms is usual",
+                    humantime::format_duration(self.kafka.linger)
+                ),
+            );
+        }
+        if !(1..=i32::MAX as u64).contains(&self.kafka.batch_bytes) {
+            return err(
+                "kafka.batch_bytes",
+                "must be between 1 and 2147483647 (librdkafka's batch.size)".into(),
             );
         }
         if self.kafka.topics.partitions < 1 {
@@ -546,9 +562,36 @@ fn default_true() -> bool {
 
 impl ConnectorConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let cfg: ConnectorConfig = parse_file(path)?;
+        let mut cfg: ConnectorConfig = parse_file(path)?;
+        cfg.normalize(path)?;
         cfg.validate(path)?;
         Ok(cfg)
+    }
+
+    /// Table names may be written raw (`Sales & Co.Order Lines`) or as SQL quotes them
+    /// (`"Sales & Co"."Order Lines"`, as pgcdc's hints print them): both become the raw form.
+    pub fn normalize(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let norm = |field: String, v: &mut String| -> Result<(), ConfigError> {
+            *v = unquote_table(v).map_err(|m| ConfigError::new(path, field, m))?;
+            Ok(())
+        };
+        for (i, t) in self.tables.include.iter_mut().enumerate() {
+            norm(format!("tables.include[{i}]"), t)?;
+        }
+        for (i, t) in self.tables.exclude.iter_mut().enumerate() {
+            norm(format!("tables.exclude[{i}]"), t)?;
+        }
+        if let Some(t) = self.signal_table.as_mut() {
+            norm("signal_table".into(), t)?;
+        }
+        let mut keys = BTreeMap::new();
+        for (t, cols) in std::mem::take(&mut self.key_columns) {
+            let mut n = t.clone();
+            norm(format!("key_columns.{t}"), &mut n)?;
+            keys.insert(n, cols);
+        }
+        self.key_columns = keys;
+        Ok(())
     }
 
     /// The replication slot: configured, or `pgcdc_<name>`.
@@ -662,6 +705,62 @@ fn is_identifier(s: &str) -> bool {
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         && !s.as_bytes()[0].is_ascii_digit()
+}
+
+/// `schema.table` with either part in SQL double quotes → the raw `schema.table`. Unquoted
+/// parts are taken as written (no case folding: the raw form names tables exactly).
+pub fn unquote_table(name: &str) -> Result<String, String> {
+    if !name.contains('"') {
+        return Ok(name.to_owned());
+    }
+    let mut parts = Vec::new();
+    let mut chars = name.chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => part.push(c),
+                    None => return Err(format!("{name:?} has an unterminated quoted name")),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == '.' || c == '"' {
+                    break;
+                }
+                part.push(c);
+                chars.next();
+            }
+        }
+        if part.contains('.') {
+            return Err(format!(
+                "{name:?}: names containing a dot are not supported"
+            ));
+        }
+        parts.push(part);
+        match chars.next() {
+            None => break,
+            Some('.') => continue,
+            Some(_) => {
+                return Err(format!(
+                "{name:?} must be schema.table, e.g. public.orders or \"Sales\".\"Order Lines\""
+            ))
+            }
+        }
+    }
+    match parts.as_slice() {
+        [s, t] if !s.is_empty() && !t.is_empty() => Ok(format!("{s}.{t}")),
+        _ => Err(format!(
+            "{name:?} must be schema.table, e.g. public.orders or \"Sales\".\"Order Lines\""
+        )),
+    }
 }
 
 /// Splits `schema.table`.
@@ -900,6 +999,35 @@ key_columns:
         let c: ConnectorConfig = parse_str(p, &text, &env).unwrap();
         let e = c.validate(p).unwrap_err().to_string();
         assert!(e.contains("unavailable_value_placeholder"), "{e}");
+    }
+
+    #[test]
+    fn librdkafka_ranges_are_config_errors() {
+        let p = Path::new("pgcdc.yaml");
+        let base = "kafka:\n  bootstrap_servers: k:9092\n  linger: 10h\nschema_registry:\n  url: http://r\n";
+        let d: DaemonConfig = parse_str(p, base, &env).unwrap();
+        let e = d.validate(p).unwrap_err().to_string();
+        assert!(e.contains("kafka.linger") && e.contains("900000"), "{e}");
+    }
+
+    #[test]
+    fn table_names_in_raw_or_quoted_form() {
+        assert_eq!(unquote_table("public.orders").unwrap(), "public.orders");
+        assert_eq!(
+            unquote_table(r#""Sales & Co"."Order Lines""#).unwrap(),
+            "Sales & Co.Order Lines"
+        );
+        assert_eq!(unquote_table(r#"public."a""b""#).unwrap(), "public.a\"b");
+        assert!(unquote_table(r#""a.b".c"#).is_err());
+        assert!(unquote_table(r#""open.c"#).is_err());
+        let p = Path::new("c.yaml");
+        let text = "name: n\npostgres: {host: h, user: u, dbname: d}\ntopic_prefix: p\n\
+                    tables:\n  include: ['\"Sales & Co\".\"Order Lines\"']\nkey_columns:\n  '\"S\".\"T\"': [id]\n";
+        let mut c: ConnectorConfig = parse_str(p, text, &env).unwrap();
+        c.normalize(p).unwrap();
+        assert_eq!(c.tables.include, ["Sales & Co.Order Lines"]);
+        assert!(c.captures("Sales & Co", "Order Lines"));
+        assert!(c.key_columns.contains_key("S.T"));
     }
 
     #[test]

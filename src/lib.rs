@@ -23,6 +23,7 @@
 //! - [`kafka`]: topics and the transactional producer.
 //! - [`checkpoint`]: the offsets record written in the same Kafka transaction as the events.
 //! - [`snapshot`]: initial and incremental snapshots, their progress in the checkpoint.
+//! - [`startup`]: resume, snapshot on a new slot, or refuse (slots pgcdc may drop).
 //! - [`pipeline`]: one connector's loop; [`supervisor`]: many connectors, restarts.
 //! - [`admin`]: `pgcdc status` and `pgcdc snapshot`.
 //! - [`tail`]: reads topics back through the registry (`pgcdc tail`).
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod postgres;
 pub mod snapshot;
+pub mod startup;
 pub mod supervisor;
 pub mod tail;
 pub mod toast;

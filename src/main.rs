@@ -83,20 +83,26 @@ fn load_connectors(dir: &Path, files: &[PathBuf]) -> Result<Vec<ConnectorConfig>
         files.to_vec()
     };
     if files.is_empty() {
-        return Err(Error::permanent(format!(
-            "{}: no connector files (*.yaml); add one or name a file",
-            dir.display()
-        )));
+        return Err(pgcdc::config::ConfigError::new(
+            dir,
+            "(folder)",
+            "no connector files (*.yaml); add one or name a file",
+        )
+        .into());
     }
     let mut out: Vec<ConnectorConfig> = Vec::new();
     for f in files {
         let c = ConnectorConfig::load(&f)?;
         if let Some(other) = out.iter().find(|o| o.name == c.name) {
-            return Err(Error::permanent(format!(
-                "{}: name: {:?} is already used by another connector file; connector names must be unique",
-                f.display(),
-                other.name
-            )));
+            return Err(pgcdc::config::ConfigError::new(
+                &f,
+                "name",
+                format!(
+                    "{:?} is already used by another connector file; connector names must be unique",
+                    other.name
+                ),
+            )
+            .into());
         }
         out.push(c);
     }
@@ -180,7 +186,7 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("pgcdc: {e}");
-                ExitCode::FAILURE
+                exit_code(&e)
             }
         }
     })
@@ -247,18 +253,59 @@ async fn snapshot(dir: &Path, connector: &str, tables: &[String]) -> Result<(), 
 }
 
 /// Prints every problem on its own line; exit code 1 if there is any.
+/// What `run` would refuse at start, given the checkpoint, the slot claim and the slot
+/// (see `pgcdc::startup`).
+async fn start_problem(
+    daemon: &DaemonConfig,
+    c: &pgcdc::config::ConnectorConfig,
+    cat: &pgcdc::postgres::Catalog,
+) -> Option<String> {
+    let (kcfg, name) = (daemon.kafka.clone(), c.name.clone());
+    let state =
+        tokio::task::spawn_blocking(move || pgcdc::checkpoint::read_state(&kcfg, &name)).await;
+    let (ck, claim) = match state {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Some(e.to_string()),
+        Err(e) => return Some(format!("checkpoint reader failed: {e}")),
+    };
+    let slot = match cat.slot(&c.slot_name()).await {
+        Ok(s) => s,
+        Err(e) => return Some(e.to_string()),
+    };
+    match pgcdc::startup::decide(c, ck.as_ref(), claim.as_ref(), slot.as_ref()) {
+        Err(e) if !e.is_transient() => Some(e.to_string()),
+        _ => None,
+    }
+}
+
+/// One convention for every command: 0 ok, 2 a config file that does not parse or validate
+/// (daemon or connector), 1 anything else that stops pgcdc.
+fn exit_code(e: &pgcdc::error::Error) -> ExitCode {
+    match e {
+        pgcdc::error::Error::Config(_) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    }
+}
+
 async fn validate(daemon: &DaemonConfig, dir: &Path, files: &[PathBuf]) -> ExitCode {
     let connectors = match load_connectors(dir, files) {
         Ok(c) => c,
         Err(e) => {
             println!("{e}");
-            return ExitCode::FAILURE;
+            return exit_code(&e);
         }
     };
     let mut problems: Vec<String> = Vec::new();
-    if let Err(e) = pgcdc::kafka::check_brokers(&daemon.kafka).await {
+    if let Err(e) = pgcdc::kafka::check_config(&daemon.kafka) {
         problems.push(e.to_string());
     }
+    let kafka_ok = match pgcdc::kafka::check_brokers(&daemon.kafka).await {
+        Ok(()) => true,
+        Err(e) => {
+            problems.push(e.to_string());
+            false
+        }
+    };
     if let Err(e) = pgcdc::avro::registry::check(&daemon.schema_registry).await {
         problems.push(e.to_string());
     }
@@ -278,6 +325,11 @@ async fn validate(daemon: &DaemonConfig, dir: &Path, files: &[PathBuf]) -> ExitC
                             .into_iter()
                             .map(|p| format!("connector {}: {p}", c.name)),
                     );
+                    if kafka_ok {
+                        if let Some(p) = start_problem(daemon, c, &cat).await {
+                            problems.push(format!("connector {}: {p}", c.name));
+                        }
+                    }
                 }
                 Err(e) => problems.push(format!("connector {}: {e}", c.name)),
             },

@@ -46,6 +46,7 @@ use crate::snapshot::incremental::{
 use crate::snapshot::initial::{self, SnapTable};
 use crate::snapshot::Kind;
 use crate::snapshot::{ChunkDone, SnapshotState, TableWork};
+use crate::startup::Start;
 use crate::toast::{self, Held, HeldEvent, TxnToast};
 use crate::Lsn;
 
@@ -144,6 +145,7 @@ pub async fn run(
         )));
     }
     catalog.ensure_publication(conn).await?;
+    catalog.cover_tables(conn).await?;
     catalog.ensure_signal_table(conn).await?;
     let version = catalog.server_version_num().await?;
     let messages = version >= 140_000;
@@ -160,9 +162,14 @@ pub async fn run(
         .await?;
     let kcfg = daemon.kafka.clone();
     let name = conn.name.clone();
-    let ck = tokio::task::spawn_blocking(move || checkpoint::read_last(&kcfg, &name))
+    let (ck, claim) = tokio::task::spawn_blocking(move || checkpoint::read_state(&kcfg, &name))
         .await
         .map_err(|e| Error::permanent(format!("checkpoint reader failed: {e}")))??;
+    // Both sinks answer before a slot is created or a snapshot begins: a retry while one is
+    // down never has anything to undo.
+    crate::avro::registry::check(&daemon.schema_registry)
+        .await
+        .map_err(|e| Error::transient(e.to_string()))?;
     let ck_pos = match &ck {
         Some(c) => Some(c.position()?),
         None => None,
@@ -210,21 +217,25 @@ pub async fn run(
     let mut repl = ReplicationClient::connect(&conn.postgres, &app).await?;
     repl.identify_system().await?;
     let existing = reader.catalog.slot(&slot).await?;
-    let gap = match (&existing, ck_pos) {
-        (Some(s), Some(c)) => s.confirmed_flush.unwrap_or(Lsn::ZERO) > c,
-        _ => false,
-    };
-    let need_snapshot = match conn.snapshot.mode {
-        SnapshotMode::Never | SnapshotMode::InitialOnly => false,
-        SnapshotMode::Initial => ck.is_none(),
-        SnapshotMode::WhenNeeded => ck.is_none() || existing.is_none() || gap,
-    };
-    let (start, exported, state) = if need_snapshot {
-        if existing.is_some() {
-            tracing::warn!(connector = %conn.name, slot = %slot, "dropping replication slot to recreate it with a snapshot (snapshot.mode {:?})", conn.snapshot.mode);
+    let decision = crate::startup::decide(conn, ck.as_ref(), claim.as_ref(), existing.as_ref())
+        .map_err(|e| match e {
+            Error::Permanent(m) => Error::permanent(format!("connector {}: {m}", conn.name)),
+            other => other,
+        })?;
+    let (start, exported, state) = if let Start::Snapshot { drop_existing } = decision {
+        if drop_existing {
+            tracing::warn!(connector = %conn.name, slot = %slot, "dropping the replication slot pgcdc created earlier, to recreate it with a snapshot (snapshot.mode {:?})", conn.snapshot.mode);
             repl.drop_slot(&slot).await?;
         }
         let (lsn, name) = repl.create_slot_exported(&slot).await?;
+        claim_slot(
+            &producer,
+            &daemon.kafka.offsets_topic,
+            &conn.name,
+            &slot,
+            lsn,
+        )
+        .await?;
         tracing::info!(connector = %conn.name, slot = %slot, lsn = %lsn, snapshot = %name, "created replication slot with an exported snapshot");
         (lsn, Some(name), SnapshotState::default())
     } else {
@@ -232,6 +243,14 @@ pub async fn run(
             Some(s) => s.confirmed_flush.unwrap_or(Lsn::ZERO),
             None => {
                 let lsn = repl.create_slot(&slot).await?;
+                claim_slot(
+                    &producer,
+                    &daemon.kafka.offsets_topic,
+                    &conn.name,
+                    &slot,
+                    lsn,
+                )
+                .await?;
                 tracing::info!(connector = %conn.name, slot = %slot, lsn = %lsn, "created replication slot");
                 lsn
             }
@@ -395,6 +414,41 @@ pub async fn run(
     drop(reply_tx);
     fb.abort();
     result.and(sink_result)
+}
+
+/// Records, in its own Kafka transaction, that this connector created `slot` at `lsn`:
+/// the proof pgcdc needs before it ever drops the slot ([`crate::startup`]).
+async fn claim_slot(
+    producer: &TxProducer,
+    offsets_topic: &str,
+    connector: &str,
+    slot: &str,
+    lsn: Lsn,
+) -> Result<()> {
+    let claim = checkpoint::SlotClaim {
+        connector: connector.to_owned(),
+        slot: slot.to_owned(),
+        created_lsn: lsn.to_string(),
+    };
+    producer.begin()?;
+    let key = checkpoint::SlotClaim::key(connector);
+    let sent = producer
+        .send(
+            offsets_topic,
+            Some(key.as_bytes()),
+            Some(&claim.encode()),
+            &[],
+        )
+        .await;
+    if let Err(e) = sent {
+        let _ = producer.abort().await;
+        return Err(e);
+    }
+    if let Err(e) = producer.commit().await {
+        let _ = producer.abort().await;
+        return Err(e);
+    }
+    Ok(())
 }
 
 fn sink_stopped(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Error {

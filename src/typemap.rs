@@ -359,7 +359,8 @@ impl PgType {
             },
             PgType::TimestampTz => Value::String(format_timestamptz(text).ok_or_else(parse_err)?),
             PgType::Array { elem, delim } => {
-                let items = parse_array(text, *delim).map_err(|p| bad(self, p))?;
+                let nested = matches!(elem.as_ref(), PgType::Array { .. });
+                let items = parse_array(text, *delim, nested).map_err(|p| bad(self, p))?;
                 let mut out = Vec::with_capacity(items.len());
                 for item in items {
                     out.push(match item {
@@ -543,9 +544,11 @@ fn parse_hstore(t: &str) -> Option<String> {
     serde_json::to_string(&Json::Object(map)).ok()
 }
 
-/// A one-dimensional array literal: `{a,"b c",NULL}`. Multi-dimensional arrays and arrays
-/// with explicit bounds are refused: flattening them would lose their shape.
-fn parse_array(t: &str, delim: u8) -> Result<Vec<Option<String>>, String> {
+/// An array literal's elements: `{a,"b c",NULL}`. With `nested` (a column declared with more
+/// dimensions), each element is a sub-array literal `{…}`, returned whole for the next level.
+/// A value whose dimensions differ from the declaration, and explicit lower bounds, are
+/// refused: flattening them would lose their shape.
+fn parse_array(t: &str, delim: u8, nested: bool) -> Result<Vec<Option<String>>, String> {
     if t.starts_with('[') {
         return Err("has explicit lower bounds, which pgcdc cannot carry without loss".into());
     }
@@ -556,8 +559,11 @@ fn parse_array(t: &str, delim: u8) -> Result<Vec<Option<String>>, String> {
     if inner.is_empty() {
         return Ok(Vec::new());
     }
+    if nested {
+        return split_subarrays(inner, delim as char);
+    }
     if inner.starts_with('{') {
-        return Err("is multi-dimensional, which pgcdc cannot carry without loss".into());
+        return Err("has more dimensions than its column declares (pg_attribute.attndims), which pgcdc cannot carry without loss".into());
     }
     let delim = delim as char;
     let mut items = Vec::new();
@@ -600,6 +606,42 @@ fn parse_array(t: &str, delim: u8) -> Result<Vec<Option<String>>, String> {
         }
     }
     Ok(items)
+}
+
+/// The `{…}` sub-literals of a multi-dimensional array's body, split at top-level delimiters
+/// (quotes and escapes respected).
+fn split_subarrays(inner: &str, delim: char) -> Result<Vec<Option<String>>, String> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut start = 0;
+    for (i, c) in inner.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '{' if !quoted => depth += 1,
+            '}' if !quoted => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| "is not a valid array literal".to_owned())?
+            }
+            c if c == delim && !quoted && depth == 0 => {
+                out.push(Some(inner[start..i].to_owned()));
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    out.push(Some(inner[start..].to_owned()));
+    if out.iter().flatten().any(|p| !p.starts_with('{')) {
+        return Err("has fewer dimensions than its column declares (pg_attribute.attndims), which pgcdc cannot carry without loss".into());
+    }
+    Ok(out)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -1088,8 +1130,39 @@ mod tests {
             ])
         );
         let e = t.to_avro(b"{{1,2},{3,4}}").unwrap_err();
-        assert!(e.problem.contains("multi-dimensional"), "{e}");
+        assert!(e.problem.contains("more dimensions"), "{e}");
         assert!(t.to_avro(b"[2:3]={1,2}").is_err());
+    }
+
+    #[test]
+    fn declared_dimensions_shape_arrays() {
+        let t = PgType::Array {
+            elem: Box::new(PgType::Array {
+                elem: Box::new(PgType::Text),
+                delim: b',',
+            }),
+            delim: b',',
+        };
+        let some = |v: Value| Value::Union(1, Box::new(v));
+        let s = |v: &str| some(Value::String(v.into()));
+        assert_eq!(
+            conv(&t, r#"{{a,"}{,\""},{NULL,d}}"#),
+            Value::Array(vec![
+                some(Value::Array(vec![s("a"), s("}{,\"")])),
+                some(Value::Array(vec![
+                    Value::Union(0, Box::new(Value::Null)),
+                    s("d")
+                ])),
+            ])
+        );
+        assert_eq!(conv(&t, "{}"), Value::Array(vec![]));
+        let e = t.to_avro(b"{a,b}").unwrap_err();
+        assert!(e.problem.contains("fewer dimensions"), "{e}");
+        let mut names = Names::default();
+        assert_eq!(
+            t.avro_schema(&mut names),
+            json!({"type": "array", "items": ["null", {"type": "array", "items": ["null", "string"]}]})
+        );
     }
 
     #[test]

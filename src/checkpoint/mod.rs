@@ -48,9 +48,40 @@ impl Checkpoint {
     }
 }
 
+/// pgcdc's proof that it created a replication slot: written to the offsets topic (key
+/// `<connector>.slot`) in its own Kafka transaction right after the slot is created and
+/// before anything uses it. pgcdc drops a slot only when this record names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotClaim {
+    pub connector: String,
+    pub slot: String,
+    /// The slot's consistent point when pgcdc created it.
+    pub created_lsn: String,
+}
+
+impl SlotClaim {
+    pub fn key(connector: &str) -> String {
+        // Connector names are [a-z0-9_]: no connector's checkpoint key contains a dot.
+        format!("{connector}.slot")
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
 /// Reads the newest committed checkpoint of `connector` from the offsets topic (None when
 /// the topic or the connector's record does not exist yet).
 pub fn read_last(cfg: &KafkaConfig, connector: &str) -> Result<Option<Checkpoint>> {
+    Ok(read_state(cfg, connector)?.0)
+}
+
+/// The newest committed checkpoint and slot claim of `connector`.
+pub fn read_state(
+    cfg: &KafkaConfig,
+    connector: &str,
+) -> Result<(Option<Checkpoint>, Option<SlotClaim>)> {
+    let claim_key = SlotClaim::key(connector);
     let brokers = &cfg.bootstrap_servers;
     let consumer: BaseConsumer = base_config(cfg)
         .set("group.id", format!("pgcdc-checkpoint-reader-{connector}"))
@@ -64,12 +95,13 @@ pub fn read_last(cfg: &KafkaConfig, connector: &str) -> Result<Option<Checkpoint
         .fetch_metadata(Some(topic), Duration::from_secs(30))
         .map_err(|e| classify(brokers, &format!("reading metadata of {topic}"), e))?;
     let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
-        return Ok(None);
+        return Ok((None, None));
     };
     if t.partitions().is_empty() {
-        return Ok(None);
+        return Ok((None, None));
     }
     let mut last: Option<Checkpoint> = None;
+    let mut claim: Option<SlotClaim> = None;
     for p in t.partitions() {
         let (low, high) = consumer
             .fetch_watermarks(topic, p.id(), Duration::from_secs(30))
@@ -103,6 +135,10 @@ pub fn read_last(cfg: &KafkaConfig, connector: &str) -> Result<Option<Checkpoint
             }
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
+                    if m.key() == Some(claim_key.as_bytes()) {
+                        claim = m.payload().and_then(|v| serde_json::from_slice(v).ok());
+                        continue;
+                    }
                     if m.key() != Some(connector.as_bytes()) {
                         continue;
                     }
@@ -124,5 +160,5 @@ pub fn read_last(cfg: &KafkaConfig, connector: &str) -> Result<Option<Checkpoint
             }
         }
     }
-    Ok(last)
+    Ok((last, claim))
 }

@@ -24,6 +24,14 @@ pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
 /// permanent (authorization, configuration) or transient (abort, rewind to the checkpoint,
 /// try again).
 pub fn classify(brokers: &str, what: &str, e: KafkaError) -> Error {
+    // A property librdkafka refuses (unknown, out of range) is fixed in the config, not by
+    // retrying: name the YAML key it came from.
+    if let KafkaError::ClientConfig(_, desc, key, _) = &e {
+        return Error::Permanent(format!(
+            "Kafka client configuration: {} (librdkafka property {key}: {desc}); fix it in the daemon config",
+            yaml_key(key)
+        ));
+    }
     let text = format!("Kafka {brokers}: {what}: {e}");
     // Retrying a record the broker finds too large only fails again (a topic created before
     // pgcdc, with a smaller max.message.bytes).
@@ -68,6 +76,23 @@ pub fn classify(brokers: &str, what: &str, e: KafkaError) -> Error {
         Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced) => Error::Fenced(text),
         _ => Error::Transient(text),
     }
+}
+
+/// The daemon-config key a librdkafka property comes from.
+fn yaml_key(property: &str) -> String {
+    match property {
+        "linger.ms" => "kafka.linger".into(),
+        "batch.size" => "kafka.batch_bytes".into(),
+        "compression.type" => "kafka.compression".into(),
+        "bootstrap.servers" => "kafka.bootstrap_servers".into(),
+        other => format!("kafka.librdkafka.{other}"),
+    }
+}
+
+/// Checks that librdkafka accepts the producer configuration (property names and ranges),
+/// without touching the network: a refused property is a permanent error naming the key.
+pub fn check_config(cfg: &KafkaConfig) -> Result<(), Error> {
+    producer::TxProducer::new(cfg, "pgcdc-config-check").map(|_| ())
 }
 
 /// Checks that the brokers answer a metadata request.

@@ -173,8 +173,8 @@ impl TxProducer {
             .map_err(|e| self.error("begin_transaction", e))
     }
 
-    /// Queues one record, waiting while librdkafka's queue is full (memory stays bounded).
-    /// Queues one record; `headers` are (name, value) pairs, e.g. `pgcdc.unavailable`.
+    /// Queues one record, waiting while librdkafka's queue is full (memory stays bounded);
+    /// `headers` are (name, value) pairs, e.g. `pgcdc.unavailable`.
     pub async fn send(
         &self,
         topic: &str,

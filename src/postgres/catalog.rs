@@ -26,6 +26,7 @@ pub struct SlotInfo {
     pub database: Option<String>,
     pub confirmed_flush: Option<Lsn>,
     pub active: bool,
+    pub active_pid: Option<i32>,
 }
 
 pub(crate) fn pg_err(server: &str, e: tokio_postgres::Error) -> Error {
@@ -264,6 +265,24 @@ impl Catalog {
             }
         }
         let mut notes = Vec::new();
+        if publication_exists {
+            let (managed, missing) = self.publication_gaps(conn).await?;
+            if !missing.is_empty() && !managed {
+                problems.push(format!(
+                    "publication {} does not publish {}, so its changes would never be streamed; run ALTER PUBLICATION {} ADD TABLE {}",
+                    quote_ident(&conn.publication_name()),
+                    missing.join(", "),
+                    quote_ident(&conn.publication_name()),
+                    missing.join(", ")
+                ));
+            } else if !missing.is_empty() {
+                notes.push(format!(
+                    "publication {} (managed by pgcdc) gets {} added at start",
+                    conn.publication_name(),
+                    missing.join(", ")
+                ));
+            }
+        }
         for c in self.column_facts(&tables).await? {
             if !c.out_of_line.is_empty() && c.replica_identity != b'f' {
                 notes.push(format!(
@@ -438,6 +457,85 @@ impl Catalog {
             )
         };
         tracing::info!(publication = %name, "creating publication");
+        // The comment marks the publication as pgcdc's: tables are added to it as the
+        // connector's table filter grows. A publication someone else made is never altered.
+        let sql = format!(
+            "{sql}; COMMENT ON PUBLICATION {} IS {}",
+            quote_ident(&name),
+            crate::postgres::replication::quote_literal(&managed_comment(&conn.name))
+        );
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Captured tables the publication does not publish (none for FOR ALL TABLES), and
+    /// whether pgcdc manages the publication. A table missing there would be snapshotted
+    /// but never streamed.
+    pub async fn publication_gaps(&self, conn: &ConnectorConfig) -> Result<(bool, Vec<String>)> {
+        let name = conn.publication_name();
+        let Some(row) = self
+            .client
+            .query_opt(
+                "SELECT puballtables, coalesce(obj_description(oid, 'pg_publication'), '')
+                   FROM pg_publication WHERE pubname = $1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.err(e))?
+        else {
+            return Ok((true, Vec::new()));
+        };
+        let (all, comment): (bool, String) = (row.get(0), row.get(1));
+        let managed = comment == managed_comment(&conn.name);
+        if all {
+            return Ok((managed, Vec::new()));
+        }
+        let published: Vec<String> = self
+            .client
+            .query(
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_publication_tables WHERE pubname = $1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let missing = self
+            .captured_tables(conn)
+            .await?
+            .into_iter()
+            .filter(|t| !published.contains(&t.quoted))
+            .map(|t| t.quoted)
+            .collect();
+        Ok((managed, missing))
+    }
+
+    /// Makes every captured table part of the publication before anything is read: adds
+    /// the missing ones to a publication pgcdc manages, and refuses (with the statement to
+    /// run) for one it does not.
+    pub async fn cover_tables(&self, conn: &ConnectorConfig) -> Result<()> {
+        let (managed, missing) = self.publication_gaps(conn).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "ALTER PUBLICATION {} ADD TABLE {}",
+            quote_ident(&conn.publication_name()),
+            missing.join(", ")
+        );
+        if !managed {
+            return Err(Error::permanent(format!(
+                "connector {}: publication {} does not publish {} (captured by tables.include), so its changes would \
+                 never be streamed; run {sql}, or remove the table from tables.include",
+                conn.name,
+                crate::postgres::quote_ident(&conn.publication_name()),
+                missing.join(", ")
+            )));
+        }
+        tracing::warn!(connector = %conn.name, tables = %missing.join(", "), "adding tables to the publication; rows already in them arrive only through an incremental snapshot (pgcdc snapshot)");
         self.client
             .batch_execute(&sql)
             .await
@@ -448,7 +546,7 @@ impl Catalog {
         let row = self
             .client
             .query_opt(
-                "SELECT plugin::text, database::text, confirmed_flush_lsn::text, active
+                "SELECT plugin::text, database::text, confirmed_flush_lsn::text, active, active_pid
                    FROM pg_replication_slots WHERE slot_name = $1",
                 &[&name],
             )
@@ -459,6 +557,7 @@ impl Catalog {
             database: r.get(1),
             confirmed_flush: r.get::<_, Option<String>>(2).and_then(|s| s.parse().ok()),
             active: r.get(3),
+            active_pid: r.get(4),
         }))
     }
 
@@ -592,9 +691,31 @@ impl Catalog {
                 key = cols.clone();
             }
         }
+        // Declared array dimensions: the message lacks them (a dropped table has none: 1).
+        let dims: HashMap<String, i32> = self
+            .client
+            .query(
+                "SELECT attname::text, attndims::int FROM pg_attribute
+                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attndims > 1",
+                &[&msg.oid],
+            )
+            .await
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
         let mut columns = Vec::with_capacity(msg.columns.len());
         for c in &msg.columns {
-            let ty = self.resolve_type(c.type_oid, c.type_modifier).await?;
+            let mut ty = self.resolve_type(c.type_oid, c.type_modifier).await?;
+            if let (Some(&n), PgType::Array { delim, .. }) = (dims.get(&c.name), &ty) {
+                let delim = *delim;
+                for _ in 1..n.min(6) {
+                    ty = PgType::Array {
+                        elem: Box::new(ty),
+                        delim,
+                    };
+                }
+            }
             columns.push(Column {
                 name: c.name.clone(),
                 type_oid: c.type_oid,
@@ -773,6 +894,10 @@ impl Catalog {
         }
         Ok(())
     }
+}
+
+fn managed_comment(connector: &str) -> String {
+    format!("managed by pgcdc connector {connector}")
 }
 
 /// The result of [`Catalog::preflight`].

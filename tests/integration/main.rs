@@ -12,6 +12,7 @@ mod pipeline_changes;
 mod pipeline_types;
 mod python_consumer;
 mod restart;
+mod safety;
 mod smoke_kafka;
 mod smoke_postgres;
 mod smoke_registry;

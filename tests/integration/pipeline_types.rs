@@ -26,7 +26,8 @@ CREATE TABLE all_types (
   c_domain posint, c_domain_num price, c_domain_arr posint[],
   c_inet inet, c_cidr cidr, c_macaddr macaddr, c_money money,
   c_bit1 bit(1), c_bit bit(10), c_varbit varbit(20), c_hstore hstore,
-  c_point point
+  c_point point,
+  c_int_2d int[][], c_lossy_arr int[], c_range int4range
 );
 "#;
 
@@ -42,7 +43,8 @@ pub const TYPICAL: &str = r#"INSERT INTO all_types VALUES (1,
   7, 12.5, '{1,2}',
   '192.168.0.1/24', '10.0.0.0/8', '08:00:2b:01:02:03', 1234.56,
   B'1', B'1000000001', B'0010', 'a=>1, b=>NULL',
-  '(1.5,2)'
+  '(1.5,2)',
+  '{{1,2},{NULL,4}}', '{5}', '[1,5)'
 )"#;
 
 pub const EDGES: &str = r#"INSERT INTO all_types VALUES (2,
@@ -57,7 +59,8 @@ pub const EDGES: &str = r#"INSERT INTO all_types VALUES (2,
   2147483647, -99999.999, '{}',
   '::1', '::/0', 'ff:ff:ff:ff:ff:ff', -0.01,
   B'0', B'0000000000', B'', '',
-  '(-1e+300,0)'
+  '(-1e+300,0)',
+  '{}', '{{1,2},{3,4}}', 'empty'
 )"#;
 
 pub const NULLS: &str = "INSERT INTO all_types (id) VALUES (3)";
@@ -80,7 +83,8 @@ fn typical() -> Json {
         "c_domain": 7, "c_domain_num": "12.500", "c_domain_arr": [1, 2],
         "c_inet": "192.168.0.1/24", "c_cidr": "10.0.0.0/8", "c_macaddr": "08:00:2b:01:02:03", "c_money": "1234.56",
         "c_bit1": true, "c_bit": "\\x0102", "c_varbit": "0010", "c_hstore": "{\"a\":\"1\",\"b\":null}",
-        "c_point": "(1.5,2)"
+        "c_point": "(1.5,2)",
+        "c_int_2d": [[1, 2], [null, 4]], "c_lossy_arr": [5], "c_range": "[1,5)"
     })
 }
 
@@ -102,7 +106,10 @@ fn edges() -> Json {
         "c_domain": 2147483647, "c_domain_num": "-99999.999", "c_domain_arr": [],
         "c_inet": "::1", "c_cidr": "::/0", "c_macaddr": "ff:ff:ff:ff:ff:ff", "c_money": "-0.01",
         "c_bit1": false, "c_bit": "\\x0000", "c_varbit": "", "c_hstore": "{}",
-        "c_point": "(-1e+300,0)"
+        "c_point": "(-1e+300,0)",
+        // A 2-D value in a column declared 1-D: null under unrepresentable: null, named in
+        // the pgcdc.lossy header.
+        "c_int_2d": [], "c_lossy_arr": null, "c_range": "empty"
     })
 }
 
@@ -147,6 +154,8 @@ async fn every_type_arrives_intact() {
     }
     assert_fields("typical", &recs[0].value["after"], &typical());
     assert_fields("edges", &recs[1].value["after"], &edges());
+    assert_eq!(recs[0].header_columns("pgcdc.lossy"), Vec::<String>::new());
+    assert_eq!(recs[1].header_columns("pgcdc.lossy"), ["c_lossy_arr"]);
     let want_nulls = nulls(typical().as_object().unwrap());
     assert_fields("nulls", &recs[2].value["after"], &want_nulls);
     h.drop_slot().await;

@@ -1,0 +1,236 @@
+//! What a connector does when it starts: resume from its checkpoint, or take an initial
+//! snapshot on a new slot, or refuse.
+//!
+//! A replication slot holds changes nobody else has: dropping one that another consumer
+//! reads (or a Debezium connector pgcdc is pointed at) destroys them. So pgcdc drops a slot
+//! only when its own slot claim ([`SlotClaim`], written right after it created the slot)
+//! names it, and never while the slot is in use. Any other existing slot is used as it is
+//! when its position can be trusted (a checkpoint, or `snapshot.mode: never`); otherwise the
+//! connector stops and says how to go on.
+
+use crate::checkpoint::{Checkpoint, SlotClaim};
+use crate::config::{ConnectorConfig, SnapshotMode};
+use crate::error::{Error, Result};
+use crate::postgres::catalog::SlotInfo;
+use crate::Lsn;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Stream from the slot (created when missing), from the checkpoint if there is one.
+    Resume,
+    /// Create the slot with an exported snapshot and read the tables first, after dropping
+    /// the existing slot (proven pgcdc's own and idle) when `drop_existing`.
+    Snapshot { drop_existing: bool },
+}
+
+/// Decides how to start. Errors are the one line the operator reads.
+pub fn decide(
+    conn: &ConnectorConfig,
+    ck: Option<&Checkpoint>,
+    claim: Option<&SlotClaim>,
+    slot: Option<&SlotInfo>,
+) -> Result<Start> {
+    let ck_pos = match ck {
+        Some(c) => Some(c.position()?),
+        None => None,
+    };
+    let gap = match (slot, ck_pos) {
+        (Some(s), Some(c)) => s.confirmed_flush.unwrap_or(Lsn::ZERO) > c,
+        _ => false,
+    };
+    let need_snapshot = match conn.snapshot.mode {
+        SnapshotMode::Never | SnapshotMode::InitialOnly => false,
+        SnapshotMode::Initial => ck.is_none(),
+        SnapshotMode::WhenNeeded => ck.is_none() || slot.is_none() || gap,
+    };
+    if !need_snapshot {
+        return Ok(Start::Resume);
+    }
+    let Some(s) = slot else {
+        return Ok(Start::Snapshot {
+            drop_existing: false,
+        });
+    };
+    let name = conn.slot_name();
+    let ours = claim.is_some_and(|c| {
+        c.slot == name
+            && c.created_lsn
+                .parse::<Lsn>()
+                .is_ok_and(|created| s.confirmed_flush.is_none_or(|f| f >= created))
+    });
+    if !ours {
+        return Err(Error::permanent(format!(
+            "replication slot {name} already exists ({}) and connector {} has no record of creating it, so pgcdc \
+             will not drop it to take an initial snapshot (its changes may belong to another consumer); to stream \
+             from it as it is, set snapshot.mode: never; to start afresh, drop it yourself \
+             (SELECT pg_drop_replication_slot('{name}')) or set slot: to another name",
+            describe(s),
+            conn.name
+        )));
+    }
+    if s.active {
+        return Err(Error::transient(format!(
+            "replication slot {name} is in use ({}); pgcdc never drops a slot in use and retries once it is free",
+            describe(s)
+        )));
+    }
+    Ok(Start::Snapshot {
+        drop_existing: true,
+    })
+}
+
+/// `plugin pgoutput, database shop, active pid 4242, confirmed 0/16B3748`.
+fn describe(s: &SlotInfo) -> String {
+    format!(
+        "plugin {}, database {}, {}, confirmed {}",
+        s.plugin.as_deref().unwrap_or("?"),
+        s.database.as_deref().unwrap_or("?"),
+        match (s.active, s.active_pid) {
+            (true, Some(pid)) => format!("active pid {pid}"),
+            (true, None) => "active".to_owned(),
+            (false, _) => "inactive".to_owned(),
+        },
+        s.confirmed_flush
+            .map_or_else(|| "none".to_owned(), |l| l.to_string())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(mode: &str) -> ConnectorConfig {
+        serde_yaml_ng::from_str(&format!(
+            "name: shop\npostgres: {{host: h, user: u, dbname: d}}\ntopic_prefix: p\nsnapshot: {{mode: {mode}}}\n"
+        ))
+        .unwrap()
+    }
+
+    fn slot(active: bool, at: &str) -> SlotInfo {
+        SlotInfo {
+            plugin: Some("pgoutput".into()),
+            database: Some("d".into()),
+            confirmed_flush: Some(at.parse().unwrap()),
+            active,
+            active_pid: active.then_some(4242),
+        }
+    }
+
+    fn claim(at: &str) -> SlotClaim {
+        SlotClaim {
+            connector: "shop".into(),
+            slot: "pgcdc_shop".into(),
+            created_lsn: at.into(),
+        }
+    }
+
+    fn ck(at: &str) -> Checkpoint {
+        Checkpoint {
+            version: 1,
+            connector: "shop".into(),
+            lsn: at.into(),
+            commit_lsn: None,
+            end_lsn: None,
+            xid: None,
+            commit_ts_us: None,
+            snapshot: None,
+        }
+    }
+
+    #[test]
+    fn another_consumers_slot_is_never_dropped() {
+        for mode in ["initial", "when_needed"] {
+            for active in [true, false] {
+                let e = decide(&conn(mode), None, None, Some(&slot(active, "0/5000"))).unwrap_err();
+                let m = e.to_string();
+                assert!(!e.is_transient(), "{m}");
+                assert!(
+                    m.contains("pgcdc_shop")
+                        && m.contains("snapshot.mode: never")
+                        && m.contains("pg_drop_replication_slot('pgcdc_shop')")
+                        && m.contains("confirmed 0/5000"),
+                    "{m}"
+                );
+                assert_eq!(active, m.contains("active pid 4242"), "{m}");
+            }
+        }
+        // A claim for another slot name proves nothing.
+        let other = SlotClaim {
+            slot: "elsewhere".into(),
+            ..claim("0/1000")
+        };
+        assert!(decide(
+            &conn("initial"),
+            None,
+            Some(&other),
+            Some(&slot(false, "0/5000"))
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn pgcdcs_own_idle_slot_is_recreated_a_busy_one_waited_for() {
+        let c = claim("0/1000");
+        assert_eq!(
+            decide(
+                &conn("initial"),
+                None,
+                Some(&c),
+                Some(&slot(false, "0/1000"))
+            )
+            .unwrap(),
+            Start::Snapshot {
+                drop_existing: true
+            }
+        );
+        let e = decide(
+            &conn("initial"),
+            None,
+            Some(&c),
+            Some(&slot(true, "0/1000")),
+        )
+        .unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        // A slot behind its claim's creation point is not the one pgcdc created.
+        assert!(decide(
+            &conn("initial"),
+            None,
+            Some(&claim("0/9000")),
+            Some(&slot(false, "0/1000"))
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn trusted_positions_resume_and_no_slot_snapshots() {
+        let s = slot(false, "0/5000");
+        assert_eq!(
+            decide(&conn("never"), None, None, Some(&s)).unwrap(),
+            Start::Resume
+        );
+        assert_eq!(
+            decide(&conn("initial"), Some(&ck("0/5000")), None, Some(&s)).unwrap(),
+            Start::Resume
+        );
+        assert_eq!(
+            decide(&conn("initial"), None, None, None).unwrap(),
+            Start::Snapshot {
+                drop_existing: false
+            }
+        );
+        // when_needed with a gap needs a snapshot, and the slot is not provably ours.
+        assert!(decide(&conn("when_needed"), Some(&ck("0/1000")), None, Some(&s)).is_err());
+        assert_eq!(
+            decide(
+                &conn("when_needed"),
+                Some(&ck("0/1000")),
+                Some(&claim("0/1000")),
+                Some(&s)
+            )
+            .unwrap(),
+            Start::Snapshot {
+                drop_existing: true
+            }
+        );
+    }
+}
