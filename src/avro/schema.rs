@@ -171,10 +171,11 @@ pub fn envelope_schema(prefix: &str, rel: &Relation) -> Result<Built> {
         .enumerate()
         .map(|(i, c)| json!({"name": names[i], "type": ["null", c.ty.avro_schema(&mut named)], "default": null}))
         .collect();
+    // Spelled as Java's Avro prints it (Schema.toString(), the text Confluent's AvroConverter
+    // looks up): a nested name in the enclosing namespace is written without it.
     let value = json!({
         "type": "record",
         "name": "Value",
-        "namespace": ns,
         "fields": fields,
         "connect.name": format!("{ns}.Value"),
     });
@@ -185,7 +186,7 @@ pub fn envelope_schema(prefix: &str, rel: &Relation) -> Result<Built> {
         "namespace": ns,
         "fields": [
             {"name": "before", "type": ["null", value], "default": null},
-            {"name": "after", "type": ["null", format!("{ns}.Value")], "default": null},
+            {"name": "after", "type": ["null", "Value"], "default": null},
             {"name": "source", "type": source_schema()},
             {"name": "transaction", "type": ["null", block_schema()], "default": null},
             {"name": "op", "type": "string"},
@@ -256,6 +257,17 @@ mod tests {
         );
         let env = envelope_schema("shop", &r).unwrap();
         assert!(env.json.contains("io.debezium.connector.postgresql.Source"));
+        // Java's spelling: names in the enclosing namespace are written without it (the text
+        // Confluent's AvroConverter looks up); the parsed schema still has the full name.
+        assert!(
+            env.json
+                .contains("{\"type\":\"record\",\"name\":\"Value\",\"fields\"")
+                && env
+                    .json
+                    .contains("{\"name\":\"after\",\"type\":[\"null\",\"Value\"]"),
+            "{}",
+            env.json
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod common;
 mod connect;
 mod fencing;
 mod harness;
+mod java_spelling;
 mod pipeline_changes;
 mod pipeline_types;
 mod python_consumer;
