@@ -99,7 +99,9 @@ pub async fn signal_snapshot(conn: &ConnectorConfig, tables: &[String]) -> Resul
         let st = cat.snapshot_table(t, conn).await?;
         if st.pk.is_empty() {
             return Err(Error::permanent(format!(
-                "table {t} has no primary key; incremental snapshots need one (ALTER TABLE {t} ADD PRIMARY KEY (...))"
+                "table {} has no primary key; incremental snapshots need one (ALTER TABLE {} ADD PRIMARY KEY (...))",
+                crate::postgres::quote_raw_table(t),
+                crate::postgres::quote_raw_table(t)
             )));
         }
     }

@@ -73,6 +73,17 @@ pub struct DaemonConfig {
     pub http: HttpConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// After SIGTERM/SIGINT, how long a connector may take to commit what is whole and stop;
+    /// one still starting up (e.g. waiting for Kafka) is abandoned then. Nothing that was
+    /// not delivered is acknowledged either way.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn default_shutdown_timeout() -> Duration {
+    DEFAULT_SHUTDOWN_TIMEOUT
 }
 
 #[derive(Debug, Clone, Deserialize)]

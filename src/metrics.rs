@@ -11,9 +11,10 @@ pub static CONNECTOR_ERRORS: AtomicU64 = AtomicU64::new(0);
 pub static CONNECTOR_RESTARTS: AtomicU64 = AtomicU64::new(0);
 pub static SNAPSHOT_ROWS: AtomicU64 = AtomicU64::new(0);
 pub static SIGNAL_ERRORS: AtomicU64 = AtomicU64::new(0);
+pub static KAFKA_CLIENT_LOGS_SUPPRESSED: AtomicU64 = AtomicU64::new(0);
 
 /// (name, help, counter) for each metric.
-pub fn all() -> [(&'static str, &'static str, &'static AtomicU64); 7] {
+pub fn all() -> [(&'static str, &'static str, &'static AtomicU64); 8] {
     [
         (
             "pgcdc_events_total",
@@ -49,6 +50,11 @@ pub fn all() -> [(&'static str, &'static str, &'static AtomicU64); 7] {
             "pgcdc_signal_errors_total",
             "Signals ignored because they were malformed or named a table that cannot be snapshotted.",
             &SIGNAL_ERRORS,
+        ),
+        (
+            "pgcdc_kafka_client_logs_suppressed_total",
+            "librdkafka log lines not printed because the same broker said the same within a minute.",
+            &KAFKA_CLIENT_LOGS_SUPPRESSED,
         ),
     ]
 }

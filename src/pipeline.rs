@@ -84,6 +84,9 @@ const SINK_CHANNEL_CAPACITY: usize = 8192;
 /// of an idle database to the slot, and a fenced producer (another instance took over)
 /// learns it within this time and stops.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a running connector checks that its publication still publishes every
+/// captured table.
+const PUBLICATION_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// Snapshot progress (rows committed / estimated per table) is logged this often.
 const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -150,6 +153,12 @@ pub async fn run(
     let version = catalog.server_version_num().await?;
     let messages = version >= 140_000;
 
+    // A property librdkafka refuses is permanent; then Kafka answers within 10 s, or the
+    // operator reads pgcdc's own line (not librdkafka's retries) and the connector retries.
+    crate::kafka::check_config(&daemon.kafka)?;
+    crate::kafka::check_brokers(&daemon.kafka)
+        .await
+        .map_err(|e| Error::transient(e.to_string()))?;
     let producer = TxProducer::new(&daemon.kafka, &transactional_id(&conn.name))?;
     producer.init().await?;
     let mut topics = Topics::new(&daemon.kafka)?;
@@ -356,11 +365,22 @@ pub async fn run(
     reader.snap.messages = messages;
     reader.next_chunk().await?;
 
+    let mut publication_check = tokio::time::interval(PUBLICATION_CHECK_INTERVAL);
+    publication_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    publication_check.tick().await;
     let result = loop {
         let ev = tokio::select! {
             biased;
             _ = shutdown.changed() => break Ok(()),
             r = &mut sink_task => break Err(sink_stopped(r)),
+            _ = publication_check.tick() => {
+                // A captured table someone removed from the publication stops streaming
+                // without a sound: re-added to pgcdc's own publication, an error otherwise.
+                if let Err(e) = reader.catalog.cover_tables(conn).await {
+                    break Err(e);
+                }
+                continue;
+            }
             r = &mut driver => break Err(match r {
                 Ok(Err(e)) => e,
                 Ok(Ok(())) => Error::transient("the snapshot reader stopped"),
@@ -866,7 +886,7 @@ impl Reader<'_> {
                 "connector {}: table {} has snapshot work left (an interrupted initial snapshot or a signal), \
                  and finishing it consistently needs logical decoding messages, which pgoutput sends from \
                  PostgreSQL 14 on; upgrade, or delete the checkpoint to snapshot again from scratch",
-                self.conn.name, w.table
+                self.conn.name, crate::postgres::quote_raw_table(&w.table)
             )));
         }
         let t = self.snap_table(&w.table).await?;
@@ -875,7 +895,7 @@ impl Reader<'_> {
                 "connector {}: the initial snapshot of table {} was interrupted, and a table without a primary \
                  key cannot be finished consistently while streaming; add a primary key, or delete the checkpoint \
                  to snapshot again from scratch",
-                self.conn.name, w.table
+                self.conn.name, crate::postgres::quote_raw_table(&w.table)
             )));
         }
         let id = self.snap.next_id();

@@ -57,6 +57,15 @@ pub async fn run(
     }
 }
 
+/// Resolves once `stop` is true.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 async fn run_one(
     daemon: DaemonConfig,
     conn: ConnectorConfig,
@@ -65,7 +74,25 @@ async fn run_one(
     let mut backoff = BACKOFF_START;
     loop {
         let started = Instant::now();
-        match pipeline::run(&daemon, &conn, stop.clone()).await {
+        let run = pipeline::run(&daemon, &conn, stop.clone());
+        tokio::pin!(run);
+        let result = tokio::select! {
+            biased;
+            r = &mut run => r,
+            _ = stopped(stop.clone()) => {
+                // The pipeline sees the stop too and commits what is whole; one still starting
+                // up (a broker that does not answer) gets shutdown_timeout, then is dropped.
+                match tokio::time::timeout(daemon.shutdown_timeout, &mut run).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(connector = %conn.name, timeout = ?daemon.shutdown_timeout,
+                            "connector did not stop within shutdown_timeout; abandoning it (nothing undelivered was acknowledged)");
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        match result {
             Ok(()) => {
                 tracing::info!(connector = %conn.name, "stopped");
                 return Ok(());

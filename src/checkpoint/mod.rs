@@ -83,12 +83,12 @@ pub fn read_state(
 ) -> Result<(Option<Checkpoint>, Option<SlotClaim>)> {
     let claim_key = SlotClaim::key(connector);
     let brokers = &cfg.bootstrap_servers;
-    let consumer: BaseConsumer = base_config(cfg)
+    let consumer: BaseConsumer<crate::kafka::QuietContext> = base_config(cfg)
         .set("group.id", format!("pgcdc-checkpoint-reader-{connector}"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false")
-        .create()
+        .create_with_context(crate::kafka::QuietContext)
         .map_err(|e| classify(brokers, "creating the checkpoint reader", e))?;
     let topic = &cfg.offsets_topic;
     let md = consumer

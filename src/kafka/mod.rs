@@ -9,6 +9,67 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use crate::config::KafkaConfig;
 use crate::error::Error;
 
+/// librdkafka repeats the same complaint (a broker refusing connections) many times a
+/// second: each distinct complaint is logged at most once per this interval, the rest counted.
+const CLIENT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+type LastLogged = std::collections::HashMap<String, std::time::Instant>;
+static CLIENT_LOGS: std::sync::Mutex<Option<LastLogged>> = std::sync::Mutex::new(None);
+
+/// Logs one librdkafka message unless the same source (facility and broker) said something
+/// within [`CLIENT_LOG_INTERVAL`]; suppressed lines are counted in a metric.
+pub(crate) fn client_log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    // "127.0.0.1:59092/bootstrap: Connect to ... failed": the broker names the source.
+    let source = format!("{fac} {}", msg.split(": ").next().unwrap_or(""));
+    let now = std::time::Instant::now();
+    let fresh = CLIENT_LOGS.lock().is_ok_and(|mut m| {
+        let m = m.get_or_insert_with(Default::default);
+        match m.get(&source) {
+            Some(t) if now.duration_since(*t) < CLIENT_LOG_INTERVAL => false,
+            _ => {
+                m.insert(source, now);
+                true
+            }
+        }
+    });
+    if !fresh {
+        crate::metrics::KAFKA_CLIENT_LOGS_SUPPRESSED
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return;
+    }
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::error!(target: "librdkafka", facility = fac, "{msg} (repeats suppressed for 60s)")
+        }
+        L::Warning => {
+            tracing::warn!(target: "librdkafka", facility = fac, "{msg} (repeats suppressed for 60s)")
+        }
+        _ => tracing::debug!(target: "librdkafka", facility = fac, "{msg}"),
+    }
+}
+
+/// The context of pgcdc's own short-lived clients (broker check, checkpoint reader, topic
+/// admin): librdkafka's logs go through [`client_log`].
+#[derive(Default, Clone, Copy)]
+pub struct QuietContext;
+
+impl rdkafka::client::ClientContext for QuietContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        client_log(level, fac, msg);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_log(
+            rdkafka::config::RDKafkaLogLevel::Error,
+            "ERROR",
+            &format!("{reason}: {error}"),
+        );
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietContext {}
+
 /// Settings shared by every client: the brokers and the operator's raw options
 /// (`kafka.librdkafka`, which cannot contain the keys pgcdc sets itself).
 pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
@@ -28,8 +89,9 @@ pub fn classify(brokers: &str, what: &str, e: KafkaError) -> Error {
     // retrying: name the YAML key it came from.
     if let KafkaError::ClientConfig(_, desc, key, _) = &e {
         return Error::Permanent(format!(
-            "Kafka client configuration: {} (librdkafka property {key}: {desc}); fix it in the daemon config",
-            yaml_key(key)
+            "Kafka client configuration: {} (librdkafka property {key}: {}); fix it in the daemon config",
+            yaml_key(key),
+            desc.trim()
         ));
     }
     let text = format!("Kafka {brokers}: {what}: {e}");
@@ -100,8 +162,8 @@ pub async fn check_brokers(cfg: &KafkaConfig) -> Result<(), Error> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let cfg = cfg.clone();
     tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer =
-            base_config(&cfg).create().map_err(|e| classify(&cfg.bootstrap_servers, "creating a client", e))?;
+        let c: BaseConsumer<QuietContext> =
+            base_config(&cfg).create_with_context(QuietContext).map_err(|e| classify(&cfg.bootstrap_servers, "creating a client", e))?;
         c.fetch_metadata(None, std::time::Duration::from_secs(10)).map(|_| ()).map_err(|e| {
             Error::permanent(format!(
                 "Kafka {}: no answer to a metadata request ({e}); check kafka.bootstrap_servers and that the brokers run",

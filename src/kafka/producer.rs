@@ -68,7 +68,19 @@ pub struct Deliveries {
     first_error: Mutex<Option<String>>,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        crate::kafka::client_log(level, fac, msg);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::kafka::client_log(
+            rdkafka::config::RDKafkaLogLevel::Error,
+            "ERROR",
+            &format!("{reason}: {error}"),
+        );
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();

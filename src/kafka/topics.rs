@@ -5,15 +5,14 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
-use crate::kafka::{base_config, classify};
+use crate::kafka::{base_config, classify, QuietContext};
 
 pub struct Topics {
-    admin: AdminClient<DefaultClientContext>,
+    admin: AdminClient<QuietContext>,
     brokers: String,
     partitions: i32,
     replication: i32,
@@ -24,7 +23,7 @@ pub struct Topics {
 impl Topics {
     pub fn new(cfg: &KafkaConfig) -> Result<Self> {
         let admin = base_config(cfg)
-            .create()
+            .create_with_context(QuietContext)
             .map_err(|e| classify(&cfg.bootstrap_servers, "creating the admin client", e))?;
         Ok(Topics {
             admin,

@@ -60,7 +60,8 @@ pub(crate) fn pg_err(server: &str, e: tokio_postgres::Error) -> Error {
             } else if text.contains("TLS handshake") || text.contains("server does not support TLS")
             {
                 Error::permanent(format!(
-                    "PostgreSQL {server}: {text}: TLS handshake failed; check postgres.sslmode, postgres.sslrootcert and the server certificate"
+                    "PostgreSQL {server}: TLS handshake failed: {}; check postgres.sslmode, postgres.sslrootcert and the server certificate",
+                    crate::postgres::replication::tls_reason(&text, server.split(':').next().unwrap_or(server))
                 ))
             } else {
                 Error::transient(format!("PostgreSQL {server}: {text}"))
@@ -778,8 +779,9 @@ impl Catalog {
             .map_err(|e| self.err(e))?
             .ok_or_else(|| {
                 Error::permanent(format!(
-                    "PostgreSQL {}: table {qualified} does not exist; check the table name",
-                    self.server
+                    "PostgreSQL {}: table {} does not exist; check the table name",
+                    self.server,
+                    crate::postgres::quote_qualified(schema, table)
                 ))
             })?;
         let oid: u32 = row.get(0);

@@ -131,6 +131,14 @@ pub fn qualified(schema: &str, table: &str) -> String {
     format!("{}.{}", ident(schema), ident(table))
 }
 
+/// A raw `schema.table` (as the config and the checkpoint hold it) as SQL needs it.
+pub fn raw_table(name: &str) -> String {
+    match crate::config::qualified(name) {
+        Ok((s, t)) => qualified(s, t),
+        Err(_) => name.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +156,9 @@ mod tests {
         assert_eq!(ident("1abc"), "\"1abc\"");
         assert_eq!(ident("_x9"), "_x9");
         assert_eq!(ident(""), "\"\"");
+        assert_eq!(
+            raw_table("Sales & Co.Order Lines"),
+            "\"Sales & Co\".\"Order Lines\""
+        );
     }
 }

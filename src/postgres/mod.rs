@@ -10,5 +10,5 @@ pub mod snapshot;
 pub mod toast;
 
 pub use catalog::Catalog;
-pub use ident::{ident as quote_ident, qualified as quote_qualified};
+pub use ident::{ident as quote_ident, qualified as quote_qualified, raw_table as quote_raw_table};
 pub use replication::{ReplicationClient, ReplicationStream, StatusSender, StreamEvent};

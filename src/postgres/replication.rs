@@ -557,6 +557,32 @@ fn pg_now_micros() -> i64 {
     unix - PG_EPOCH_OFFSET_MICROS
 }
 
+/// The reason of a failed TLS handshake in a few words: OpenSSL's text repeats itself over
+/// hundreds of characters.
+pub(crate) fn tls_reason(text: &str, host: &str) -> String {
+    let t = text.to_lowercase();
+    if t.contains("hostname mismatch") || t.contains("ip address mismatch") {
+        format!("the server certificate is not valid for host {host} (sslmode verify-full checks the name; connect by a name the certificate lists, or use verify-ca)")
+    } else if t.contains("certificate has expired") {
+        "the server certificate has expired".to_owned()
+    } else if t.contains("self-signed certificate")
+        || t.contains("self signed certificate")
+        || t.contains("unable to get local issuer certificate")
+        || t.contains("certificate verify failed")
+    {
+        "the server certificate is not signed by a CA in postgres.sslrootcert".to_owned()
+    } else {
+        let first: String = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect();
+        first
+    }
+}
+
 pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
@@ -586,8 +612,9 @@ async fn negotiate_tls(mut tcp: TcpStream, cfg: &PostgresConfig, server: &str) -
                 .await
                 .map_err(|e| {
                     Error::permanent(format!(
-                        "PostgreSQL {server}: TLS handshake failed (sslmode {:?}): {e}; check postgres.sslrootcert and the server certificate",
-                        cfg.sslmode
+                        "PostgreSQL {server}: TLS handshake failed (sslmode {:?}): {}; check postgres.sslrootcert and the server certificate",
+                        cfg.sslmode,
+                        tls_reason(&e.to_string(), &cfg.host)
                     ))
                 })?;
             Ok(Box::new(tls))
@@ -631,4 +658,27 @@ pub fn tls_connector(cfg: &PostgresConfig) -> Result<native_tls::TlsConnector> {
     }
     b.build()
         .map_err(|e| Error::permanent(format!("TLS setup: {e}")))
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::tls_reason;
+
+    #[test]
+    fn tls_failures_name_the_reason_in_one_line() {
+        let openssl = "error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed:../ssl/statem/statem_clnt.c:1889: (hostname mismatch) error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed:../ssl/statem/statem_clnt.c:1889: (hostname mismatch)";
+        let r = tls_reason(openssl, "db.example");
+        assert!(
+            r.contains("not valid for host db.example") && !r.contains("statem"),
+            "{r}"
+        );
+        let r = tls_reason(
+            "certificate verify failed: (self-signed certificate in certificate chain)",
+            "h",
+        );
+        assert!(
+            r.contains("not signed by a CA in postgres.sslrootcert"),
+            "{r}"
+        );
+    }
 }

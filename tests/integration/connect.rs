@@ -114,7 +114,7 @@ async fn wrong_password_and_untrusted_certificate_are_permanent_errors() {
         ("  user: pgcdc_scram\n  sslmode: disable\n".to_owned(), "set postgres.password"),
         (
             format!("  user: pgcdc_scram\n  password: scram-secret\n  sslmode: verify-full\n  sslrootcert: {}\n", other.display()),
-            "TLS handshake failed",
+            "TLS handshake failed: the server certificate is not signed by a CA in postgres.sslrootcert",
         ),
     ];
     for (auth, expect) in cases {
@@ -126,6 +126,10 @@ async fn wrong_password_and_untrusted_certificate_are_permanent_errors() {
         );
         let msg = err.to_string();
         assert!(msg.contains(expect), "expected {expect:?} in: {msg}");
+        assert!(
+            msg.len() < 400 && !msg.contains('\n'),
+            "one short line: {msg}"
+        );
     }
 }
 

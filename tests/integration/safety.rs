@@ -254,3 +254,111 @@ async fn config_mistakes_exit_2_naming_the_field() {
         "{text}"
     );
 }
+
+/// Kafka unreachable at start: pgcdc's own line names the brokers (not only librdkafka's
+/// repeated complaints, which are rate-limited), and SIGTERM is honoured within
+/// `shutdown_timeout` although the connector never got past its start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_down_at_start_is_reported_and_sigterm_still_stops() {
+    let h = Harness::new("kafkadown", "CREATE TABLE t (id int PRIMARY KEY);").await;
+    let (daemon_file, conn_file) = h.write_configs("");
+    let yaml = h
+        .daemon_yaml()
+        .replace(&h.stack.kafka_bootstrap, "127.0.0.1:9")
+        + "shutdown_timeout: 2s\n";
+    std::fs::write(&daemon_file, yaml).unwrap();
+    let mut child = h.spawn_daemon(&daemon_file, &conn_file, "run.log");
+    let log = h.dir.join("run.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("no answer to a metadata request") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pgcdc line about Kafka:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(text.contains("127.0.0.1:9"), "{text}");
+    let refused = text.matches("Connection refused").count();
+    assert!(
+        refused <= 4,
+        "librdkafka's repeats are not rate-limited ({refused} lines):\n{text}"
+    );
+    assert_eq!(slot_position(&h).await, None, "no slot while Kafka is down");
+
+    let pid = child.id().expect("running") as i32;
+    assert_eq!(send_sigterm(pid), 0);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("pgcdc must honour SIGTERM while Kafka is down")
+        .unwrap();
+    assert!(status.code().is_some(), "{status:?}");
+}
+
+/// SIGTERM via the `kill` command (no libc dependency in the tests).
+fn send_sigterm(pid: i32) -> i32 {
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .map(|s| s.code().unwrap_or(1))
+        .unwrap_or(1)
+}
+
+/// A captured table someone removes from the publication while pgcdc runs is reported:
+/// the connector stops with the statement that puts it back (its changes are no longer sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_removed_from_the_publication_while_running_is_reported() {
+    let h = Harness::new(
+        "pubdrop",
+        "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY);
+         CREATE PUBLICATION theirs FOR TABLE a, b;",
+    )
+    .await;
+    let run = h
+        .start("publication: theirs\ntables:\n  include: [public.a, public.b]\n")
+        .await;
+    h.sql("ALTER PUBLICATION theirs DROP TABLE b").await;
+    let err = run.expect_error(Duration::from_secs(60)).await;
+    let msg = err.to_string();
+    assert!(!err.is_transient(), "{msg}");
+    assert!(
+        msg.contains("ALTER PUBLICATION \"theirs\" ADD TABLE public.b"),
+        "{msg}"
+    );
+    h.drop_slot().await;
+}
+
+/// `validate` notes the out-of-line columns of a table without FULL identity with the
+/// ALTER TABLE to paste, and warns about unconstrained numeric columns under `precise`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_notes_toastable_columns_and_unconstrained_numerics() {
+    let h = Harness::new(
+        "valnotes",
+        "CREATE TABLE \"Order Lines\" (id int PRIMARY KEY, qty int, note text, price numeric, doc jsonb);",
+    )
+    .await;
+    let (d, c) = h.write_configs("");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgcdc"))
+        .arg("--config")
+        .arg(&d)
+        .arg("validate")
+        .arg(&c)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("note: connector")
+            && text.contains("columns note, price, doc can be stored out of line")
+            && text.contains("ALTER TABLE public.\"Order Lines\" REPLICA IDENTITY FULL"),
+        "{text}"
+    );
+    assert!(
+        text.contains("numeric columns price have no precision and scale")
+            && text.contains("numeric_mode: string"),
+        "{text}"
+    );
+}

@@ -284,3 +284,87 @@ async fn fail_mode_stops_with_a_pasteable_hint() {
     h.sql(sql).await;
     h.drop_slot().await;
 }
+
+/// SIGKILLs while a row's other column is updated again and again and its large value now
+/// and then: after every restart the replayed updates carry the value PostgreSQL had at
+/// that change, or the placeholder with the header (a newer version exists by then), and
+/// every update arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_after_sigkill_is_exact_or_marked() {
+    let h = Harness::new("toastkill", SCHEMA).await;
+    let (daemon_file, conn_file) = h.write_configs("snapshot:\n  mode: never\n");
+    let mut child = h.spawn_daemon(&daemon_file, &conn_file, "run0.log");
+    h.wait_slot(true, || true).await;
+    const UPDATES: i32 = 300;
+    let c = h.client().await;
+    let mut kills = 0;
+    for i in 1..=UPDATES {
+        if i % 5 == 0 {
+            c.batch_execute(&format!(
+                "UPDATE docs SET n = {i}, body = repeat('v{i} ', 2000) WHERE id = 1"
+            ))
+            .await
+            .unwrap();
+        } else {
+            c.batch_execute(&format!("UPDATE docs SET n = {i} WHERE id = 1"))
+                .await
+                .unwrap();
+        }
+        if i % 100 == 50 {
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+            kills += 1;
+            child = h.spawn_daemon(&daemon_file, &conn_file, &format!("run{kills}.log"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    h.wait_slot(true, || true).await;
+    let recs = h
+        .read("docs", UPDATES as usize, Duration::from_secs(120))
+        .await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut placeholders = 0;
+    for r in &recs {
+        let n = r.value["after"]["n"].as_i64().unwrap() as i32;
+        assert!(seen.insert(n), "update n={n} arrived twice");
+        let version = n / 5 * 5;
+        let want = if version == 0 {
+            row_body_at_start(&h).await
+        } else {
+            format!("v{version} ").repeat(2000)
+        };
+        let got = &r.value["after"]["body"];
+        let named = r
+            .header_columns("pgcdc.unavailable")
+            .contains(&"body".to_string());
+        if got.as_str() == Some(want.as_str()) {
+            assert!(!named, "n={n}: exact but named in the header");
+        } else {
+            assert_eq!(
+                got,
+                &placeholder("body"),
+                "n={n}: neither the value at the change nor the placeholder"
+            );
+            assert!(named, "n={n}: placeholder without the header");
+            placeholders += 1;
+        }
+    }
+    assert_eq!(seen.len(), UPDATES as usize, "every update exactly once");
+    eprintln!(
+        "replay after {kills} SIGKILLs: {} updates, {placeholders} placeholders",
+        recs.len()
+    );
+    h.drop_slot().await;
+}
+
+/// Row 1's body as inserted (`big_row(1)`).
+async fn row_body_at_start(h: &Harness) -> String {
+    h.client()
+        .await
+        .query_one("SELECT (big_row(1)).body", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
