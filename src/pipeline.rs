@@ -712,9 +712,7 @@ impl Reader<'_> {
                     Some(o) => self.snap.note_change(&codec.rel, cx.xid, &[o, &new]),
                     None => self.snap.note_change(&codec.rel, cx.xid, &[&new]),
                 }
-                let new = self
-                    .toast
-                    .on_update(&codec.rel, old.as_ref(), key_only, &new);
+                let new = self.toast.update(&codec.rel, old.as_ref(), key_only, new);
                 let new_key = codec.key(&new)?;
                 let old_key = match &old {
                     Some(o) => codec.key(o)?,

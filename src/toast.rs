@@ -164,6 +164,9 @@ impl TxnToast {
     }
 
     fn disqualify(&mut self, rel: u32, key: &KeyText, keeps: Option<&Tuple>) {
+        if self.watch.is_empty() {
+            return;
+        }
         let Some(idx) = self.watch.get(&(rel, key.clone())) else {
             return;
         };
@@ -200,7 +203,11 @@ impl TxnToast {
 
     /// An insert: a row that later changes of this transaction may refer to.
     pub fn on_insert(&mut self, rel: &Relation, new: &Tuple) {
-        if rel.replica_identity == b'f' {
+        // A new key has nothing remembered (a delete or key change forgot it), and a small
+        // row is not remembered: with nothing held, the common case costs nothing.
+        if rel.replica_identity == b'f'
+            || (self.watch.is_empty() && tuple_bytes(new) < REMEMBER_ROW_BYTES)
+        {
             return;
         }
         if let Some(k) = key_text(rel, new) {
@@ -233,6 +240,25 @@ impl TxnToast {
             }
         }
         self.known.retain(|(r, _), _| *r != rel.oid);
+    }
+
+    /// [`Self::on_update`] taking the image by value: an update with nothing unchanged, in
+    /// a transaction with nothing remembered or held, passes through without a copy.
+    pub fn update(
+        &mut self,
+        rel: &Relation,
+        old: Option<&Tuple>,
+        key_only: bool,
+        new: Tuple,
+    ) -> Tuple {
+        let quiet = self.watch.is_empty() && self.known.is_empty();
+        if quiet
+            && tuple_bytes(&new) < REMEMBER_ROW_BYTES
+            && !new.iter().any(|d| matches!(d, TupleData::UnchangedToast))
+        {
+            return new;
+        }
+        self.on_update(rel, old, key_only, &new)
     }
 
     /// An update: the new image with `u` cells completed from a full old image or from
