@@ -20,7 +20,7 @@ static CLIENT_LOGS: std::sync::Mutex<Option<LastLogged>> = std::sync::Mutex::new
 /// within [`CLIENT_LOG_INTERVAL`]; suppressed lines are counted in a metric.
 pub(crate) fn client_log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
     use rdkafka::config::RDKafkaLogLevel as L;
-    // "127.0.0.1:59092/bootstrap: Connect to ... failed": the broker names the source.
+    // "127.0.0.1:29092/bootstrap: Connect to ... failed": the broker names the source.
     let source = format!("{fac} {}", msg.split(": ").next().unwrap_or(""));
     let now = std::time::Instant::now();
     let fresh = CLIENT_LOGS.lock().is_ok_and(|mut m| {
