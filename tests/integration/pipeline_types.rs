@@ -167,7 +167,8 @@ async fn every_type_arrives_intact() {
 /// column named, and nothing of that transaction is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrepresentable_values_follow_the_policy() {
-    let schema = "CREATE TABLE t (id int PRIMARY KEY, amount numeric(10,2), note text);";
+    let schema = "CREATE TABLE t (id int PRIMARY KEY, amount numeric(10,2), note text);
+                  CREATE TABLE u (id int PRIMARY KEY, free numeric);";
     let h = Harness::new("nan", schema).await;
     let run = h.start("").await;
     h.sql("INSERT INTO t VALUES (1, 1.00, 'a')").await;
@@ -203,6 +204,21 @@ async fn unrepresentable_values_follow_the_policy() {
     assert_eq!(
         pgcdc::metrics::get(pgcdc::metrics::LOSSY_VALUES, &h.name, "public.t"),
         2
+    );
+    // Unconstrained numeric under numeric_mode: precise (VariableScaleDecimal): NaN and
+    // ±Infinity cannot be carried either; a finite value beside them arrives exactly.
+    h.sql("INSERT INTO u VALUES (1, 'Infinity'), (2, '-Infinity'), (3, 'NaN'), (4, 1.5)")
+        .await;
+    let recs = h.read("u", 4, Duration::from_secs(60)).await;
+    assert_eq!(recs.len(), 4, "{recs:#?}");
+    for r in &recs[..3] {
+        assert_eq!(r.header_columns("pgcdc.lossy"), ["free"], "{r:?}");
+        assert_eq!(r.value["after"]["free"], Json::Null);
+    }
+    assert!(recs[3].header_columns("pgcdc.lossy").is_empty());
+    assert_eq!(
+        recs[3].value["after"]["free"],
+        serde_json::json!({"scale": 1, "value": "\\x0f"})
     );
     run.stop().await.unwrap();
     h.drop_slot().await;
