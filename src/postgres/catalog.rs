@@ -9,7 +9,8 @@ use crate::config::{ConnectorConfig, NumericMode, PostgresConfig, SslMode};
 use crate::decode::pgoutput::RelationMsg;
 use crate::decode::{Column, Relation};
 use crate::error::{Error, Result};
-use crate::postgres::replication::{classify_sqlstate, quote_ident, tls_connector};
+use crate::postgres::replication::{classify_sqlstate, quote_ident};
+use crate::postgres::tls;
 use crate::typemap::{PgType, TypeInfo};
 use crate::Lsn;
 
@@ -46,28 +47,32 @@ pub(crate) fn pg_err(server: &str, e: tokio_postgres::Error) -> Error {
             )
         }
         None => {
-            let mut text = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(cause) = src {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                src = cause.source();
-            }
+            let text = error_chain(&e);
             if text.contains("password missing") {
                 Error::permanent(format!(
                     "PostgreSQL {server} asks for a password; set postgres.password in the connector file"
                 ))
-            } else if text.contains("TLS handshake") || text.contains("server does not support TLS")
-            {
+            } else if text.contains("server does not support TLS") {
                 Error::permanent(format!(
-                    "PostgreSQL {server}: TLS handshake failed: {}; check postgres.sslmode, postgres.sslrootcert and the server certificate",
-                    crate::postgres::replication::tls_reason(&text, server.split(':').next().unwrap_or(server))
+                    "PostgreSQL {server} does not accept TLS but postgres.sslmode requires it; enable ssl on the server or lower sslmode"
                 ))
             } else {
                 Error::transient(format!("PostgreSQL {server}: {text}"))
             }
         }
     }
+}
+
+/// An error's text followed by its causes, `: `-separated.
+fn error_chain(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(cause) = src {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    text
 }
 
 /// An ordinary connection; `options` are startup options (`-c name=value ...`). Returns the
@@ -95,8 +100,14 @@ pub(crate) async fn connect_client(
         SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
         _ => tokio_postgres::config::SslMode::Require,
     });
-    let tls = postgres_native_tls::MakeTlsConnector::new(tls_connector(cfg)?);
-    let (client, conn) = pc.connect(tls).await.map_err(|e| pg_err(&server, e))?;
+    let tls = postgres_native_tls::MakeTlsConnector::new(tls::connector(cfg)?);
+    let (client, conn) = match pc.connect(tls).await {
+        Ok(c) => c,
+        Err(e) if e.to_string().contains("TLS handshake") => {
+            return Err(tls::handshake_failed(cfg, &server, &error_chain(&e)).await)
+        }
+        Err(e) => return Err(pg_err(&server, e)),
+    };
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "postgres connection closed");

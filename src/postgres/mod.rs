@@ -7,6 +7,7 @@ pub mod feedback;
 pub mod ident;
 pub mod replication;
 pub mod snapshot;
+pub mod tls;
 pub mod toast;
 
 pub use catalog::Catalog;

@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use crate::config::{PostgresConfig, SslMode};
 use crate::decode::pgoutput::PG_EPOCH_OFFSET_MICROS;
 use crate::error::{Error, Result};
+use crate::postgres::tls;
 use crate::Lsn;
 
 /// Output settings pinned for the replication session, so that pgoutput's text values have
@@ -559,30 +560,6 @@ fn pg_now_micros() -> i64 {
 
 /// The reason of a failed TLS handshake in a few words: OpenSSL's text repeats itself over
 /// hundreds of characters.
-pub(crate) fn tls_reason(text: &str, host: &str) -> String {
-    let t = text.to_lowercase();
-    if t.contains("hostname mismatch") || t.contains("ip address mismatch") {
-        format!("the server certificate is not valid for host {host} (sslmode verify-full checks the name; connect by a name the certificate lists, or use verify-ca)")
-    } else if t.contains("certificate has expired") {
-        "the server certificate has expired".to_owned()
-    } else if t.contains("self-signed certificate")
-        || t.contains("self signed certificate")
-        || t.contains("unable to get local issuer certificate")
-        || t.contains("certificate verify failed")
-    {
-        "the server certificate is not signed by a CA in postgres.sslrootcert".to_owned()
-    } else {
-        let first: String = text
-            .lines()
-            .next()
-            .unwrap_or("")
-            .chars()
-            .take(200)
-            .collect();
-        first
-    }
-}
-
 pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
@@ -606,79 +583,20 @@ async fn negotiate_tls(mut tcp: TcpStream, cfg: &PostgresConfig, server: &str) -
         .map_err(|e| io_err(server, "SSL request", e))?;
     match answer[0] {
         b'S' => {
-            let connector = tls_connector(cfg)?;
-            let tls = tokio_native_tls::TlsConnector::from(connector)
+            let connector = tls::connector(cfg)?;
+            match tokio_native_tls::TlsConnector::from(connector)
                 .connect(&cfg.host, tcp)
                 .await
-                .map_err(|e| {
-                    Error::permanent(format!(
-                        "PostgreSQL {server}: TLS handshake failed (sslmode {:?}): {}; check postgres.sslrootcert and the server certificate",
-                        cfg.sslmode,
-                        tls_reason(&e.to_string(), &cfg.host)
-                    ))
-                })?;
-            Ok(Box::new(tls))
+            {
+                Ok(tls) => Ok(Box::new(tls)),
+                Err(e) => Err(tls::handshake_failed(cfg, server, &e.to_string()).await),
+            }
         }
         b'N' if cfg.sslmode == SslMode::Prefer => Ok(Box::new(tcp)),
         b'N' => Err(Error::permanent(format!(
-            "PostgreSQL {server} does not accept TLS but postgres.sslmode is {:?}; enable ssl on the server or lower sslmode",
-            cfg.sslmode
+            "PostgreSQL {server} does not accept TLS but postgres.sslmode is {}; enable ssl on the server or lower sslmode",
+            cfg.sslmode.as_str()
         ))),
         _ => Err(Error::permanent(format!("PostgreSQL {server}: unexpected answer to the SSL request"))),
-    }
-}
-
-/// The TLS settings for an sslmode, shared by the replication and the catalog connection.
-pub fn tls_connector(cfg: &PostgresConfig) -> Result<native_tls::TlsConnector> {
-    let mut b = native_tls::TlsConnector::builder();
-    match cfg.sslmode {
-        SslMode::Disable | SslMode::Prefer | SslMode::Require => {
-            b.danger_accept_invalid_certs(true)
-                .danger_accept_invalid_hostnames(true);
-        }
-        SslMode::VerifyCa => {
-            b.danger_accept_invalid_hostnames(true);
-        }
-        SslMode::VerifyFull => {}
-    }
-    if let Some(path) = &cfg.sslrootcert {
-        let pem = std::fs::read(path).map_err(|e| {
-            Error::permanent(format!(
-                "postgres.sslrootcert {}: cannot read: {e}",
-                path.display()
-            ))
-        })?;
-        let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| {
-            Error::permanent(format!(
-                "postgres.sslrootcert {}: not a PEM certificate: {e}",
-                path.display()
-            ))
-        })?;
-        b.add_root_certificate(cert).disable_built_in_roots(true);
-    }
-    b.build()
-        .map_err(|e| Error::permanent(format!("TLS setup: {e}")))
-}
-
-#[cfg(test)]
-mod tls_tests {
-    use super::tls_reason;
-
-    #[test]
-    fn tls_failures_name_the_reason_in_one_line() {
-        let openssl = "error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed:../ssl/statem/statem_clnt.c:1889: (hostname mismatch) error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed:../ssl/statem/statem_clnt.c:1889: (hostname mismatch)";
-        let r = tls_reason(openssl, "db.example");
-        assert!(
-            r.contains("not valid for host db.example") && !r.contains("statem"),
-            "{r}"
-        );
-        let r = tls_reason(
-            "certificate verify failed: (self-signed certificate in certificate chain)",
-            "h",
-        );
-        assert!(
-            r.contains("not signed by a CA in postgres.sslrootcert"),
-            "{r}"
-        );
     }
 }

@@ -114,7 +114,7 @@ async fn wrong_password_and_untrusted_certificate_are_permanent_errors() {
         ("  user: pgcdc_scram\n  sslmode: disable\n".to_owned(), "set postgres.password"),
         (
             format!("  user: pgcdc_scram\n  password: scram-secret\n  sslmode: verify-full\n  sslrootcert: {}\n", other.display()),
-            "TLS handshake failed: the server certificate is not signed by a CA in postgres.sslrootcert",
+            "TLS handshake failed (sslmode verify-full): the server certificate is not signed by a CA in postgres.sslrootcert",
         ),
     ];
     for (auth, expect) in cases {
@@ -131,6 +131,25 @@ async fn wrong_password_and_untrusted_certificate_are_permanent_errors() {
             "one short line: {msg}"
         );
     }
+    // verify-full by a name the certificate does not list (the stack's is for 127.0.0.1 and
+    // localhost; "127.1" reaches the same server): the names it does list, in one line.
+    h.stack.pg_host = "127.1".into();
+    h.postgres_auth = format!(
+        "  user: pgcdc_scram\n  password: scram-secret\n  sslmode: verify-full\n  sslrootcert: {}\n",
+        root_cert()
+    );
+    let err = h.run_once_expect_error("", Duration::from_secs(20)).await;
+    assert!(!err.is_transient(), "{err} must be permanent");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("certificate is for 127.0.0.1, localhost, connected to 127.1")
+            && msg.contains("sslmode verify-ca"),
+        "{msg}"
+    );
+    assert!(
+        msg.len() < 400 && !msg.contains('\n'),
+        "one short line: {msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

