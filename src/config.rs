@@ -473,6 +473,27 @@ pub struct ConnectorConfig {
     /// becomes (NaN in a `numeric(p,s)`, an array whose shape differs from its declaration).
     #[serde(default)]
     pub unrepresentable: Unrepresentable,
+    /// Debezium's `skipped.operations`: change events of these ops are not sent (counted in
+    /// `pgcdc_skipped_operations_total`). Truncates by default, as Debezium; `[]` sends all.
+    #[serde(default = "default_skipped_operations")]
+    pub skipped_operations: Vec<SkippedOp>,
+}
+
+/// An op that `skipped_operations` can name (snapshot reads cannot be skipped).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum SkippedOp {
+    #[serde(rename = "c")]
+    Create,
+    #[serde(rename = "u")]
+    Update,
+    #[serde(rename = "d")]
+    Delete,
+    #[serde(rename = "t")]
+    Truncate,
+}
+
+fn default_skipped_operations() -> Vec<SkippedOp> {
+    vec![SkippedOp::Truncate]
 }
 
 /// `toast`: how pgcdc completes unchanged TOASTed values.

