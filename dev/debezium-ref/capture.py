@@ -14,8 +14,12 @@ Writes into OUTDIR:
                        decoded with the writer schema fetched by id, Avro logical types NOT applied
                        (the Avro data model as on the wire: date = int days, decimal = bytes ...);
                        Avro bytes are written as lowercase hex strings
-  events.logical.jsonl - (registry mode) decoded with confluent-kafka's AvroDeserializer (fastavro,
-                       logical types applied); Decimal/date/datetime rendered as Type(str)
+  events.logical.jsonl - the same decoded with fastavro applying Avro logical types (what a
+                       Python consumer's AvroDeserializer would give); Decimal/date/datetime/UUID
+                       rendered as "Type(str)"
+Schemas by id: ccompat GET /schemas/ids/{id}; where Apicurio answers that with an error (it does for
+orders-value, see `run`), Apicurio's own GET /apis/registry/v3/ids/contentIds/{id} (ccompat ids are
+Apicurio content ids); every fallback is listed in OUTDIR/schema-fetch.txt.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 OUT = sys.argv[1]
@@ -155,7 +160,7 @@ def header_list(ev):
             pv = {"bytes_hex": bytes(v).hex()}
         else:
             pv = str(v)
-        out.append({"key": str(h.getKey()), "value": pv, "java_type": str(type(v))})
+        out.append({"key": str(h.getKey()), "value": pv})
     return out
 
 
@@ -205,7 +210,13 @@ engine = DebeziumEngine(
     jvm_opts=["-Xmx768m", "-XX:ActiveProcessorCount=1"],
 )
 engine._ensure_jvm_started()
-engine.format = jpype.JClass("io.debezium.engine.format.Avro")
+# Key and value: format Avro (ConverterBuilder -> io.confluent.connect.avro.AvroConverter, configured
+# from key.converter.* / value.converter.*). Headers: format Json (JsonConverter as header converter,
+# defaults), so that headers such as __debezium.oldkey / __debezium.newkey reach the handler; with a
+# key/value-only format the engine drops all headers.
+_fmt = "io.debezium.engine.format."
+engine.format = jpype.JClass(_fmt + "KeyValueHeaderChangeEventFormat").of(
+    jpype.JClass(_fmt + "Avro").class_, jpype.JClass(_fmt + "Avro").class_, jpype.JClass(_fmt + "Json").class_)
 
 err: list[BaseException] = []
 
@@ -244,6 +255,7 @@ if err:
 
 # ---------------------------------------------------------------- decode
 _schema_cache: dict[int, str] = {}
+fetch_notes: list[str] = []
 
 
 if MODE == "record":
@@ -261,8 +273,16 @@ def schema_by_id(sid: int) -> str:
         if MODE == "record":
             _schema_cache[sid] = rec_schemas[sid - 1]
         else:
-            with urllib.request.urlopen(f"{REGISTRY}/schemas/ids/{sid}") as r:
-                _schema_cache[sid] = json.load(r)["schema"]
+            try:
+                with urllib.request.urlopen(f"{REGISTRY}/schemas/ids/{sid}") as r:
+                    _schema_cache[sid] = json.load(r)["schema"]
+            except urllib.error.HTTPError as e:
+                msg = e.read().decode()
+                base = REGISTRY.removesuffix("/apis/ccompat/v7")
+                with urllib.request.urlopen(f"{base}/apis/registry/v3/ids/contentIds/{sid}") as r:
+                    _schema_cache[sid] = r.read().decode()
+                fetch_notes.append(f"id {sid}: GET {REGISTRY}/schemas/ids/{sid} -> HTTP {e.code} {msg}; "
+                                   f"used GET {base}/apis/registry/v3/ids/contentIds/{sid}")
     return _schema_cache[sid]
 
 
@@ -277,12 +297,13 @@ def strip_logical(s):
 import fastavro  # noqa: E402
 
 
-def decode_raw(buf: bytes | None):
+def decode(buf: bytes | None, logical: bool):
     if buf is None:
         return None, None
     assert buf[0] == 0, buf[:5]
     sid = int.from_bytes(buf[1:5], "big")
-    sch = fastavro.parse_schema(strip_logical(json.loads(schema_by_id(sid))))
+    sch = json.loads(schema_by_id(sid))
+    sch = fastavro.parse_schema(sch if logical else strip_logical(sch))
     return fastavro.schemaless_reader(io.BytesIO(buf[5:]), sch), sid
 
 
@@ -306,29 +327,23 @@ def jsonable(v):
     return v
 
 
-from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: E402
-from confluent_kafka.schema_registry.avro import AvroDeserializer  # noqa: E402
-from confluent_kafka.serialization import MessageField, SerializationContext  # noqa: E402
-
-deser = AvroDeserializer(SchemaRegistryClient({"url": REGISTRY})) if MODE == "registry" else None
-
 with open(os.path.join(OUT, "events.raw.jsonl"), "w") as fr, \
         open(os.path.join(OUT, "events.jsonl"), "w") as fd, \
-        open(os.path.join(OUT, "events.logical.jsonl") if deser else os.devnull, "w") as fl:
+        open(os.path.join(OUT, "events.logical.jsonl"), "w") as fl:
     for i, r in enumerate(captured):
         fr.write(json.dumps({"seq": i, "topic": r["topic"],
                              "key_hex": r["key"].hex() if r["key"] is not None else None,
                              "value_hex": r["value"].hex() if r["value"] is not None else None,
                              "headers": r["headers"]}) + "\n")
-        k, ksid = decode_raw(r["key"])
-        v, vsid = decode_raw(r["value"])
+        k, ksid = decode(r["key"], False)
+        v, vsid = decode(r["value"], False)
         fd.write(json.dumps({"topic": r["topic"], "key": jsonable(k), "value": jsonable(v),
                              "headers": r["headers"], "key_schema_id": ksid,
                              "value_schema_id": vsid, "phase": "snapshot" if i < n_snapshot else "streaming"}) + "\n")
-        if not deser:
-            continue
-        lk = deser(r["key"], SerializationContext(r["topic"], MessageField.KEY)) if r["key"] else None
-        lv = deser(r["value"], SerializationContext(r["topic"], MessageField.VALUE)) if r["value"] else None
+        lk, _ = decode(r["key"], True)
+        lv, _ = decode(r["value"], True)
         fl.write(json.dumps({"topic": r["topic"], "key": jsonable(lk), "value": jsonable(lv)}) + "\n")
+with open(os.path.join(OUT, "schema-fetch.txt"), "w") as f:
+    f.writelines(n + "\n" for n in fetch_notes)
 print(f"[capture] wrote {len(captured)} events to {OUT}", flush=True)
 os._exit(0)  # the JVM has non-daemon threads; the engine is closed already
