@@ -455,6 +455,7 @@ mod tests {
                 last_commit_lsn: crate::Lsn::ZERO,
                 total_order: 0,
                 table_order: 0,
+                repl_origin: None,
             },
             fetch: Some((vec![Bytes::from(key.to_owned())], vec![1])),
         });

@@ -104,6 +104,16 @@ pub struct ChangeContext {
     /// 1-based position in the transaction, over all tables and per table.
     pub total_order: u64,
     pub table_order: u64,
+    /// The replication origin of a transaction replicated into this server (pgoutput's
+    /// Origin message): Debezium's `source.origin` and `source.origin_lsn`.
+    pub repl_origin: Option<Arc<ReplOrigin>>,
+}
+
+/// A transaction's replication origin: its name and the commit LSN on the origin server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplOrigin {
+    pub name: String,
+    pub lsn: Lsn,
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -257,6 +267,18 @@ impl TableCodec {
             ("txId".into(), some(Value::Long(i64::from(cx.xid)))),
             ("lsn".into(), some(Value::Long(cx.lsn.0 as i64))),
             ("xmin".into(), none()),
+            (
+                "origin".into(),
+                cx.repl_origin
+                    .as_ref()
+                    .map_or_else(none, |o| some(Value::String(o.name.clone()))),
+            ),
+            (
+                "origin_lsn".into(),
+                cx.repl_origin
+                    .as_ref()
+                    .map_or_else(none, |o| some(Value::Long(o.lsn.0 as i64))),
+            ),
             (
                 "commit_lsn".into(),
                 some(Value::Long(cx.commit_lsn.0 as i64)),

@@ -98,8 +98,12 @@ pub fn source_schema() -> Json {
             opt("txId", "long"),
             opt("lsn", "long"),
             opt("xmin", "long"),
+            opt("origin", "string"),
+            opt("origin_lsn", "long"),
+            // pgcdc's own, after Debezium 3.6's fields: the transaction's commit LSN.
             opt("commit_lsn", "long"),
         ],
+        "connect.version": 1,
         "connect.name": "io.debezium.connector.postgresql.Source"
     })
 }

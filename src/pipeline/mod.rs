@@ -543,6 +543,7 @@ struct TxnState {
     total: u64,
     per_table: HashMap<u32, u64>,
     skip: bool,
+    repl_origin: Option<Arc<crate::avro::envelope::ReplOrigin>>,
 }
 
 struct Reader<'a> {
@@ -592,6 +593,7 @@ impl Reader<'_> {
                     total: 0,
                     per_table: HashMap::new(),
                     skip: final_lsn < self.skip_before,
+                    repl_origin: None,
                 });
             }
             Message::Commit {
@@ -648,7 +650,11 @@ impl Reader<'_> {
                 }
             }
             Message::Type { oid, .. } => self.catalog.invalidate_type(oid),
-            Message::Origin { .. } => {}
+            Message::Origin { lsn, name } => {
+                if let Some(t) = self.txn.as_mut() {
+                    t.repl_origin = Some(Arc::new(crate::avro::envelope::ReplOrigin { name, lsn }));
+                }
+            }
             Message::Message {
                 prefix, content, ..
             } => {
@@ -1018,14 +1024,21 @@ impl Reader<'_> {
     fn next_cx(&mut self, rel: u32, lsn: Lsn) -> ChangeContext {
         let last_commit = self.last_commit;
         let txn = self.txn.as_mut();
-        let (xid, commit_lsn, commit_ts_us, total, table) = match txn {
+        let (xid, commit_lsn, commit_ts_us, total, table, repl_origin) = match txn {
             Some(t) => {
                 t.total += 1;
                 let per = t.per_table.entry(rel).or_insert(0);
                 *per += 1;
-                (t.xid, t.commit_lsn, t.commit_ts_us, t.total, *per)
+                (
+                    t.xid,
+                    t.commit_lsn,
+                    t.commit_ts_us,
+                    t.total,
+                    *per,
+                    t.repl_origin.clone(),
+                )
             }
-            None => (0, Lsn::ZERO, 0, 0, 0),
+            None => (0, Lsn::ZERO, 0, 0, 0, None),
         };
         ChangeContext {
             snapshot: SnapshotMark::False,
@@ -1036,6 +1049,7 @@ impl Reader<'_> {
             last_commit_lsn: last_commit,
             total_order: total,
             table_order: table,
+            repl_origin,
         }
     }
 

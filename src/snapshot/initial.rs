@@ -330,6 +330,7 @@ pub(crate) fn encode_reads(
             last_commit_lsn: at.lsn,
             total_order: 0,
             table_order: 0,
+            repl_origin: None,
         };
         let key = t.codec.key(row)?;
         let mut marks = ValueMarks::default();

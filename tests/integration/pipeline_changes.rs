@@ -207,3 +207,76 @@ async fn truncates_are_skipped_by_default_and_counted() {
     run.stop().await.unwrap();
     h.drop_slot().await;
 }
+
+/// A transaction replicated into this server (a replication origin set up, as a subscriber
+/// or a replication tool does): `source.origin` and `source.origin_lsn` name where it came
+/// from, as Debezium 3.5+; local transactions have both null.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_names_the_replication_origin() {
+    let h = Harness::new("origin", "CREATE TABLE t (id int PRIMARY KEY);").await;
+    let run = h.start("").await;
+    let origin = format!("up_{}", h.name);
+    h.sql("INSERT INTO t VALUES (1)").await;
+    // One session: the origin is a property of the session's next transaction.
+    let c = h.client().await;
+    c.batch_execute(&format!("SELECT pg_replication_origin_create('{origin}')"))
+        .await
+        .unwrap();
+    c.batch_execute(&format!(
+        "SELECT pg_replication_origin_session_setup('{origin}')"
+    ))
+    .await
+    .unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("SELECT pg_replication_origin_xact_setup('0/ABCDEF', now())")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    c.batch_execute("SELECT pg_replication_origin_session_reset()")
+        .await
+        .unwrap();
+    c.batch_execute(&format!("SELECT pg_replication_origin_drop('{origin}')"))
+        .await
+        .unwrap();
+    let recs = h.read("t", 2, Duration::from_secs(60)).await;
+    run.stop().await.unwrap();
+    let source = |i: usize| recs[i].value["source"].clone();
+    assert_eq!(
+        (source(0)["origin"].clone(), source(0)["origin_lsn"].clone()),
+        (Json::Null, Json::Null)
+    );
+    assert_eq!(source(1)["origin"], json!(origin), "{:#?}", source(1));
+    assert_eq!(source(1)["origin_lsn"], json!(0xABCDEF));
+    // Debezium 3.6's fields in its order, then pgcdc's commit_lsn.
+    let src = source(1);
+    let names: Vec<&str> = src
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "version",
+            "connector",
+            "name",
+            "ts_ms",
+            "snapshot",
+            "db",
+            "sequence",
+            "ts_us",
+            "ts_ns",
+            "schema",
+            "table",
+            "txId",
+            "lsn",
+            "xmin",
+            "origin",
+            "origin_lsn",
+            "commit_lsn"
+        ]
+    );
+    h.drop_slot().await;
+}
