@@ -368,6 +368,8 @@ mod tests {
             ty: PgType::Text,
             key,
             identity: key,
+            not_null: false,
+            default: None,
         };
         Relation {
             oid: 9,

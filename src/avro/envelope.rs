@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use apache_avro::types::Value;
 
+use crate::avro::fields::Shape;
 use crate::avro::policy::{placeholder_value, Marks, ValuePolicy, HEADER_LOSSY};
 use crate::avro::schema::{none, some};
 use crate::avro::Registered;
@@ -42,6 +43,8 @@ pub struct TableCodec {
     pub rel: Arc<Relation>,
     pub topic: Arc<str>,
     pub field_names: Vec<String>,
+    /// Each column's field in the `Value` record (required or optional, default).
+    pub fields: Vec<crate::avro::fields::FieldSpec>,
     pub key: Option<Registered>,
     pub value: Registered,
     pub policy: Arc<ValuePolicy>,
@@ -188,17 +191,37 @@ impl TableCodec {
         }
     }
 
-    /// The `Value` record (every field optional) of a row image; `marks` collects the
-    /// columns that fall under a policy.
-    pub fn row(&self, t: &Tuple, marks: &mut Marks) -> Result<Value> {
+    /// The `Value` record of a row image; `marks` collects the columns that fall under a
+    /// policy. A key-only old image (`key_only`: REPLICA IDENTITY DEFAULT or USING INDEX)
+    /// carries only the identity columns: the others are marked unavailable, and a required
+    /// field among them carries Debezium's fill ([`crate::avro::fields`]).
+    pub fn row(&self, t: &Tuple, key_only: bool, marks: &mut Marks) -> Result<Value> {
         self.check_width(t)?;
         let mut fields = Vec::with_capacity(t.len());
         for (i, d) in t.iter().enumerate() {
-            let v = self.cell(i, d, marks)?;
-            fields.push((
-                self.field_names[i].clone(),
-                v.map(some).unwrap_or_else(none),
-            ));
+            let col = &self.rel.columns[i];
+            let spec = &self.fields[i];
+            let v = if key_only && !col.identity {
+                marks.missing(i);
+                None
+            } else {
+                let v = self.cell(i, d, marks)?;
+                if v.is_none() && spec.shape == Shape::Required && !marks.unavailable.contains(&i) {
+                    // NULL in a column that is NOT NULL now (the row was written before
+                    // SET NOT NULL): the required field cannot hold it.
+                    if self.policy.unrepresentable == Unrepresentable::Fail {
+                        return Err(self.column_error(
+                            i,
+                            format!("is NULL in a row written before the column became NOT NULL, and its field is required; \
+                                     pgcdc stops (unrepresentable: fail); set unrepresentable: null to carry the column default \
+                                     or zero with header {HEADER_LOSSY}"),
+                        ));
+                    }
+                    marks.lossy(i);
+                }
+                v
+            };
+            fields.push((self.field_names[i].clone(), spec.wrap(v, &col.ty)));
         }
         Ok(Value::Record(fields))
     }
@@ -377,9 +400,16 @@ pub(crate) mod tests {
         let key = key_schema("p", &rel)
             .unwrap()
             .map(|b| Registered::new(1, b.schema).unwrap());
-        let value = Registered::new(2, envelope_schema("p", &rel).unwrap().schema).unwrap();
+        let value = Registered::new(
+            2,
+            envelope_schema("p", &rel, &crate::avro::fields::field_specs(&rel))
+                .unwrap()
+                .schema,
+        )
+        .unwrap();
         Arc::new(TableCodec {
             field_names: field_names(&rel).unwrap(),
+            fields: crate::avro::fields::field_specs(&rel),
             topic: "p.public.t".into(),
             key,
             value,

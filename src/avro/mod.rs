@@ -3,6 +3,7 @@
 
 pub mod encode;
 pub mod envelope;
+pub mod fields;
 pub mod policy;
 pub mod registry;
 pub mod schema;

@@ -57,12 +57,20 @@ impl ValuePolicy {
         let Some(col) = rel.columns.get(column) else {
             return;
         };
+        // Key-only old images lack the same columns in every delete: once per table.
+        let per = if kind == "missing" {
+            String::new()
+        } else {
+            col.name.clone()
+        };
         let first = self
             .warned
             .lock()
-            .map(|mut w| w.insert((rel.qualified_name(), col.name.clone(), kind)))
+            .map(|mut w| w.insert((rel.qualified_name(), per, kind)))
             .unwrap_or(false);
-        if first {
+        if first && kind == "missing" {
+            tracing::info!(connector = %self.connector, table = %rel.quoted_name(), "{why} (logged once per table)");
+        } else if first {
             tracing::warn!(
                 connector = %self.connector,
                 table = %rel.quoted_name(),
@@ -80,11 +88,20 @@ impl ValuePolicy {
 pub struct Marks {
     pub unavailable: Vec<usize>,
     pub lossy: Vec<usize>,
+    /// Columns a key-only old image does not carry (named in `pgcdc.unavailable` too, but
+    /// neither counted nor warned about per column: every such delete lacks them).
+    pub missing: Vec<usize>,
 }
 
 impl Marks {
     pub fn is_empty(&self) -> bool {
-        self.unavailable.is_empty() && self.lossy.is_empty()
+        self.unavailable.is_empty() && self.lossy.is_empty() && self.missing.is_empty()
+    }
+
+    pub fn missing(&mut self, i: usize) {
+        if !self.missing.contains(&i) {
+            self.missing.push(i);
+        }
     }
 
     pub fn unavailable(&mut self, i: usize) {
@@ -117,10 +134,27 @@ impl Marks {
                 &self.lossy,
                 metrics::LOSSY_VALUES,
                 "lossy",
-                "a value of this column does not fit its Avro type: the event carries null \
-                 (unrepresentable: null)",
+                "a value of this column does not fit its Avro type: the event carries null, or in a \
+                 required (NOT NULL) field the column default or zero (unrepresentable: null)",
             ),
         ] {
+            let mut cols = cols.clone();
+            if name == HEADER_UNAVAILABLE && !self.missing.is_empty() {
+                policy.warn_once(
+                    rel,
+                    self.missing[0],
+                    "missing",
+                    "PostgreSQL sends only the key of a deleted row under this table's replica identity: \
+                     before's other columns are null, or in a NOT NULL field the column default or zero, \
+                     as in Debezium, and header pgcdc.unavailable names them; ALTER TABLE … REPLICA \
+                     IDENTITY FULL sends whole rows",
+                );
+                for &i in &self.missing {
+                    if !cols.contains(&i) {
+                        cols.push(i);
+                    }
+                }
+            }
             if cols.is_empty() {
                 continue;
             }
@@ -128,8 +162,15 @@ impl Marks {
                 .iter()
                 .filter_map(|&i| rel.columns.get(i).map(|c| c.name.as_str()))
                 .collect();
-            metrics::count(metric, &policy.connector, &table, cols.len() as u64);
-            for &i in cols {
+            let counted: Vec<usize> = cols
+                .iter()
+                .copied()
+                .filter(|i| name != HEADER_UNAVAILABLE || !self.missing.contains(i) || self.unavailable.contains(i))
+                .collect();
+            if !counted.is_empty() {
+                metrics::count(metric, &policy.connector, &table, counted.len() as u64);
+            }
+            for &i in &counted {
                 policy.warn_once(rel, i, kind, why);
             }
             out.push((

@@ -34,29 +34,51 @@ impl Registry {
 
     /// Registers `schema` under `subject` (or finds it registered) and returns its id.
     pub async fn register(&mut self, subject: &str, schema: &str) -> Result<u32> {
+        match self.try_register(subject, schema).await? {
+            Ok(id) => Ok(id),
+            Err(text) => Err(Error::permanent(format!(
+                "schema registry {}: subject {subject} refused the new schema as incompatible ({text}); \
+                 the table's change is not compatible under the subject's compatibility level: \
+                 relax it (PUT /config/{subject}) or use a new topic prefix",
+                self.url
+            ))),
+        }
+    }
+
+    /// Registers `schema`, or gives the registry's reason when the subject's compatibility
+    /// level refuses it (HTTP 409), so the caller can fall back to a compatible form.
+    pub async fn try_register(
+        &mut self,
+        subject: &str,
+        schema: &str,
+    ) -> Result<std::result::Result<u32, String>> {
         let k = (subject.to_owned(), schema.to_owned());
         if let Some(id) = self.cache.get(&k) {
-            return Ok(*id);
+            return Ok(Ok(*id));
         }
         let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_owned());
-        let reg = post_schema(&self.settings, subject.to_owned(), supplied).await.map_err(|e| {
-            let text = e.to_string();
-            if text.contains("409") || text.to_lowercase().contains("incompatible") {
-                Error::permanent(format!(
-                    "schema registry {}: subject {subject} refused the new schema as incompatible ({text}); \
-                     the table's change is not compatible under the subject's compatibility level: \
-                     relax it (PUT /config/{subject}) or use a new topic prefix",
-                    self.url
-                ))
-            } else if e.retriable {
-                Error::transient(format!("schema registry {}: registering subject {subject}: {text}", self.url))
-            } else {
-                Error::permanent(format!("schema registry {}: registering subject {subject}: {text}", self.url))
+        let reg = match post_schema(&self.settings, subject.to_owned(), supplied).await {
+            Ok(reg) => reg,
+            Err(e) => {
+                let text = e.to_string();
+                return if text.contains("409") || text.to_lowercase().contains("incompatible") {
+                    Ok(Err(text))
+                } else if e.retriable {
+                    Err(Error::transient(format!(
+                        "schema registry {}: registering subject {subject}: {text}",
+                        self.url
+                    )))
+                } else {
+                    Err(Error::permanent(format!(
+                        "schema registry {}: registering subject {subject}: {text}",
+                        self.url
+                    )))
+                };
             }
-        })?;
+        };
         tracing::info!(subject, id = reg.id, "registered schema");
         self.cache.insert(k, reg.id);
-        Ok(reg.id)
+        Ok(Ok(reg.id))
     }
 }
 

@@ -6,6 +6,7 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use serde_json::{json, Value as Json};
 
+use crate::avro::fields::{key_field, FieldSpec};
 use crate::decode::Relation;
 use crate::error::{Error, Result};
 use crate::typemap::Names;
@@ -150,7 +151,7 @@ pub fn key_schema(prefix: &str, rel: &Relation) -> Result<Option<Built>> {
     let mut named = Names::default();
     let fields: Vec<Json> = rel
         .key_columns()
-        .map(|(i, c)| json!({"name": names[i], "type": c.ty.avro_schema(&mut named)}))
+        .map(|(i, c)| key_field(&names[i], c, c.ty.avro_schema(&mut named)))
         .collect();
     build(json!({
         "type": "record",
@@ -162,18 +163,17 @@ pub fn key_schema(prefix: &str, rel: &Relation) -> Result<Option<Built>> {
     .map(Some)
 }
 
-/// The envelope schema. Every column field is optional (`["null", T]`, default null): a
-/// before image under REPLICA IDENTITY DEFAULT carries only the key columns, and adding a
-/// column stays backward compatible.
-pub fn envelope_schema(prefix: &str, rel: &Relation) -> Result<Built> {
+/// The envelope schema; its `Value` fields are shaped as [`crate::avro::fields`] says
+/// (required for NOT NULL columns, with Debezium's defaults).
+pub fn envelope_schema(prefix: &str, rel: &Relation, specs: &[FieldSpec]) -> Result<Built> {
     let ns = namespace(prefix, rel);
     let names = field_names(rel)?;
     let mut named = Names::default();
-    let fields: Vec<Json> = rel
-        .columns
+    let fields: Vec<Json> = specs
         .iter()
+        .zip(&rel.columns)
         .enumerate()
-        .map(|(i, c)| json!({"name": names[i], "type": ["null", c.ty.avro_schema(&mut named)], "default": null}))
+        .map(|(i, (spec, c))| spec.schema(&names[i], c.ty.avro_schema(&mut named)))
         .collect();
     // Spelled as Java's Avro prints it (Schema.toString(), the text Confluent's AvroConverter
     // looks up): a nested name in the enclosing namespace is written without it.
@@ -235,6 +235,8 @@ mod tests {
                     ty: t.clone(),
                     key: *k,
                     identity: *k,
+                    not_null: false,
+                    default: None,
                 })
                 .collect(),
         }
@@ -259,7 +261,7 @@ mod tests {
             "{}",
             key.json
         );
-        let env = envelope_schema("shop", &r).unwrap();
+        let env = envelope_schema("shop", &r, &crate::avro::fields::field_specs(&r)).unwrap();
         assert!(env.json.contains("io.debezium.connector.postgresql.Source"));
         // Java's spelling: names in the enclosing namespace are written without it (the text
         // Confluent's AvroConverter looks up); the parsed schema still has the full name.
@@ -277,7 +279,9 @@ mod tests {
     #[test]
     fn colliding_field_names_are_an_error() {
         let r = rel(&[("a b", PgType::Int4, true), ("a_b", PgType::Text, false)]);
-        let e = envelope_schema("shop", &r).unwrap_err().to_string();
+        let e = envelope_schema("shop", &r, &crate::avro::fields::field_specs(&r))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("both become Avro field"), "{e}");
     }
 
@@ -302,7 +306,7 @@ mod tests {
                 false,
             ),
         ]);
-        envelope_schema("shop", &r).unwrap();
+        envelope_schema("shop", &r, &crate::avro::fields::field_specs(&r)).unwrap();
         key_schema("shop", &r).unwrap().unwrap();
     }
 }

@@ -21,6 +21,13 @@ pub struct Column {
     /// Flagged as part of the replica identity in the Relation message: the columns an old
     /// key image carries.
     pub identity: bool,
+    /// `NOT NULL` in the catalog when the relation was read (false for a table that no
+    /// longer exists).
+    pub not_null: bool,
+    /// A constant column default as PostgreSQL prints a value of the column's type (the
+    /// text pgoutput would send), or None (no default, or one computed at insert time such
+    /// as `nextval(…)` or `now()`).
+    pub default: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

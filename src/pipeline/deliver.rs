@@ -90,7 +90,7 @@ impl Reader<'_> {
         };
         let mut marks = ev.marks;
         let after = match &ev.after {
-            Some(t) => Some(ev.codec.row(t, &mut marks)?),
+            Some(t) => Some(ev.codec.row(t, false, &mut marks)?),
             None => None,
         };
         let enc = ev.codec.encode_event(

@@ -697,7 +697,7 @@ impl Reader<'_> {
                 // A key-only old image gives Debezium's before: the key, other columns null.
                 let mut marks = Marks::default();
                 let before = match &old {
-                    Some(o) => Some(codec.row(o, &mut marks)?),
+                    Some(o) => Some(codec.row(o, key_only, &mut marks)?),
                     None => None,
                 };
                 match old_key {
@@ -721,7 +721,7 @@ impl Reader<'_> {
                     }
                 }
             }
-            Message::Delete { rel, old, .. } => {
+            Message::Delete { rel, old, key_only } => {
                 let Some((codec, cx)) = self.change(rel, lsn)? else {
                     return Ok(());
                 };
@@ -729,7 +729,7 @@ impl Reader<'_> {
                 self.toast.on_delete(&codec.rel, &old);
                 let key = codec.key(&old)?;
                 let mut marks = Marks::default();
-                let before = codec.row(&old, &mut marks)?;
+                let before = codec.row(&old, key_only, &mut marks)?;
                 let mut ev = event(&codec, Op::Delete, key.clone(), Some(before), None, cx);
                 ev.marks = marks;
                 self.deliver(ev).await?;
@@ -1071,13 +1071,26 @@ impl Reader<'_> {
                 None
             }
         };
-        let v = envelope_schema(prefix, &rel)?;
-        let id = self
-            .registry
-            .register(&format!("{topic}-value"), &v.json)
-            .await?;
+        let subject = format!("{topic}-value");
+        let mut fields = crate::avro::fields::field_specs(&rel);
+        let mut v = envelope_schema(prefix, &rel, &fields)?;
+        let id = match self.registry.try_register(&subject, &v.json).await? {
+            Ok(id) => id,
+            Err(reason) => {
+                // Subjects registered before pgcdc carried NOT NULL hold optional fields,
+                // and a compatibility level (BACKWARD) refuses required ones: keep every
+                // field optional, as those subjects are, rather than stop the stream.
+                tracing::warn!(connector = %self.conn.name, subject = %subject, reason = %reason,
+                    "the subject's compatibility level refuses required (NOT NULL) fields; registering them optional, as before \
+                     (to carry NOT NULL, set the subject's compatibility to NONE for one registration, or use a new topic prefix)");
+                fields = crate::avro::fields::all_optional(&fields);
+                v = envelope_schema(prefix, &rel, &fields)?;
+                self.registry.register(&subject, &v.json).await?
+            }
+        };
         Ok(TableCodec {
             field_names: field_names(&rel)?,
+            fields,
             topic: topic.into(),
             key,
             value: Registered::new(id, v.schema)?,

@@ -122,7 +122,13 @@ impl Catalog {
         numeric_mode: NumericMode,
         application_name: &str,
     ) -> Result<Self> {
-        let (client, server) = connect_client(cfg, application_name, None).await?;
+        // pgoutput's text formats, so that defaults cast here print as values arrive.
+        let (client, server) = connect_client(
+            cfg,
+            application_name,
+            Some(crate::postgres::replication::SESSION_OPTIONS),
+        )
+        .await?;
         Ok(Catalog {
             client,
             server,
@@ -703,23 +709,41 @@ impl Catalog {
                 key = cols.clone();
             }
         }
-        // Declared array dimensions: the message lacks them (a dropped table has none: 1).
-        let dims: HashMap<String, i32> = self
+        // What the message lacks: declared array dimensions, NOT NULL and constant defaults
+        // (a dropped table has none of them: one dimension, nullable, no default).
+        let facts: HashMap<String, ColumnMeta> = self
             .client
             .query(
-                "SELECT attname::text, attndims::int FROM pg_attribute
-                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attndims > 1",
+                "SELECT a.attname::text, a.attndims::int, a.attnotnull,
+                        CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END,
+                        format_type(a.atttypid, a.atttypmod)
+                   FROM pg_attribute a
+                   LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
                 &[&msg.oid],
             )
             .await
             .map_err(|e| self.err(e))?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
+            .map(|r| {
+                (
+                    r.get(0),
+                    ColumnMeta {
+                        dims: r.get(1),
+                        not_null: r.get(2),
+                        default_expr: r.get(3),
+                        sql_type: r.get(4),
+                    },
+                )
+            })
             .collect();
         let mut columns = Vec::with_capacity(msg.columns.len());
         for c in &msg.columns {
             let mut ty = self.resolve_type(c.type_oid, c.type_modifier).await?;
-            if let (Some(&n), PgType::Array { delim, .. }) = (dims.get(&c.name), &ty) {
+            let fact = facts.get(&c.name);
+            if let (Some(&n), PgType::Array { delim, .. }) =
+                (fact.map(|f| &f.dims).filter(|n| **n > 1), &ty)
+            {
                 let delim = *delim;
                 for _ in 1..n.min(6) {
                     ty = PgType::Array {
@@ -735,6 +759,11 @@ impl Catalog {
                 ty,
                 key: key.contains(&c.name),
                 identity: c.key,
+                not_null: fact.is_some_and(|f| f.not_null),
+                default: match fact {
+                    Some(f) => self.constant_default(f).await,
+                    None => None,
+                },
             });
         }
         Ok(Relation {
@@ -745,6 +774,87 @@ impl Catalog {
             columns,
         })
     }
+}
+
+/// What the catalog says about a column beyond the Relation message.
+struct ColumnMeta {
+    dims: i32,
+    not_null: bool,
+    /// `pg_get_expr` of the default (None for none and for generated columns).
+    default_expr: Option<String>,
+    /// `format_type`: the column's type as SQL spells it.
+    sql_type: String,
+}
+
+impl Catalog {
+    /// A constant default in the column type's text form: the literal of the default
+    /// expression (`'pending'::text`, `1.5`, `true`) cast to the column type by the server,
+    /// which prints it as pgoutput would. Expressions that compute a value (`nextval(…)`,
+    /// `now()`, operators) are not evaluated and have no constant default.
+    async fn constant_default(&self, f: &ColumnMeta) -> Option<String> {
+        let literal = literal_of(f.default_expr.as_deref()?)?;
+        // format('%s', …) prints with the type's output function, as pgoutput does (a cast
+        // to text need not: boolean's gives `true`, its output `t`).
+        let sql = format!("SELECT format('%s', CAST($1::text AS {}))", f.sql_type);
+        match self.client.query_one(&sql, &[&literal]).await {
+            Ok(row) => row.get(0),
+            Err(e) => {
+                tracing::debug!(error = %e, "column default not carried: the server did not cast its literal");
+                None
+            }
+        }
+    }
+}
+
+/// The literal of a constant default expression as `pg_get_expr` prints it: a quoted
+/// string or a number or boolean, in parentheses or not, followed by casts. None for
+/// anything else (function calls, operators, `NULL`).
+pub(crate) fn literal_of(expr: &str) -> Option<String> {
+    let mut s = expr.trim();
+    while let Some(inner) = s.strip_prefix('(').and_then(|r| r.strip_suffix(')')) {
+        s = inner.trim();
+    }
+    let (literal, rest) = if let Some(body) = s.strip_prefix('\'') {
+        let mut out = String::new();
+        let mut chars = body.char_indices().peekable();
+        let mut end = None;
+        while let Some((i, ch)) = chars.next() {
+            if ch == '\'' {
+                if matches!(chars.peek(), Some((_, '\''))) {
+                    chars.next();
+                    out.push('\'');
+                } else {
+                    end = Some(i + 1);
+                    break;
+                }
+            } else {
+                out.push(ch);
+            }
+        }
+        (out, &body[end?..])
+    } else {
+        let end = s.find("::").unwrap_or(s.len());
+        let word = &s[..end];
+        let numeric = !word.is_empty()
+            && word
+                .trim_start_matches('-')
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+            && word
+                .trim_start_matches('-')
+                .starts_with(|c: char| c.is_ascii_digit());
+        if !(numeric || word == "true" || word == "false") {
+            return None;
+        }
+        (word.to_owned(), &s[end..])
+    };
+    // Only casts may follow: `::text`, `::character varying`, `::"Mood"`, `::text[]`.
+    let casts_only = rest.split("::").skip(1).all(|t| {
+        !t.is_empty()
+            && t.chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '_' | ' ' | '.' | '"' | '[' | ']'))
+    });
+    (rest.is_empty() || (rest.starts_with("::") && casts_only)).then_some(literal)
 }
 
 /// What a snapshot needs to know about a table besides its relation.
@@ -937,4 +1047,38 @@ struct TableInfo {
     replica_identity: u8,
     has_pk: bool,
     owned: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::literal_of;
+
+    #[test]
+    fn constant_defaults_are_literals_with_casts() {
+        let ok = |e: &str, want: &str| assert_eq!(literal_of(e).as_deref(), Some(want), "{e}");
+        ok("'pending'::text", "pending");
+        ok("'EUR'::bpchar", "EUR");
+        ok("'it''s'::character varying", "it's");
+        ok("true", "true");
+        ok("1", "1");
+        ok("1.5", "1.5");
+        ok("'-3'::integer", "-3");
+        ok("(-3)", "-3");
+        ok("'{}'::jsonb", "{}");
+        ok("'2024-01-01'::date", "2024-01-01");
+        ok("'happy'::\"Mood\"", "happy");
+        ok("'{a,b}'::text[]", "{a,b}");
+        for e in [
+            "nextval('orders_id_seq'::regclass)",
+            "now()",
+            "CURRENT_TIMESTAMP",
+            "NULL::text",
+            "(1 + 2)",
+            "'a'::text || 'b'::text",
+            "gen_random_uuid()",
+            "lower('A'::text)",
+        ] {
+            assert_eq!(literal_of(e), None, "{e}");
+        }
+    }
 }

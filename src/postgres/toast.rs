@@ -150,6 +150,8 @@ mod tests {
             ty: PgType::Text,
             key,
             identity: key,
+            not_null: false,
+            default: None,
         }
     }
 

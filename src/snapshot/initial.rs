@@ -334,7 +334,7 @@ pub(crate) fn encode_reads(
         };
         let key = t.codec.key(row)?;
         let mut marks = ValueMarks::default();
-        let after = t.codec.row(row, &mut marks)?;
+        let after = t.codec.row(row, false, &mut marks)?;
         let enc = t
             .codec
             .encode_event(Op::Read, key, None, Some(after), &marks, origin, &cx)?;

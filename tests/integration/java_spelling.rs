@@ -14,16 +14,28 @@ use crate::pipeline_types::{SCHEMA, TYPICAL};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registered_schemas_are_spelled_as_javas_avro_prints_them() {
-    let h = Harness::new("javaspell", SCHEMA).await;
+    // Every type, and NOT NULL columns with defaults (Debezium's reference tables).
+    let schema = format!(
+        "{SCHEMA}{}",
+        include_str!("../../dev/debezium-ref/schema.sql")
+    );
+    let h = Harness::new("javaspell", &schema).await;
     let run = h.start("").await;
     h.sql(TYPICAL).await;
+    h.sql("INSERT INTO orders (customer) VALUES ('ann')").await;
     h.read("all_types", 1, Duration::from_secs(60)).await;
+    h.read("orders", 1, Duration::from_secs(60)).await;
     run.stop().await.unwrap();
 
     let http = reqwest::Client::new();
-    let topic = h.topic("all_types");
     let mut texts = Vec::new();
-    for subject in [format!("{topic}-key"), format!("{topic}-value")] {
+    let subjects = ["all_types", "orders"].iter().flat_map(|t| {
+        [
+            format!("{}-key", h.topic(t)),
+            format!("{}-value", h.topic(t)),
+        ]
+    });
+    for subject in subjects {
         let latest: Json = http
             .get(format!(
                 "{}/subjects/{subject}/versions/latest",

@@ -6,6 +6,7 @@
 mod checkpoint;
 mod common;
 mod connect;
+mod debezium_schemas;
 mod fencing;
 mod harness;
 mod java_spelling;
