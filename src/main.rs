@@ -317,8 +317,16 @@ async fn validate(daemon: &DaemonConfig, dir: &Path, files: &[PathBuf]) -> ExitC
     for c in &connectors {
         match pgcdc::postgres::Catalog::connect(&c.postgres, c.numeric_mode, "pgcdc-validate").await
         {
-            Ok(cat) => match cat.preflight(c).await {
+            Ok(mut cat) => match cat.preflight(c).await {
                 Ok(p) => {
+                    match cat.schema_notes(c).await {
+                        Ok(notes) => {
+                            for n in notes {
+                                println!("note: connector {}: {n}", c.name);
+                            }
+                        }
+                        Err(e) => problems.push(format!("connector {}: {e}", c.name)),
+                    }
                     for w in p.warnings {
                         println!("warning: connector {}: {w}", c.name);
                     }

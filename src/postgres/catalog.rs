@@ -354,6 +354,34 @@ impl Catalog {
         })
     }
 
+    /// For `validate`: per captured table, the NOT NULL columns whose fields stay optional
+    /// because a value policy may need null for them ([`crate::avro::fields`]).
+    pub async fn schema_notes(&mut self, conn: &ConnectorConfig) -> Result<Vec<String>> {
+        let mut notes = Vec::new();
+        for t in self.captured_tables(conn).await? {
+            let Ok(st) = self.snapshot_table(&t.name, conn).await else {
+                continue;
+            };
+            let rel = &st.relation;
+            let optional: Vec<String> = crate::avro::fields::field_specs(rel)
+                .iter()
+                .zip(&rel.columns)
+                .filter(|(s, c)| c.not_null && s.shape != crate::avro::fields::Shape::Required)
+                .map(|(_, c)| crate::postgres::quote_ident(&c.name))
+                .collect();
+            if !optional.is_empty() {
+                notes.push(format!(
+                    "table {}: NOT NULL columns {} are optional fields: their types can hold values a policy \
+                     turns into null (±infinity, NaN, arrays of another shape, or unsent TOASTed values without \
+                     a placeholder form); README \"Events\" lists the types",
+                    t.quoted,
+                    optional.join(", ")
+                ));
+            }
+        }
+        Ok(notes)
+    }
+
     async fn publication_all_tables(&self, name: &str) -> Result<bool> {
         let row = self
             .client

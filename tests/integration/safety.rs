@@ -337,7 +337,8 @@ async fn a_table_removed_from_the_publication_while_running_is_reported() {
 async fn validate_notes_toastable_columns_and_unconstrained_numerics() {
     let h = Harness::new(
         "valnotes",
-        "CREATE TABLE \"Order Lines\" (id int PRIMARY KEY, qty int, note text, price numeric, doc jsonb);",
+        "CREATE TABLE \"Order Lines\" (id int PRIMARY KEY, qty int, note text, price numeric, doc jsonb,
+                                       due date NOT NULL, name text NOT NULL);",
     )
     .await;
     let (d, c) = h.write_configs("");
@@ -352,13 +353,17 @@ async fn validate_notes_toastable_columns_and_unconstrained_numerics() {
     assert!(out.status.success(), "{text}");
     assert!(
         text.contains("note: connector")
-            && text.contains("columns note, price, doc can be stored out of line")
+            && text.contains("columns note, price, doc, name can be stored out of line")
             && text.contains("ALTER TABLE public.\"Order Lines\" REPLICA IDENTITY FULL"),
         "{text}"
     );
     assert!(
         text.contains("numeric columns price have no precision and scale")
             && text.contains("numeric_mode: string"),
+        "{text}"
+    ); // A NOT NULL date can hold ±infinity: optional; a NOT NULL text is required.
+    assert!(
+        text.contains("table public.\"Order Lines\": NOT NULL columns due are optional fields"),
         "{text}"
     );
 }
