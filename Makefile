@@ -28,6 +28,7 @@ build:
 	cargo build --locked --all-targets
 
 test: stack
+	@dev/connect/install
 	cargo test --locked --all-targets -- --test-threads=$(TEST_THREADS)
 	@echo "chaos (short): a few SIGKILLs, a SIGTERM, Kafka and PostgreSQL restarts"
 	CHAOS_DURATION=40 CHAOS_MIN_CRASHES=4 CHAOS_SIGTERMS=1 CHAOS_MAX_ROWS=2000 CHAOS_PROFILE=debug dev/chaos/run

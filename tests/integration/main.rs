@@ -10,6 +10,7 @@ mod debezium_schemas;
 mod fencing;
 mod harness;
 mod java_spelling;
+mod jdbc_sink;
 mod pipeline_changes;
 mod pipeline_types;
 mod python_consumer;
