@@ -99,3 +99,54 @@ async fn registered_schemas_are_spelled_as_javas_avro_prints_them() {
     }
     h.drop_slot().await;
 }
+
+/// Upgrading over a subject registered in the old spelling (keys sorted, as pgcdc before
+/// 0.1 registered them): pgcdc registers its schema in Java's spelling as the subject's next
+/// version (the same schema, so any compatibility level accepts it), and the converter's
+/// lookup by Java's text finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subjects_in_the_old_spelling_get_a_version_in_javas() {
+    let h = Harness::new("oldspell", "CREATE TABLE t (id int PRIMARY KEY);").await;
+    let topic = h.topic("t");
+    let subject = format!("{topic}-key");
+    let ns = topic.replace('-', "_");
+    let old = format!(
+        r#"{{"connect.name":"{ns}.Key","fields":[{{"name":"id","type":"int"}}],"name":"Key","namespace":"{ns}","type":"record"}}"#
+    );
+    let http = reqwest::Client::new();
+    let url = &h.stack.registry_url;
+    let post = |path: String, schema: String| {
+        http.post(format!("{url}{path}"))
+            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .json(&json!({ "schema": schema }))
+            .send()
+    };
+    let r = post(format!("/subjects/{subject}/versions"), old.clone())
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+
+    let run = h.start("").await;
+    h.sql("INSERT INTO t VALUES (1)").await;
+    let recs = h.read("t", 1, Duration::from_secs(60)).await;
+    run.stop().await.unwrap();
+    assert_eq!(recs[0].key, json!({"id": 1}));
+
+    let versions: Json = http
+        .get(format!("{url}/subjects/{subject}/versions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(versions, json!([1, 2]), "the old spelling, then Java's");
+    let java = format!(
+        r#"{{"type":"record","name":"Key","namespace":"{ns}","fields":[{{"name":"id","type":"int"}}],"connect.name":"{ns}.Key"}}"#
+    );
+    let found = post(format!("/subjects/{subject}"), java).await.unwrap();
+    assert_eq!(found.status(), 200);
+    let body: Json = found.json().await.unwrap();
+    assert_eq!(body["version"], 2, "{body}");
+    h.drop_slot().await;
+}
