@@ -210,3 +210,43 @@ async fn validate_names_each_problem_and_its_fix() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("ok: 1 connector(s) ready"), "{out}");
 }
+
+/// The password of dev/stack's `pgcdc_odd`: what YAML would misread if `${VAR}` were pasted
+/// into the text (` #` starts a comment, `: ` a mapping, quotes a quoted scalar).
+const ODD_PASSWORD: &str = "a #b: \"c' d";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_yaml_would_misread_works_from_the_environment() {
+    let mut h = Harness::new("oddpw", "CREATE TABLE t (id int PRIMARY KEY, v text);").await;
+    grant(&h, "pgcdc_odd").await;
+    h.postgres_auth =
+        "  user: pgcdc_odd\n  password: ${PGCDC_ODD_PASSWORD}\n  sslmode: disable\n".into();
+    let (d, c) = h.write_configs("tables:\n  include: [public.t]\n");
+    let log = std::fs::File::create(h.dir.join("oddpw.log")).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgcdc"))
+        .arg("--config")
+        .arg(&d)
+        .arg("run")
+        .arg(&c)
+        .env("PGCDC_ODD_PASSWORD", ODD_PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let log = h.dir.join("oddpw.log");
+    h.wait_slot(true, || {
+        let alive = child.try_wait().is_ok_and(|s| s.is_none());
+        if !alive {
+            eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        alive
+    })
+    .await;
+    h.sql("INSERT INTO t VALUES (1, 'hello')").await;
+    let recs = h.read("t", 1, Duration::from_secs(60)).await;
+    assert_eq!(recs[0].value["after"]["v"], "hello");
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    h.drop_slot().await;
+}
