@@ -13,7 +13,6 @@ use apache_avro::Schema;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
-use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use serde_json::{json, Value as Json};
 use tokio::sync::watch;
 
@@ -61,7 +60,7 @@ pub async fn run(
     consumer
         .subscribe(&topics)
         .map_err(|e| classify(brokers, "subscribing", e))?;
-    let decoder = AvroDecoder::new(SrSettings::new(daemon.schema_registry.url.clone()));
+    let decoder = AvroDecoder::new(crate::avro::registry::settings(&daemon.schema_registry)?);
     let mut printed = 0usize;
     let stdout = std::io::stdout();
     loop {

@@ -15,18 +15,22 @@ pub struct Registry {
     cache: HashMap<(String, String), u32>,
 }
 
+/// The client settings for a registry: its URL, basic authentication when configured, a
+/// timeout. Every client of the registry (the pipeline, `validate`, `tail`) uses these.
+pub fn settings(cfg: &RegistryConfig) -> Result<SrSettings> {
+    let mut b = SrSettings::new_builder(cfg.url.clone());
+    if let Some(user) = &cfg.username {
+        b.set_basic_authorization(user, cfg.password.as_ref().map(|p| p.0.as_str()));
+    }
+    b.set_timeout(std::time::Duration::from_secs(30));
+    b.build()
+        .map_err(|e| Error::permanent(format!("schema registry {}: bad settings: {e}", cfg.url)))
+}
+
 impl Registry {
     pub fn new(cfg: &RegistryConfig) -> Result<Self> {
-        let mut b = SrSettings::new_builder(cfg.url.clone());
-        if let Some(user) = &cfg.username {
-            b.set_basic_authorization(user, cfg.password.as_ref().map(|p| p.0.as_str()));
-        }
-        b.set_timeout(std::time::Duration::from_secs(30));
-        let settings = b.build().map_err(|e| {
-            Error::permanent(format!("schema registry {}: bad settings: {e}", cfg.url))
-        })?;
         Ok(Registry {
-            settings,
+            settings: settings(cfg)?,
             url: cfg.url.clone(),
             cache: HashMap::new(),
         })
@@ -84,14 +88,22 @@ impl Registry {
 
 /// Checks that the registry answers its Confluent-compatible API (`GET /subjects`).
 pub async fn check(cfg: &RegistryConfig) -> Result<()> {
-    let settings = SrSettings::new(cfg.url.clone());
+    let settings = settings(cfg)?;
     schema_registry_converter::async_impl::schema_registry::get_all_subjects(&settings)
         .await
         .map(|_| ())
         .map_err(|e| {
-            Error::permanent(format!(
-                "schema registry {}: no answer from GET /subjects ({e}); check schema_registry.url (Apicurio: .../apis/ccompat/v7)",
-                cfg.url
-            ))
+            let text = e.to_string();
+            if text.contains("401") || text.contains("403") {
+                Error::permanent(format!(
+                    "schema registry {}: refused the credentials (GET /subjects: {text}); set schema_registry.username and schema_registry.password",
+                    cfg.url
+                ))
+            } else {
+                Error::permanent(format!(
+                    "schema registry {}: no answer from GET /subjects ({text}); check schema_registry.url (Apicurio: .../apis/ccompat/v7)",
+                    cfg.url
+                ))
+            }
         })
 }

@@ -11,6 +11,8 @@ pub struct Stack {
     pub pg_user: String,
     pub kafka_bootstrap: String,
     pub registry_url: String,
+    /// The same registry behind nginx asking for basic authentication, and its credentials.
+    pub registry_auth: (String, String, String),
 }
 
 impl Stack {
@@ -41,6 +43,11 @@ impl Stack {
             pg_user: var("PGUSER"),
             kafka_bootstrap: var("KAFKA_BOOTSTRAP"),
             registry_url: var("SCHEMA_REGISTRY_URL"),
+            registry_auth: (
+                var("SCHEMA_REGISTRY_AUTH_URL"),
+                var("SCHEMA_REGISTRY_AUTH_USER"),
+                var("SCHEMA_REGISTRY_AUTH_PASSWORD"),
+            ),
         }
     }
 

@@ -250,3 +250,82 @@ async fn a_password_yaml_would_misread_works_from_the_environment() {
     let _ = child.wait().await;
     h.drop_slot().await;
 }
+
+/// `validate` and `tail` send the registry's basic-auth credentials, as the pipeline does:
+/// against Apicurio behind nginx's `auth_basic` (dev/stack), both work with them and
+/// `validate` names the settings without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_and_tail_authenticate_to_the_registry() {
+    let h = Harness::new("regauth", "CREATE TABLE t (id int PRIMARY KEY);").await;
+    let run = h.start("").await;
+    h.sql("INSERT INTO t VALUES (7)").await;
+    h.read("t", 1, Duration::from_secs(60)).await;
+    run.stop().await.unwrap();
+
+    let (url, user, password) = &h.stack.registry_auth;
+    let (d, c) = h.write_configs("");
+    let daemon = std::fs::read_to_string(&d).unwrap();
+    let registry = format!("schema_registry:\n  url: {}\n", h.stack.registry_url);
+    assert!(daemon.contains(&registry), "{daemon}");
+    let with = |auth: &str| {
+        let p = h.dir.join(format!("daemon-{}.yaml", auth.len()));
+        std::fs::write(
+            &p,
+            daemon.replace(
+                &registry,
+                &format!("schema_registry:\n  url: {url}\n{auth}"),
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let good = with(&format!("  username: {user}\n  password: {password}\n"));
+    let bad = with("");
+    let pgcdc = |args: &[&std::ffi::OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_pgcdc"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let out = pgcdc(&[
+        "--config".as_ref(),
+        good.as_os_str(),
+        "validate".as_ref(),
+        c.as_os_str(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let out = pgcdc(&[
+        "--config".as_ref(),
+        bad.as_os_str(),
+        "validate".as_ref(),
+        c.as_os_str(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("refused the credentials") && text.contains("schema_registry.username"),
+        "{text}"
+    );
+
+    let topic = h.topic("t");
+    let out = pgcdc(&[
+        "--config".as_ref(),
+        good.as_os_str(),
+        "tail".as_ref(),
+        topic.as_ref(),
+        "--max-records".as_ref(),
+        "1".as_ref(),
+        "--idle-timeout".as_ref(),
+        "30s".as_ref(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("\"id\":7"), "{text}");
+    h.drop_slot().await;
+}
