@@ -86,7 +86,7 @@ fn default_shutdown_timeout() -> Duration {
     DEFAULT_SHUTDOWN_TIMEOUT
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     pub bootstrap_servers: String,
@@ -109,6 +109,54 @@ pub struct KafkaConfig {
     /// Extra librdkafka options for the producer and consumers (security settings, say).
     #[serde(default)]
     pub librdkafka: BTreeMap<String, String>,
+}
+
+/// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,
+/// `ssl.key.pem`, `sasl.oauthbearer.client.secret`, `sasl.jaas.config`, …).
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "key.pem",
+        "jaas",
+        "token",
+        "credential",
+        "keystore",
+        "private",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let librdkafka: BTreeMap<&str, &str> = self
+            .librdkafka
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret_property(k) {
+                        "***"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("compression", &self.compression)
+            .field("linger", &self.linger)
+            .field("batch_bytes", &self.batch_bytes)
+            .field("topics", &self.topics)
+            .field("transaction", &self.transaction)
+            .field("offsets_topic", &self.offsets_topic)
+            .field("exactly_once", &self.exactly_once)
+            .field("librdkafka", &librdkafka)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1196,6 +1244,21 @@ key_columns:
         let d: DaemonConfig = parse_str(p, base, &env).unwrap();
         let e = d.validate(p).unwrap_err().to_string();
         assert!(e.contains("kafka.linger") && e.contains("900000"), "{e}");
+    }
+
+    #[test]
+    fn secrets_in_librdkafka_properties_are_redacted_in_debug() {
+        let p = Path::new("pgcdc.yaml");
+        let text = "kafka:\n  bootstrap_servers: k:9092\n  librdkafka:\n    sasl.password: s3cret-one\n    \
+                    ssl.key.password: s3cret-two\n    sasl.username: alice\n\
+                    schema_registry:\n  url: http://r\n  username: u\n  password: s3cret-three\n";
+        let d: DaemonConfig = parse_str(p, text, &env).unwrap();
+        let dbg = format!("{d:?}");
+        assert!(!dbg.contains("s3cret"), "{dbg}");
+        assert!(
+            dbg.contains("alice") && dbg.contains("sasl.password"),
+            "{dbg}"
+        );
     }
 
     #[test]

@@ -43,8 +43,13 @@ impl Checkpoint {
         })
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    /// The record's JSON; an error, never empty bytes, if it cannot be written.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|e| {
+            Error::permanent(format!(
+                "internal error: checkpoint record does not serialize: {e}"
+            ))
+        })
     }
 }
 
@@ -65,8 +70,13 @@ impl SlotClaim {
         format!("{connector}.slot")
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    /// The record's JSON; an error, never empty bytes, if it cannot be written.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|e| {
+            Error::permanent(format!(
+                "internal error: checkpoint record does not serialize: {e}"
+            ))
+        })
     }
 }
 

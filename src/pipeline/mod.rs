@@ -426,7 +426,7 @@ async fn claim_slot(
         .send(
             offsets_topic,
             Some(key.as_bytes()),
-            Some(&claim.encode()),
+            Some(&claim.encode()?),
             &[],
         )
         .await;
@@ -1270,7 +1270,7 @@ impl Sink {
             .send(
                 &self.offsets_topic,
                 Some(self.connector.as_bytes()),
-                Some(&ck.encode()),
+                Some(&ck.encode()?),
                 &[],
             )
             .await?;
