@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # Integration tests are I/O-bound against the local stack; a few run at once on 2 cores.
 TEST_THREADS ?= 4
 
-.PHONY: help stack stack-down stack-status build test unit-test run lint bench chaos
+.PHONY: help stack stack-down stack-status build test unit-test run lint bench chaos compat
 
 help:
 	@echo "make run         local stack up, demo tables, daemon on connectors/example.yaml"
@@ -14,6 +14,7 @@ help:
 	@echo "make stack-down  stop what 'make stack' started"
 	@echo "make bench       throughput and latency figures (RESULT lines)"
 	@echo "make chaos       exactly-once under >=20 SIGKILLs and server restarts (RESULT line)"
+	@echo "make compat      Flink SQL (debezium-avro-confluent) reads pgcdc's topics; final state = PostgreSQL (not in CI)"
 
 stack:
 	@dev/stack up
@@ -35,6 +36,10 @@ test: stack
 
 chaos: stack
 	@dev/chaos/run
+
+compat: stack
+	cargo build --locked
+	@dev/flink/compat
 
 unit-test:
 	cargo test --locked --lib --bins
