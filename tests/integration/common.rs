@@ -100,3 +100,13 @@ pub fn unique(prefix: &str) -> String {
         .unwrap_or(0);
     format!("{prefix}_{}_{t}_{n}", std::process::id())
 }
+
+/// GET `url` and its JSON body (the registry's REST API, in tests).
+pub async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}

@@ -33,15 +33,11 @@ fn value_fields(envelope: &Json) -> BTreeMap<String, Json> {
 }
 
 async fn registered(h: &Harness, subject: &str) -> Json {
-    let latest: Json = reqwest::get(format!(
+    let latest = crate::common::get_json(&format!(
         "{}/subjects/{subject}/versions/latest",
         h.stack.registry_url
     ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     serde_json::from_str(latest["schema"].as_str().unwrap()).unwrap()
 }
 

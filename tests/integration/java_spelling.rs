@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 
+use crate::common::get_json;
 use crate::harness::Harness;
 use crate::pipeline_types::{SCHEMA, TYPICAL};
 
@@ -36,17 +37,11 @@ async fn registered_schemas_are_spelled_as_javas_avro_prints_them() {
         ]
     });
     for subject in subjects {
-        let latest: Json = http
-            .get(format!(
-                "{}/subjects/{subject}/versions/latest",
-                h.stack.registry_url
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let latest = get_json(&format!(
+            "{}/subjects/{subject}/versions/latest",
+            h.stack.registry_url
+        ))
+        .await;
         texts.push((
             subject,
             latest["schema"].as_str().unwrap().to_owned(),
@@ -132,14 +127,7 @@ async fn subjects_in_the_old_spelling_get_a_version_in_javas() {
     run.stop().await.unwrap();
     assert_eq!(recs[0].key, json!({"id": 1}));
 
-    let versions: Json = http
-        .get(format!("{url}/subjects/{subject}/versions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let versions = get_json(&format!("{url}/subjects/{subject}/versions")).await;
     assert_eq!(versions, json!([1, 2]), "the old spelling, then Java's");
     let java = format!(
         r#"{{"type":"record","name":"Key","namespace":"{ns}","fields":[{{"name":"id","type":"int"}}],"connect.name":"{ns}.Key"}}"#
