@@ -24,11 +24,30 @@ pub struct Registered {
     writer: GenericDatumWriter<'static>,
 }
 
+/// Schemas kept for the life of the process, by their JSON: the writer and the name table
+/// borrow them, and a restart or a repeated Relation message finds the schema it had, so
+/// memory grows with the distinct schemas (table versions), not with restarts.
+static KEPT: std::sync::Mutex<Option<std::collections::HashMap<String, &'static Schema>>> =
+    std::sync::Mutex::new(None);
+
+fn keep(schema: Schema) -> &'static Schema {
+    let key = serde_json::to_string(&schema).unwrap_or_default();
+    let mut kept = KEPT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let map = kept.get_or_insert_with(Default::default);
+    if let Some(s) = map.get(&key) {
+        return s;
+    }
+    let s: &'static Schema = Box::leak(Box::new(schema));
+    map.insert(key, s);
+    s
+}
+
 impl Registered {
-    /// The writer resolves the schema's names once, not per event. It borrows the schema for
-    /// the life of the process: one schema per table version, a bounded amount.
+    /// The writer resolves the schema's names once, not per event.
     pub fn new(id: u32, schema: Schema) -> Result<Self> {
-        let schema: &'static Schema = Box::leak(Box::new(schema));
+        let schema = keep(schema);
         let writer = GenericDatumWriter::builder(schema).build().map_err(|e| {
             Error::permanent(format!(
                 "internal error: Avro schema {id} does not resolve: {e}"
@@ -72,5 +91,32 @@ impl Registered {
             );
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_schema_is_kept_once() {
+        let parse = || {
+            Schema::parse_str(
+                r#"{"type":"record","name":"K","fields":[{"name":"a","type":"int"}]}"#,
+            )
+            .unwrap()
+        };
+        let a = Registered::new(1, parse()).unwrap();
+        let b = Registered::new(2, parse()).unwrap();
+        assert!(std::ptr::eq(a.schema, b.schema));
+        let c = Registered::new(
+            3,
+            Schema::parse_str(
+                r#"{"type":"record","name":"K","fields":[{"name":"b","type":"int"}]}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(!std::ptr::eq(a.schema, c.schema));
     }
 }
