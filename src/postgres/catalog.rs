@@ -30,6 +30,23 @@ pub struct SlotInfo {
     pub active_pid: Option<i32>,
 }
 
+/// Reading a catalog row: a column of another type than the query promises is an error
+/// naming the column, never a panic (`Row::get` panics).
+trait Col {
+    fn col<'a, T: tokio_postgres::types::FromSql<'a>>(&'a self, i: usize) -> Result<T>;
+}
+
+impl Col for tokio_postgres::Row {
+    fn col<'a, T: tokio_postgres::types::FromSql<'a>>(&'a self, i: usize) -> Result<T> {
+        self.try_get(i).map_err(|e| {
+            let name = self.columns().get(i).map_or("?", |c| c.name());
+            Error::permanent(format!(
+                "internal error: catalog query column {i} ({name}): {e}; please report it"
+            ))
+        })
+    }
+}
+
 pub(crate) fn pg_err(server: &str, e: tokio_postgres::Error) -> Error {
     match e.as_db_error() {
         Some(db) => {
@@ -147,7 +164,7 @@ impl Catalog {
             .query_one(&format!("SHOW {setting}"), &[])
             .await
             .map_err(|e| self.err(e))?;
-        Ok(row.get(0))
+        row.col(0)
     }
 
     pub async fn server_version_num(&self) -> Result<i32> {
@@ -156,7 +173,7 @@ impl Catalog {
             .query_one("SELECT current_setting('server_version_num')::int", &[])
             .await
             .map_err(|e| self.err(e))?;
-        Ok(row.get(0))
+        row.col(0)
     }
 
     /// Everything that would stop a connector (problems) or that will bite later (warnings),
@@ -182,7 +199,7 @@ impl Catalog {
             .query_one("SELECT rolreplication OR rolsuper, rolsuper FROM pg_roles WHERE rolname = current_user", &[])
             .await
             .map_err(|e| self.err(e))?;
-        let (can_replicate, superuser): (bool, bool) = (row.get(0), row.get(1));
+        let (can_replicate, superuser): (bool, bool) = (row.col(0)?, row.col(1)?);
         if !can_replicate {
             problems.push(format!(
                 "PostgreSQL {s}: user {:?} lacks the REPLICATION attribute; run ALTER ROLE {} WITH REPLICATION",
@@ -208,7 +225,7 @@ impl Catalog {
                 )
                 .await
                 .map_err(|e| self.err(e))?
-                .get(0);
+                .col(0)?;
             let all_tables = conn.tables.include.is_empty() && conn.tables.exclude.is_empty();
             if all_tables && !superuser {
                 problems.push(format!(
@@ -391,7 +408,10 @@ impl Catalog {
             )
             .await
             .map_err(|e| self.err(e))?;
-        Ok(row.is_some_and(|r| r.get(0)))
+        match row {
+            Some(r) => r.col(0),
+            None => Ok(false),
+        }
     }
 
     /// Per captured table: the columns that can be stored out of line and the unconstrained
@@ -418,15 +438,16 @@ impl Catalog {
             )
             .await
             .map_err(|e| self.err(e))?;
-        Ok(rows
-            .iter()
-            .map(|r| ColumnFacts {
-                quoted: r.get(0),
-                replica_identity: r.get::<_, String>(1).bytes().next().unwrap_or(b'd'),
-                out_of_line: r.get(2),
-                unconstrained_numeric: r.get(3),
+        rows.iter()
+            .map(|r| {
+                Ok(ColumnFacts {
+                    quoted: r.col(0)?,
+                    replica_identity: r.col::<String>(1)?.bytes().next().unwrap_or(b'd'),
+                    out_of_line: r.col(2)?,
+                    unconstrained_numeric: r.col(3)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn captured_tables(&self, conn: &ConnectorConfig) -> Result<Vec<TableInfo>> {
@@ -446,18 +467,21 @@ impl Catalog {
             )
             .await
             .map_err(|e| self.err(e))?;
-        Ok(rows
+        let all = rows
             .iter()
             .map(|r| {
-                let ident: String = r.get(2);
-                TableInfo {
-                    name: format!("{}.{}", r.get::<_, String>(0), r.get::<_, String>(1)),
+                let ident: String = r.col(2)?;
+                Ok(TableInfo {
+                    name: format!("{}.{}", r.col::<String>(0)?, r.col::<String>(1)?),
                     replica_identity: ident.bytes().next().unwrap_or(b'd'),
-                    has_pk: r.get(3),
-                    owned: r.get(4),
-                    quoted: r.get(5),
-                }
+                    has_pk: r.col(3)?,
+                    owned: r.col(4)?,
+                    quoted: r.col(5)?,
+                })
             })
+            .collect::<Result<Vec<TableInfo>>>()?;
+        Ok(all
+            .into_iter()
             .filter(|t| {
                 let (s, n) = t.name.split_once('.').unwrap_or(("", ""));
                 conn.captures(s, n)
@@ -474,7 +498,7 @@ impl Catalog {
             )
             .await
             .map_err(|e| self.err(e))?;
-        Ok(row.get(0))
+        row.col(0)
     }
 
     /// Creates the connector's publication when missing: `FOR ALL TABLES` when no table
@@ -533,7 +557,7 @@ impl Catalog {
         else {
             return Ok((true, Vec::new()));
         };
-        let (all, comment): (bool, String) = (row.get(0), row.get(1));
+        let (all, comment): (bool, String) = (row.col(0)?, row.col(1)?);
         let managed = comment == managed_comment(&conn.name);
         if all {
             return Ok((managed, Vec::new()));
@@ -547,8 +571,8 @@ impl Catalog {
             .await
             .map_err(|e| self.err(e))?
             .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map(|r| r.col(0))
+            .collect::<Result<_>>()?;
         let missing = self
             .captured_tables(conn)
             .await?
@@ -598,13 +622,16 @@ impl Catalog {
             )
             .await
             .map_err(|e| self.err(e))?;
-        Ok(row.map(|r| SlotInfo {
-            plugin: r.get(0),
-            database: r.get(1),
-            confirmed_flush: r.get::<_, Option<String>>(2).and_then(|s| s.parse().ok()),
-            active: r.get(3),
-            active_pid: r.get(4),
-        }))
+        row.map(|r| {
+            Ok(SlotInfo {
+                plugin: r.col(0)?,
+                database: r.col(1)?,
+                confirmed_flush: r.col::<Option<String>>(2)?.and_then(|s| s.parse().ok()),
+                active: r.col(3)?,
+                active_pid: r.col(4)?,
+            })
+        })
+        .transpose()
     }
 
     async fn type_info(&self, oid: u32) -> Result<(TypeInfo, u32, u32, i32)> {
@@ -630,16 +657,16 @@ impl Catalog {
         let byte = |s: String| s.bytes().next().unwrap_or(b' ');
         Ok((
             TypeInfo {
-                name: row.get(0),
-                schema: row.get(1),
-                typtype: byte(row.get(2)),
-                category: byte(row.get(3)),
-                delim: byte(row.get(7)),
-                enum_labels: row.get(8),
+                name: row.col(0)?,
+                schema: row.col(1)?,
+                typtype: byte(row.col(2)?),
+                category: byte(row.col(3)?),
+                delim: byte(row.col(7)?),
+                enum_labels: row.col(8)?,
             },
-            row.get(4),
-            row.get(5),
-            row.get(6),
+            row.col(4)?,
+            row.col(5)?,
+            row.col(6)?,
         ))
     }
 
@@ -720,7 +747,10 @@ impl Catalog {
                 )
                 .await
                 .map_err(|e| self.err(e))?;
-            pk_rows.iter().map(|r| r.get(0)).collect::<Vec<String>>()
+            pk_rows
+                .iter()
+                .map(|r| r.col(0))
+                .collect::<Result<Vec<String>>>()?
         };
         let qualified = format!("{}.{}", msg.namespace, msg.name);
         if key.is_empty() {
@@ -754,17 +784,17 @@ impl Catalog {
             .map_err(|e| self.err(e))?
             .iter()
             .map(|r| {
-                (
-                    r.get(0),
+                Ok((
+                    r.col(0)?,
                     ColumnMeta {
-                        dims: r.get(1),
-                        not_null: r.get(2),
-                        default_expr: r.get(3),
-                        sql_type: r.get(4),
+                        dims: r.col(1)?,
+                        not_null: r.col(2)?,
+                        default_expr: r.col(3)?,
+                        sql_type: r.col(4)?,
                     },
-                )
+                ))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let mut columns = Vec::with_capacity(msg.columns.len());
         for c in &msg.columns {
             let mut ty = self.resolve_type(c.type_oid, c.type_modifier).await?;
@@ -825,7 +855,7 @@ impl Catalog {
         // to text need not: boolean's gives `true`, its output `t`).
         let sql = format!("SELECT format('%s', CAST($1::text AS {}))", f.sql_type);
         match self.client.query_one(&sql, &[&literal]).await {
-            Ok(row) => row.get(0),
+            Ok(row) => row.col(0).ok().flatten(),
             Err(e) => {
                 tracing::debug!(error = %e, "column default not carried: the server did not cast its literal");
                 None
@@ -933,9 +963,9 @@ impl Catalog {
                     crate::postgres::quote_qualified(schema, table)
                 ))
             })?;
-        let oid: u32 = row.get(0);
-        let ident: String = row.get(1);
-        let reltuples: f64 = row.get(2);
+        let oid: u32 = row.col(0)?;
+        let ident: String = row.col(1)?;
+        let reltuples: f64 = row.col(2)?;
         let cols = self
             .client
             .query(
@@ -953,13 +983,15 @@ impl Catalog {
             replica_identity: ident.bytes().next().unwrap_or(b'd'),
             columns: cols
                 .iter()
-                .map(|r| crate::decode::pgoutput::RelationColumn {
-                    key: false,
-                    name: r.get(0),
-                    type_oid: r.get(1),
-                    type_modifier: r.get(2),
+                .map(|r| {
+                    Ok(crate::decode::pgoutput::RelationColumn {
+                        key: false,
+                        name: r.col(0)?,
+                        type_oid: r.col(1)?,
+                        type_modifier: r.col(2)?,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_>>()?,
         };
         let relation = self.relation(&msg, conn).await?;
         let pk = self
@@ -976,8 +1008,8 @@ impl Catalog {
             .await
             .map_err(|e| self.err(e))?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+            .map(|r| Ok((r.col(0)?, r.col(1)?)))
+            .collect::<Result<_>>()?;
         Ok(SnapshotTable {
             relation,
             pk,
@@ -997,7 +1029,7 @@ impl Catalog {
             )
             .await
             .map_err(|e| self.err(e))?;
-        Ok(row.get(0))
+        row.col(0)
     }
 
     /// Creates the signal table when missing (Debezium's layout: id, type, data) and adds it
@@ -1033,7 +1065,7 @@ impl Catalog {
             )
             .await
             .map_err(|e| self.err(e))?;
-        let (all, listed): (bool, bool) = (row.get(0), row.get(1));
+        let (all, listed): (bool, bool) = (row.col(0)?, row.col(1)?);
         if !all && !listed {
             self.client
                 .batch_execute(&format!(
