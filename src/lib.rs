@@ -14,12 +14,13 @@
 //!
 //! - [`lsn`]: the `Lsn` newtype shared by every stage.
 //! - [`config`]: daemon and connector files.
-//! - [`postgres`]: replication connection, catalog connection, feedback task.
+//! - [`postgres`]: replication connection, catalog connection, TLS, feedback task.
 //! - [`decode`]: pgoutput messages and the relation cache.
 //! - [`toast`]: completes unchanged TOASTed values PostgreSQL did not send (or says it could
 //!   not, with Debezium's placeholder and a header).
 //! - [`typemap`]: PostgreSQL types to Avro schemas and values.
-//! - [`avro`]: table schemas, registry client, envelopes, value policies, wire format.
+//! - [`avro`]: table schemas (fields shaped as Debezium's: NOT NULL, defaults), registry
+//!   client, envelopes, value policies, wire format.
 //! - [`kafka`]: topics and the transactional producer.
 //! - [`checkpoint`]: the offsets record written in the same Kafka transaction as the events.
 //! - [`snapshot`]: initial and incremental snapshots, their progress in the checkpoint.
