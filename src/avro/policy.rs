@@ -138,7 +138,9 @@ impl Marks {
                  required (NOT NULL) field the column default or zero (unrepresentable: null)",
             ),
         ] {
-            let mut cols = cols.clone();
+            // The header also names the columns a key-only old image lacked; the metric and
+            // the per-column warning are for the marked ones only.
+            let mut named = cols.clone();
             if name == HEADER_UNAVAILABLE && !self.missing.is_empty() {
                 policy.warn_once(
                     rel,
@@ -149,28 +151,19 @@ impl Marks {
                      as in Debezium, and header pgcdc.unavailable names them; ALTER TABLE … REPLICA \
                      IDENTITY FULL sends whole rows",
                 );
-                for &i in &self.missing {
-                    if !cols.contains(&i) {
-                        cols.push(i);
-                    }
-                }
+                named.extend(self.missing.iter().filter(|i| !cols.contains(i)));
             }
-            if cols.is_empty() {
+            if named.is_empty() {
                 continue;
             }
-            let names: Vec<&str> = cols
+            let names: Vec<&str> = named
                 .iter()
                 .filter_map(|&i| rel.columns.get(i).map(|c| c.name.as_str()))
                 .collect();
-            let counted: Vec<usize> = cols
-                .iter()
-                .copied()
-                .filter(|i| name != HEADER_UNAVAILABLE || !self.missing.contains(i) || self.unavailable.contains(i))
-                .collect();
-            if !counted.is_empty() {
-                metrics::count(metric, &policy.connector, &table, counted.len() as u64);
+            if !cols.is_empty() {
+                metrics::count(metric, &policy.connector, &table, cols.len() as u64);
             }
-            for &i in &counted {
+            for &i in cols {
                 policy.warn_once(rel, i, kind, why);
             }
             out.push((

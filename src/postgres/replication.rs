@@ -572,16 +572,10 @@ async fn negotiate_tls(mut tcp: TcpStream, cfg: &PostgresConfig, server: &str) -
     if cfg.sslmode == SslMode::Disable {
         return Ok(Box::new(tcp));
     }
-    let mut b = BytesMut::new();
-    frontend::ssl_request(&mut b);
-    tcp.write_all(&b)
+    let answer = tls::ssl_request(&mut tcp)
         .await
         .map_err(|e| io_err(server, "SSL request", e))?;
-    let mut answer = [0u8; 1];
-    tcp.read_exact(&mut answer)
-        .await
-        .map_err(|e| io_err(server, "SSL request", e))?;
-    match answer[0] {
+    match answer {
         b'S' => {
             let connector = tls::connector(cfg)?;
             match tokio_native_tls::TlsConnector::from(connector)

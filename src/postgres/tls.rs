@@ -19,6 +19,17 @@ use crate::error::{Error, Result};
 /// How long the probe for the certificate's names may take; it only improves a message.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Sends PostgreSQL's SSLRequest and returns its one-byte answer (`S`: go on with TLS,
+/// `N`: not offered).
+pub async fn ssl_request(tcp: &mut TcpStream) -> std::io::Result<u8> {
+    let mut b = BytesMut::new();
+    frontend::ssl_request(&mut b);
+    tcp.write_all(&b).await?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await?;
+    Ok(answer[0])
+}
+
 /// The TLS settings for an sslmode, shared by the replication and the catalog connection.
 pub fn connector(cfg: &PostgresConfig) -> Result<native_tls::TlsConnector> {
     builder(cfg, cfg.sslmode)?
@@ -125,12 +136,7 @@ async fn certificate_names(cfg: &PostgresConfig) -> Option<Vec<String>> {
     let mut tcp = TcpStream::connect((cfg.host.as_str(), cfg.port))
         .await
         .ok()?;
-    let mut b = BytesMut::new();
-    frontend::ssl_request(&mut b);
-    tcp.write_all(&b).await.ok()?;
-    let mut answer = [0u8; 1];
-    tcp.read_exact(&mut answer).await.ok()?;
-    if answer[0] != b'S' {
+    if ssl_request(&mut tcp).await.ok()? != b'S' {
         return None;
     }
     let connector = builder(cfg, SslMode::VerifyCa).ok()?.build().ok()?;
