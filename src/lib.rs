@@ -21,7 +21,8 @@
 //! - [`typemap`]: PostgreSQL types to Avro schemas and values.
 //! - [`avro`]: table schemas (fields shaped as Debezium's: NOT NULL, defaults), registry
 //!   client, envelopes, value policies, wire format.
-//! - [`kafka`]: topics and the transactional producer.
+//! - [`kafka`]: topics, the transactional producer, and the sink that writes whole
+//!   PostgreSQL transactions and the checkpoint in one Kafka transaction.
 //! - [`checkpoint`]: the offsets record written in the same Kafka transaction as the events.
 //! - [`snapshot`]: initial and incremental snapshots, their progress in the checkpoint.
 //! - [`startup`]: resume, snapshot on a new slot, or refuse (slots pgcdc may drop).

@@ -1,6 +1,7 @@
 //! Kafka: client settings, topic creation and the transactional producer.
 
 pub mod producer;
+pub mod sink;
 pub mod topics;
 
 use rdkafka::config::ClientConfig;

@@ -15,7 +15,8 @@ use crate::postgres::snapshot::SnapshotConn;
 use crate::postgres::toast::{fetch_rows, FetchedRow};
 use crate::toast::{self, Held, HeldEvent};
 
-use super::{Reader, Record, SinkMsg};
+use super::reader::Reader;
+use crate::kafka::sink::{Record, SinkMsg};
 
 /// Keys per query when reading rows back for unchanged TOASTed values.
 const TOAST_FETCH_BATCH: usize = 500;

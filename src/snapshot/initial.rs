@@ -18,7 +18,7 @@ use crate::avro::policy::Marks as ValueMarks;
 use crate::config::PostgresConfig;
 use crate::decode::Tuple;
 use crate::error::{Error, Result};
-use crate::pipeline::{Record, SinkMsg};
+use crate::kafka::sink::{Record, SinkMsg};
 use crate::postgres::catalog::SnapshotTable;
 use crate::postgres::snapshot::{key_of, pk_positions, KeyRange, SnapshotConn};
 use crate::snapshot::{ChunkDone, SnapshotState, TableProgress, TableWork};

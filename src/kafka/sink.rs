@@ -1,0 +1,278 @@
+//! The transactional sink: records from the reader and the snapshot workers go into Kafka
+//! transactions that end on PostgreSQL transaction boundaries, each with the checkpoint
+//! (and snapshot progress) inside it; the position is released to the feedback task only
+//! after the commit.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::checkpoint::{Checkpoint, CHECKPOINT_VERSION};
+use crate::error::Result;
+use crate::kafka::producer::TxProducer;
+use crate::metrics;
+use crate::snapshot::{ChunkDone, SnapshotState, TableWork};
+use crate::Lsn;
+
+/// With no events, a checkpoint-only Kafka transaction this often: it confirms WAL progress
+/// of an idle database to the slot, and a fenced producer (another instance took over)
+/// learns it within this time and stops.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Snapshot progress (rows committed / estimated per table) is logged this often.
+const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// One Kafka record.
+pub(crate) struct Record {
+    pub topic: Arc<str>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// Headers naming columns a value policy changed (`pgcdc.unavailable`, `pgcdc.lossy`).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// What the reader and the snapshot workers hand the sink.
+pub(crate) enum SinkMsg {
+    Record(Record),
+    /// A snapshot chunk, written whole into one Kafka transaction with its progress.
+    Chunk {
+        records: Vec<Record>,
+        done: ChunkDone,
+        /// Held until the chunk is written: bounds the chunks in memory.
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    },
+    /// Ranges to snapshot with watermarks (a signal asked for them).
+    AddWork(Vec<TableWork>),
+    TxnEnd {
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        xid: u32,
+        commit_ts_us: i64,
+    },
+    /// The server is idle at this WAL position and no transaction is open.
+    Idle(Lsn),
+}
+
+pub(crate) struct Sink {
+    producer: TxProducer,
+    offsets_topic: String,
+    connector: String,
+    limits: crate::config::TransactionConfig,
+    flushed: watch::Sender<Lsn>,
+    /// Everything before this position has been handed to the producer.
+    position: Lsn,
+    /// The position of the last committed checkpoint.
+    committed: Lsn,
+    /// Snapshot progress, written into every checkpoint; the sink is its only writer.
+    snapshot: SnapshotState,
+    last_progress_log: Instant,
+}
+
+struct OpenTxn {
+    started: Instant,
+    events: usize,
+    bytes: u64,
+}
+
+impl Sink {
+    pub(crate) fn new(
+        producer: TxProducer,
+        offsets_topic: String,
+        connector: String,
+        limits: crate::config::TransactionConfig,
+        flushed: watch::Sender<Lsn>,
+    ) -> Self {
+        Sink {
+            producer,
+            offsets_topic,
+            connector,
+            limits,
+            flushed,
+            position: Lsn::ZERO,
+            committed: Lsn::ZERO,
+            snapshot: SnapshotState::default(),
+            last_progress_log: Instant::now(),
+        }
+    }
+
+    pub(crate) fn starting_at(mut self, position: Lsn, snapshot: SnapshotState) -> Self {
+        self.position = position;
+        self.committed = position;
+        self.snapshot = snapshot;
+        self.flushed.send_replace(position);
+        self
+    }
+
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<SinkMsg>) -> Result<()> {
+        let mut open: Option<OpenTxn> = None;
+        let mut at_boundary = true;
+        let mut last_txn: Option<(Lsn, Lsn, u32, i64)> = None;
+        let mut last_commit_at = Instant::now();
+        loop {
+            // When to commit without new input: an open transaction at a PostgreSQL
+            // transaction boundary after max_interval; with nothing open, a heartbeat that
+            // checkpoints idle progress and finds out early when another instance fenced us.
+            let wake = match &open {
+                Some(o) if at_boundary => Some(o.started + self.limits.max_interval),
+                Some(_) => None,
+                None => Some(last_commit_at + HEARTBEAT_INTERVAL),
+            };
+            let msg = match wake {
+                Some(w) => tokio::select! {
+                    m = rx.recv() => Some(m),
+                    _ = tokio::time::sleep_until(w.into()) => None,
+                },
+                None => Some(rx.recv().await),
+            };
+            let Some(msg) = msg else {
+                self.commit(&mut open, last_txn).await?;
+                last_commit_at = Instant::now();
+                continue;
+            };
+            match msg {
+                Some(SinkMsg::Record(r)) => {
+                    self.begin(&mut open)?;
+                    at_boundary = false;
+                    self.write(&mut open, r).await?;
+                }
+                Some(SinkMsg::Chunk {
+                    records,
+                    done,
+                    permit,
+                }) => {
+                    self.begin(&mut open)?;
+                    for r in records {
+                        self.write(&mut open, r).await?;
+                    }
+                    drop(permit);
+                    if let Some(table) = self.snapshot.apply(&done) {
+                        let rows = self.snapshot.finished.get(&table).map_or(0, |f| f.rows);
+                        tracing::info!(connector = %self.connector, table = %table, rows, "table snapshot delivered (commits with the next Kafka transaction)");
+                    }
+                    let full = open.as_ref().is_some_and(|o| {
+                        o.events >= self.limits.max_events || o.bytes >= self.limits.max_bytes
+                    });
+                    if full && at_boundary {
+                        self.commit(&mut open, last_txn).await?;
+                        last_commit_at = Instant::now();
+                    }
+                }
+                Some(SinkMsg::AddWork(work)) => self.snapshot.add(work),
+                Some(SinkMsg::TxnEnd {
+                    commit_lsn,
+                    end_lsn,
+                    xid,
+                    commit_ts_us,
+                }) => {
+                    at_boundary = true;
+                    self.position = self.position.max(end_lsn);
+                    last_txn = Some((commit_lsn, end_lsn, xid, commit_ts_us));
+                    let full = open.as_ref().is_some_and(|o| {
+                        o.events >= self.limits.max_events
+                            || o.bytes >= self.limits.max_bytes
+                            || o.started.elapsed() >= self.limits.max_interval
+                    });
+                    if full {
+                        self.commit(&mut open, last_txn).await?;
+                        last_commit_at = Instant::now();
+                    }
+                }
+                Some(SinkMsg::Idle(lsn)) => {
+                    if at_boundary {
+                        self.position = self.position.max(lsn);
+                    }
+                }
+                None => {
+                    // Shutdown: commit what is whole, abort what is not.
+                    if open.is_some() && at_boundary {
+                        self.commit(&mut open, last_txn).await?;
+                    } else if open.is_some() {
+                        self.producer.abort().await?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn begin(&mut self, open: &mut Option<OpenTxn>) -> Result<()> {
+        if open.is_none() {
+            self.producer.begin()?;
+            *open = Some(OpenTxn {
+                started: Instant::now(),
+                events: 0,
+                bytes: 0,
+            });
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, open: &mut Option<OpenTxn>, r: Record) -> Result<()> {
+        let size = r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
+        self.producer
+            .send(&r.topic, r.key.as_deref(), r.value.as_deref(), &r.headers)
+            .await?;
+        if let Some(o) = open.as_mut() {
+            o.events += 1;
+            o.bytes += size as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes the checkpoint into the open transaction (opening one if needed), commits, and
+    /// only then releases the position to the feedback task.
+    async fn commit(
+        &mut self,
+        open: &mut Option<OpenTxn>,
+        last_txn: Option<(Lsn, Lsn, u32, i64)>,
+    ) -> Result<()> {
+        if open.is_none() {
+            self.producer.begin()?;
+        }
+        let ck = Checkpoint {
+            version: CHECKPOINT_VERSION,
+            connector: self.connector.clone(),
+            lsn: self.position.to_string(),
+            commit_lsn: last_txn.map(|t| t.0.to_string()),
+            end_lsn: last_txn.map(|t| t.1.to_string()),
+            xid: last_txn.map(|t| t.2),
+            commit_ts_us: last_txn.map(|t| t.3),
+            snapshot: (self.snapshot != SnapshotState::default()).then(|| self.snapshot.clone()),
+        };
+        self.producer
+            .send(
+                &self.offsets_topic,
+                Some(self.connector.as_bytes()),
+                Some(&ck.encode()?),
+                &[],
+            )
+            .await?;
+        let commit_started = Instant::now();
+        if let Err(e) = self.producer.commit().await {
+            let _ = self.producer.abort().await;
+            return Err(e);
+        }
+        let events = open.as_ref().map_or(0, |o| o.events);
+        *open = None;
+        self.committed = self.position;
+        metrics::KAFKA_COMMITS.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            connector = %self.connector,
+            lsn = %self.position,
+            events,
+            commit_ms = commit_started.elapsed().as_millis() as u64,
+            "committed kafka transaction"
+        );
+        let _ = self.flushed.send(self.position);
+        if self.last_progress_log.elapsed() >= PROGRESS_LOG_INTERVAL {
+            for (table, state, rows, estimate) in self.snapshot.progress() {
+                if state == "running" {
+                    tracing::info!(connector = %self.connector, table = %table, rows, estimate, "snapshot progress");
+                }
+            }
+            self.last_progress_log = Instant::now();
+        }
+        Ok(())
+    }
+}

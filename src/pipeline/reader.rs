@@ -1,0 +1,356 @@
+//! The reader: pgoutput messages of the replication stream become change events for the
+//! sink, in transaction order, with the table codecs registered on first sight.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::avro::envelope::{ChangeContext, Op, Origin, SnapshotMark, TableCodec};
+use crate::avro::policy::{Marks, ValuePolicy};
+use crate::avro::registry::Registry;
+use crate::avro::schema::{envelope_schema, field_names, key_schema, topic_name};
+use crate::avro::Registered;
+use crate::config::ConnectorConfig;
+use crate::decode::{self, Message, RelationCache};
+use crate::error::{Error, Result};
+use crate::kafka::sink::SinkMsg;
+use crate::kafka::topics::Topics;
+use crate::metrics;
+use crate::postgres::snapshot::{SnapshotConn, WATERMARK_PREFIX};
+use crate::postgres::Catalog;
+use crate::snapshot::incremental::Incremental;
+use crate::toast::TxnToast;
+use crate::Lsn;
+
+use super::event;
+
+pub(super) struct TxnState {
+    pub(super) xid: u32,
+    pub(super) commit_lsn: Lsn,
+    pub(super) commit_ts_us: i64,
+    pub(super) total: u64,
+    pub(super) per_table: HashMap<u32, u64>,
+    pub(super) skip: bool,
+    pub(super) repl_origin: Option<Arc<crate::avro::envelope::ReplOrigin>>,
+}
+
+pub(super) struct Reader<'a> {
+    pub(super) conn: &'a ConnectorConfig,
+    pub(super) catalog: Catalog,
+    pub(super) registry: Registry,
+    pub(super) topics: Topics,
+    pub(super) relations: RelationCache,
+    /// Codecs of captured tables; a relation without one is not captured.
+    pub(super) codecs: HashMap<u32, Arc<TableCodec>>,
+    pub(super) txn: Option<TxnState>,
+    pub(super) last_commit: Lsn,
+    pub(super) skip_before: Lsn,
+    pub(super) tx: mpsc::Sender<SinkMsg>,
+    pub(super) origin: Arc<Origin>,
+    pub(super) snap: Incremental,
+    pub(super) policy: Arc<ValuePolicy>,
+    /// Unchanged TOASTed values of the open transaction; events held for a fetch.
+    pub(super) toast: TxnToast,
+    /// The connection `toast: fetch` reads rows back on, opened on first use.
+    pub(super) toast_conn: Option<SnapshotConn>,
+}
+
+impl Reader<'_> {
+    pub(super) async fn send(&self, m: SinkMsg) -> Result<()> {
+        self.tx
+            .send(m)
+            .await
+            .map_err(|_| Error::transient("the Kafka sink stopped"))
+    }
+
+    pub(super) async fn handle(&mut self, lsn: Lsn, data: Bytes) -> Result<()> {
+        let msg = decode::decode(data).map_err(|e| {
+            Error::permanent(format!("connector {}: at LSN {lsn}: {e}", self.conn.name))
+        })?;
+        match msg {
+            Message::Begin {
+                final_lsn,
+                commit_ts_us,
+                xid,
+            } => {
+                self.toast.begin();
+                self.txn = Some(TxnState {
+                    xid,
+                    commit_lsn: final_lsn,
+                    commit_ts_us: commit_ts_us + decode::pgoutput::PG_EPOCH_OFFSET_MICROS,
+                    total: 0,
+                    per_table: HashMap::new(),
+                    skip: final_lsn < self.skip_before,
+                    repl_origin: None,
+                });
+            }
+            Message::Commit {
+                commit_lsn,
+                end_lsn,
+                commit_ts_us,
+                ..
+            } => {
+                let txn = self
+                    .txn
+                    .take()
+                    .ok_or_else(|| self.protocol("Commit without Begin"))?;
+                if !txn.skip {
+                    if self.toast.holding() {
+                        let held = self.toast.take();
+                        self.deliver_held(held, txn.xid).await?;
+                    }
+                    self.send(SinkMsg::TxnEnd {
+                        commit_lsn,
+                        end_lsn,
+                        xid: txn.xid,
+                        commit_ts_us: commit_ts_us + decode::pgoutput::PG_EPOCH_OFFSET_MICROS,
+                    })
+                    .await?;
+                    metrics::TRANSACTIONS.fetch_add(1, Ordering::Relaxed);
+                }
+                self.last_commit = end_lsn;
+            }
+            Message::Relation(r) => {
+                let rel = self.catalog.relation(&r, self.conn).await?;
+                let captured = self.conn.captures(&rel.schema, &rel.table);
+                // A schema barrier: snapshot reads of this table take its new shape (rebuilt at
+                // once: the incremental window looks the table up for every change).
+                let name = rel.qualified_name();
+                let reshaped = self.snap.tables.get(&name).is_some_and(|t| {
+                    let shape = |r: &decode::Relation| -> Vec<(String, u32, i32)> {
+                        r.columns
+                            .iter()
+                            .map(|c| (c.name.clone(), c.type_oid, c.type_modifier))
+                            .collect()
+                    };
+                    shape(&t.st.relation) != shape(&rel)
+                });
+                if reshaped {
+                    self.snap.tables.remove(&name);
+                    self.snap_table(&name).await?;
+                }
+                let rel = self.relations.insert(rel);
+                if captured {
+                    let codec = self.codec(rel).await?;
+                    self.codecs.insert(r.oid, Arc::new(codec));
+                } else {
+                    self.codecs.remove(&r.oid);
+                }
+            }
+            Message::Type { oid, .. } => self.catalog.invalidate_type(oid),
+            Message::Origin { lsn, name } => {
+                if let Some(t) = self.txn.as_mut() {
+                    t.repl_origin = Some(Arc::new(crate::avro::envelope::ReplOrigin { name, lsn }));
+                }
+            }
+            Message::Message {
+                prefix, content, ..
+            } => {
+                if prefix == WATERMARK_PREFIX && self.txn.as_ref().is_some_and(|t| !t.skip) {
+                    self.watermark(&content, lsn).await?;
+                }
+            }
+            Message::Insert { rel, new } => {
+                if self.is_signal(rel) {
+                    return self.signal(&new).await;
+                }
+                let Some((codec, cx)) = self.change(rel, lsn)? else {
+                    return Ok(());
+                };
+                self.snap.note_change(&codec.rel, cx.xid, &[&new]);
+                self.toast.on_insert(&codec.rel, &new);
+                let key = codec.key(&new)?;
+                self.deliver(event(&codec, Op::Create, key, None, Some(new), cx))
+                    .await?;
+            }
+            Message::Update {
+                rel,
+                old,
+                key_only,
+                new,
+            } => {
+                let Some((codec, cx)) = self.change(rel, lsn)? else {
+                    return Ok(());
+                };
+                match &old {
+                    Some(o) => self.snap.note_change(&codec.rel, cx.xid, &[o, &new]),
+                    None => self.snap.note_change(&codec.rel, cx.xid, &[&new]),
+                }
+                let new = self.toast.update(&codec.rel, old.as_ref(), key_only, new);
+                let new_key = codec.key(&new)?;
+                let old_key = match &old {
+                    Some(o) => codec.key(o)?,
+                    None => None,
+                };
+                // A key-only old image gives Debezium's before: the key, other columns null.
+                let mut marks = Marks::default();
+                let before = match &old {
+                    Some(o) => Some(codec.row(o, key_only, &mut marks)?),
+                    None => None,
+                };
+                match old_key {
+                    // A primary-key change: as Debezium, a delete (and tombstone) of the old
+                    // key, then a create of the new one.
+                    Some(ok) if Some(&ok) != new_key.as_ref() => {
+                        let mut del = event(&codec, Op::Delete, Some(ok.clone()), before, None, cx);
+                        del.marks = marks;
+                        self.deliver(del).await?;
+                        if self.conn.tombstones {
+                            self.tombstone(&codec, ok).await?;
+                        }
+                        let cx2 = self.next_cx(rel, lsn);
+                        self.deliver(event(&codec, Op::Create, new_key, None, Some(new), cx2))
+                            .await?;
+                    }
+                    _ => {
+                        let mut ev = event(&codec, Op::Update, new_key, before, Some(new), cx);
+                        ev.marks = marks;
+                        self.deliver(ev).await?
+                    }
+                }
+            }
+            Message::Delete { rel, old, key_only } => {
+                let Some((codec, cx)) = self.change(rel, lsn)? else {
+                    return Ok(());
+                };
+                self.snap.note_change(&codec.rel, cx.xid, &[&old]);
+                self.toast.on_delete(&codec.rel, &old);
+                let key = codec.key(&old)?;
+                let mut marks = Marks::default();
+                let before = codec.row(&old, key_only, &mut marks)?;
+                let mut ev = event(&codec, Op::Delete, key.clone(), Some(before), None, cx);
+                ev.marks = marks;
+                self.deliver(ev).await?;
+                if let (true, Some(k)) = (self.conn.tombstones, key) {
+                    self.tombstone(&codec, k).await?;
+                }
+            }
+            Message::Truncate { rels, .. } => {
+                for rel in rels {
+                    let Some((codec, cx)) = self.change(rel, lsn)? else {
+                        continue;
+                    };
+                    self.snap.note_truncate(&codec.rel);
+                    self.toast.on_truncate(&codec.rel);
+                    self.deliver(event(&codec, Op::Truncate, None, None, None, cx))
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn protocol(&self, what: &str) -> Error {
+        Error::permanent(format!(
+            "connector {}: pgoutput protocol error: {what}",
+            self.conn.name
+        ))
+    }
+
+    /// The codec and position of a change to relation `rel`, or None when the change is not
+    /// delivered (table not captured, or transaction before the checkpoint).
+    pub(super) fn change(
+        &mut self,
+        rel: u32,
+        lsn: Lsn,
+    ) -> Result<Option<(Arc<TableCodec>, ChangeContext)>> {
+        if self.relations.get(rel).is_none() {
+            return Err(self.protocol(&format!(
+                "row change for relation {rel} before its Relation message"
+            )));
+        }
+        let skip = self
+            .txn
+            .as_ref()
+            .map(|t| t.skip)
+            .ok_or_else(|| self.protocol("row change outside a transaction"))?;
+        let Some(codec) = self.codecs.get(&rel).cloned() else {
+            return Ok(None);
+        };
+        if skip {
+            return Ok(None);
+        }
+        Ok(Some((codec, self.next_cx(rel, lsn))))
+    }
+
+    pub(super) fn next_cx(&mut self, rel: u32, lsn: Lsn) -> ChangeContext {
+        let last_commit = self.last_commit;
+        let txn = self.txn.as_mut();
+        let (xid, commit_lsn, commit_ts_us, total, table, repl_origin) = match txn {
+            Some(t) => {
+                t.total += 1;
+                let per = t.per_table.entry(rel).or_insert(0);
+                *per += 1;
+                (
+                    t.xid,
+                    t.commit_lsn,
+                    t.commit_ts_us,
+                    t.total,
+                    *per,
+                    t.repl_origin.clone(),
+                )
+            }
+            None => (0, Lsn::ZERO, 0, 0, 0, None),
+        };
+        ChangeContext {
+            snapshot: SnapshotMark::False,
+            xid,
+            commit_lsn,
+            commit_ts_us,
+            lsn,
+            last_commit_lsn: last_commit,
+            total_order: total,
+            table_order: table,
+            repl_origin,
+        }
+    }
+
+    /// Schemas registered and topic created for a captured relation.
+    pub(super) async fn codec(&mut self, rel: Arc<decode::Relation>) -> Result<TableCodec> {
+        let prefix = &self.conn.topic_prefix;
+        let topic = topic_name(prefix, &rel.schema, &rel.table);
+        self.topics.ensure(&topic, None, &[]).await?;
+        let key = match key_schema(prefix, &rel)? {
+            Some(b) => {
+                let id = self
+                    .registry
+                    .register(&format!("{topic}-key"), &b.json)
+                    .await?;
+                Some(Registered::new(id, b.schema)?)
+            }
+            None => {
+                tracing::warn!(table = %rel.quoted_name(), "table has no primary key and no key_columns: its events have a null key");
+                None
+            }
+        };
+        let subject = format!("{topic}-value");
+        let mut fields = crate::avro::fields::field_specs(&rel);
+        let mut v = envelope_schema(prefix, &rel, &fields)?;
+        let id = match self.registry.try_register(&subject, &v.json).await? {
+            Ok(id) => id,
+            Err(reason) => {
+                // Subjects registered before pgcdc carried NOT NULL hold optional fields,
+                // and a compatibility level (BACKWARD) refuses required ones: keep every
+                // field optional, as those subjects are, rather than stop the stream.
+                tracing::warn!(connector = %self.conn.name, subject = %subject, reason = %reason,
+                    "the subject's compatibility level refuses required (NOT NULL) fields; registering them optional, as before \
+                     (to carry NOT NULL, set the subject's compatibility to NONE for one registration, or use a new topic prefix)");
+                fields = crate::avro::fields::all_optional(&fields);
+                v = envelope_schema(prefix, &rel, &fields)?;
+                self.registry.register(&subject, &v.json).await?
+            }
+        };
+        Ok(TableCodec {
+            field_names: field_names(&rel)?,
+            fields,
+            topic: topic.into(),
+            key,
+            value: Registered::new(id, v.schema)?,
+            rel,
+            policy: self.policy.clone(),
+        })
+    }
+}

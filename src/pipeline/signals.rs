@@ -1,0 +1,262 @@
+//! Signals and the incremental snapshot's watermarks, as the reader meets them in the
+//! stream: a signal row asks for tables, a watermark message opens or closes a chunk's window.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::avro::envelope::SnapshotMark;
+use crate::decode;
+use crate::error::{Error, Result};
+use crate::kafka::sink::SinkMsg;
+use crate::metrics;
+use crate::postgres::snapshot::key_of;
+use crate::snapshot::incremental::{self, ChunkRequest, InFlight, Watermark, WatermarkKind};
+use crate::snapshot::initial::{self, SnapTable};
+use crate::snapshot::ChunkDone;
+use crate::snapshot::Kind;
+use crate::Lsn;
+
+use super::reader::Reader;
+
+impl Reader<'_> {
+    pub(super) fn is_signal(&self, rel: u32) -> bool {
+        // Per insert: compare the parts, no formatting.
+        let Some((schema, table)) = self
+            .conn
+            .signal_table
+            .as_deref()
+            .and_then(|t| crate::config::qualified(t).ok())
+        else {
+            return false;
+        };
+        self.relations
+            .get(rel)
+            .is_some_and(|r| r.schema == schema && r.table == table)
+    }
+
+    /// A row inserted into the signal table: Debezium's `execute-snapshot` starts an
+    /// incremental snapshot of the named tables. A bad signal is logged and ignored: the
+    /// stream must not stop for it (`pgcdc snapshot` checks tables before signalling).
+    pub(super) async fn signal(&mut self, row: &decode::Tuple) -> Result<()> {
+        if self.txn.as_ref().is_none_or(|t| t.skip) {
+            return Ok(());
+        }
+        let Some(rel) = self.conn.signal_table.clone() else {
+            return Ok(());
+        };
+        let cols = self
+            .relations
+            .iter()
+            .find(|r| r.qualified_name() == rel)
+            .map(|r| r.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let text = |name: &str| {
+            cols.iter()
+                .position(|c| c == name)
+                .and_then(|i| match row.get(i) {
+                    Some(decode::TupleData::Text(b)) => {
+                        Some(String::from_utf8_lossy(b).into_owned())
+                    }
+                    _ => None,
+                })
+        };
+        let id = text("id").unwrap_or_default();
+        let kind = text("type").unwrap_or_default();
+        let tables = match incremental::parse_signal(&kind, text("data").as_deref()) {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                tracing::info!(connector = %self.conn.name, signal = %id, kind = %kind, "ignoring signal of a type pgcdc does not act on");
+                return Ok(());
+            }
+            Err(e) => {
+                metrics::SIGNAL_ERRORS.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(connector = %self.conn.name, signal = %id, table = %rel, "signal ignored: {e}");
+                return Ok(());
+            }
+        };
+        let mut work = Vec::new();
+        for t in tables {
+            let (schema, table) = match crate::config::qualified(&t) {
+                Ok(st) => st,
+                Err(e) => {
+                    metrics::SIGNAL_ERRORS.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(connector = %self.conn.name, signal = %id, "signal ignored for {t:?}: {e}");
+                    continue;
+                }
+            };
+            if !self.conn.captures(schema, table) {
+                metrics::SIGNAL_ERRORS.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(connector = %self.conn.name, signal = %id, table = %t, "signal ignored: the connector does not capture this table");
+                continue;
+            }
+            let st = match self.snap_table(&t).await {
+                Ok(st) => st,
+                Err(e) if !e.is_transient() => {
+                    metrics::SIGNAL_ERRORS.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(connector = %self.conn.name, signal = %id, table = %t, error = %e, "signal ignored");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if st.st.pk.is_empty() {
+                metrics::SIGNAL_ERRORS.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(connector = %self.conn.name, signal = %id, table = %t, "signal ignored: incremental snapshots need a primary key; add one");
+                continue;
+            }
+            tracing::info!(connector = %self.conn.name, signal = %id, table = %t, "incremental snapshot requested");
+            work.push(incremental::whole_table(&t, st.st.estimate.unwrap_or(0)));
+        }
+        if work.is_empty() {
+            return Ok(());
+        }
+        self.snap.pending.extend(work.iter().cloned());
+        self.send(SinkMsg::AddWork(work)).await?;
+        self.next_chunk().await
+    }
+
+    /// Asks the driver for the next chunk when none is in flight.
+    pub(super) async fn next_chunk(&mut self) -> Result<()> {
+        if self.snap.in_flight.is_some() {
+            return Ok(());
+        }
+        let Some(w) = self.snap.pending.first().cloned() else {
+            return Ok(());
+        };
+        if !self.snap.messages {
+            return Err(Error::permanent(format!(
+                "connector {}: table {} has snapshot work left (an interrupted initial snapshot or a signal), \
+                 and finishing it consistently needs logical decoding messages, which pgoutput sends from \
+                 PostgreSQL 14 on; upgrade, or delete the checkpoint to snapshot again from scratch",
+                self.conn.name, crate::postgres::quote_raw_table(&w.table)
+            )));
+        }
+        let t = self.snap_table(&w.table).await?;
+        if t.st.pk.is_empty() {
+            return Err(Error::permanent(format!(
+                "connector {}: the initial snapshot of table {} was interrupted, and a table without a primary \
+                 key cannot be finished consistently while streaming; add a primary key, or delete the checkpoint \
+                 to snapshot again from scratch",
+                self.conn.name, crate::postgres::quote_raw_table(&w.table)
+            )));
+        }
+        let id = self.snap.next_id();
+        let limit = self.conn.snapshot.incremental_chunk_rows;
+        self.snap.in_flight = Some(InFlight {
+            id: id.clone(),
+            table: w.table.clone(),
+            limit,
+            open: false,
+            changed: HashSet::new(),
+            truncated: false,
+        });
+        let req = ChunkRequest {
+            id,
+            table: t,
+            range: w.range.clone(),
+            limit,
+        };
+        match &self.snap.requests {
+            Some(r) => r
+                .try_send(req)
+                .map_err(|_| Error::transient("the snapshot reader stopped")),
+            None => Ok(()),
+        }
+    }
+
+    /// A watermark of ours in the stream: opens the chunk's window, or closes it and emits
+    /// what of the chunk the stream did not overtake.
+    pub(super) async fn watermark(&mut self, content: &[u8], lsn: Lsn) -> Result<()> {
+        let Ok(w) = serde_json::from_slice::<Watermark>(content) else {
+            return Ok(());
+        };
+        if w.connector != self.conn.name {
+            return Ok(());
+        }
+        let Some(f) = self.snap.in_flight.as_mut().filter(|f| f.id == w.id) else {
+            return Ok(()); // left by an earlier run
+        };
+        if w.kind == WatermarkKind::Low {
+            f.open = true;
+            return Ok(());
+        }
+        let Some(f) = self.snap.in_flight.take() else {
+            return Ok(());
+        };
+        let (rows, snap) = self
+            .snap
+            .chunks
+            .lock()
+            .map_err(|_| Error::permanent("snapshot chunk store poisoned"))?
+            .remove(&f.id)
+            .ok_or_else(|| self.protocol("high watermark before its chunk was read"))?;
+        let t = self.snap_table(&f.table).await?;
+        let last = rows.last().and_then(|r| key_of(&t.st, &t.positions, r));
+        let finished = (rows.len() as u64) < f.limit;
+        let overtaken = self.snap.overtaken(&f, &snap);
+        let keep: Vec<decode::Tuple> = if f.truncated {
+            Vec::new()
+        } else {
+            rows.into_iter()
+                .filter(|r| key_of(&t.st, &t.positions, r).is_none_or(|k| !overtaken.contains(&k)))
+                .collect()
+        };
+        let mark = match self.snap.pending.first().map(|w| w.kind) {
+            Some(Kind::Initial) => SnapshotMark::True,
+            _ => SnapshotMark::Incremental,
+        };
+        let at = self.txn.as_ref().map_or(
+            initial::Position {
+                lsn,
+                xid: 0,
+                ts_us: 0,
+            },
+            |x| initial::Position {
+                lsn,
+                xid: x.xid,
+                ts_us: x.commit_ts_us,
+            },
+        );
+        let records = initial::encode_reads(&t, &keep, &self.origin, at, |_, _| mark)?;
+        metrics::EVENTS.fetch_add(records.len() as u64, Ordering::Relaxed);
+        metrics::SNAPSHOT_ROWS.fetch_add(records.len() as u64, Ordering::Relaxed);
+        let done = ChunkDone::Work {
+            last: last.clone(),
+            rows: keep.len() as u64,
+            finished,
+        };
+        self.send(SinkMsg::Chunk {
+            records,
+            done,
+            permit: None,
+        })
+        .await?;
+        self.snap.advance(last, finished);
+        if finished {
+            tracing::info!(connector = %self.conn.name, table = %f.table, "incremental snapshot of table read (commits with this transaction)");
+        }
+        self.next_chunk().await
+    }
+
+    /// The snapshot view of a captured table (its codec registered), cached.
+    pub(super) async fn snap_table(&mut self, name: &str) -> Result<SnapTable> {
+        if let Some(t) = self.snap.tables.get(name) {
+            return Ok(t.clone());
+        }
+        let st = self.catalog.snapshot_table(name, self.conn).await?;
+        let codec = Arc::new(self.codec(Arc::new(st.relation.clone())).await?);
+        let t = SnapTable::new(st, codec)?;
+        self.snap.tables.insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// Every captured table, for an initial snapshot.
+    pub(super) async fn snapshot_tables(&mut self) -> Result<Vec<SnapTable>> {
+        let names = self.catalog.captured_table_names(self.conn).await?;
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            out.push(self.snap_table(&n).await?);
+        }
+        Ok(out)
+    }
+}
