@@ -1,0 +1,152 @@
+//! Dates, times and timestamps in the ISO text output the session pins (`DateStyle=ISO`,
+//! `TimeZone=UTC`).
+
+use super::super::value::bad;
+use super::super::*;
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub(in crate::typemap) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DD` with an optional ` BC`: (astronomical year, month, day, rest of the string).
+pub(in crate::typemap) fn split_date(t: &str) -> Option<(i64, i64, i64, &str, bool)> {
+    let (body, bc) = match t.strip_suffix(" BC") {
+        Some(b) => (b, true),
+        None => (t, false),
+    };
+    let mut parts = body.splitn(3, '-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: i64 = parts.next()?.parse().ok()?;
+    let rest = parts.next()?;
+    let d: i64 = rest.get(..2)?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || y < 1 {
+        return None;
+    }
+    let year = if bc { 1 - y } else { y };
+    Some((year, m, d, &rest[2..], bc))
+}
+
+/// Days since the Unix epoch (`infinity` and `-infinity` are not dates: see [`infinite`]).
+pub(in crate::typemap) fn parse_date_days(t: &str) -> Option<i32> {
+    let (y, m, d, rest, _) = split_date(t)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    i32::try_from(days_from_civil(y, m, d)).ok()
+}
+
+/// `HH:MM:SS[.ffffff]` → microseconds since midnight (24:00:00 allowed, as in PostgreSQL).
+pub(in crate::typemap) fn parse_time_micros(t: &str) -> Option<i64> {
+    let (hms, frac) = t.split_once('.').unwrap_or((t, ""));
+    let mut it = hms.split(':');
+    let h: i64 = it.next()?.parse().ok()?;
+    let m: i64 = it.next()?.parse().ok()?;
+    let s: i64 = it.next()?.parse().ok()?;
+    if it.next().is_some() || frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let micros: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<6}").parse().ok()?
+    };
+    if h > 24 || m > 59 || s > 60 {
+        return None;
+    }
+    Some(((h * 60 + m) * 60 + s) * 1_000_000 + micros)
+}
+
+/// Splits a trailing UTC offset (`+05`, `-03:30`, `+05:30:15`) off a time.
+pub(in crate::typemap) fn split_offset(t: &str) -> Option<(&str, &str)> {
+    let pos = t.rfind(['+', '-'])?;
+    Some((&t[..pos], &t[pos..]))
+}
+
+pub(in crate::typemap) fn normalize_offset(off: &str) -> Option<String> {
+    let (sign, rest) = off.split_at(1);
+    let parts: Vec<&str> = rest.split(':').collect();
+    if parts.is_empty()
+        || parts.len() > 3
+        || parts
+            .iter()
+            .any(|p| p.len() != 2 || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    if parts.iter().all(|p| *p == "00") {
+        return Some("Z".into());
+    }
+    let mut s = format!("{sign}{}:{}", parts[0], parts.get(1).unwrap_or(&"00"));
+    if let Some(sec) = parts.get(2) {
+        s.push(':');
+        s.push_str(sec);
+    }
+    Some(s)
+}
+
+/// `timetz`: ISO-8601 time with its own offset kept (`12:34:56.789+05:30`, `Z` for UTC).
+pub(in crate::typemap) fn format_timetz(t: &str) -> Option<String> {
+    let (time, off) = split_offset(t)?;
+    parse_time_micros(time)?;
+    Some(format!("{time}{}", normalize_offset(off)?))
+}
+
+/// `timestamp` → microseconds since the Unix epoch (±infinity: see [`infinite`]).
+pub(in crate::typemap) fn parse_timestamp_micros(t: &str) -> Option<i64> {
+    let (y, m, d, rest, _) = split_date(t)?;
+    let time = rest.strip_prefix(' ')?;
+    let micros = parse_time_micros(time)?;
+    let v = days_from_civil(y, m, d)
+        .checked_mul(86_400_000_000)?
+        .checked_add(micros)?;
+    // PostgreSQL's own range ends before i64::MAX; keep the extremes free of any meaning.
+    (v != i64::MAX && v != i64::MIN).then_some(v)
+}
+
+/// `infinity` and `-infinity` in a `date` or `timestamp`: Debezium's integer types have no
+/// value for them, and any number (PostgreSQL's internal markers included) would land in a
+/// sink as a finite, wrong instant or out of its range. So they are unrepresentable: the
+/// `unrepresentable` policy applies (null with the `pgcdc.lossy` header by default).
+/// `timestamptz` is a string and keeps them exactly.
+pub(in crate::typemap) fn infinite(ty: &PgType, text: &str) -> Option<ValueError> {
+    matches!(text, "infinity" | "-infinity").then(|| {
+        bad(
+            ty,
+            format!(
+                "is {text}, which {} cannot carry (a timestamptz column carries it exactly)",
+                if *ty == PgType::Date {
+                    "io.debezium.time.Date (days since 1970)"
+                } else {
+                    "io.debezium.time.MicroTimestamp (microseconds since 1970)"
+                }
+            ),
+        )
+    })
+}
+
+/// `timestamptz` (printed in UTC) → ISO-8601 `2024-01-02T03:04:05.123456Z`, as Debezium's
+/// ZonedTimestamp; years before 1 or after 9999 use ISO's signed expanded form.
+pub(in crate::typemap) fn format_timestamptz(t: &str) -> Option<String> {
+    match t {
+        "infinity" | "-infinity" => return Some(t.to_owned()),
+        _ => {}
+    }
+    let (y, m, d, rest, _) = split_date(t)?;
+    let rest = rest.strip_prefix(' ')?;
+    let (time, off) = split_offset(rest)?;
+    parse_time_micros(time)?;
+    let off = normalize_offset(off)?;
+    let year = if (0..=9999).contains(&y) {
+        format!("{y:04}")
+    } else {
+        format!("{y:+05}")
+    };
+    Some(format!("{year}-{m:02}-{d:02}T{time}{off}"))
+}
