@@ -1,0 +1,404 @@
+//! One connector file: `connectors/<name>.yaml`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::*;
+
+pub const DEFAULT_PG_PORT: u16 = 5432;
+
+/// A password or other secret: never printed by `Debug`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The YAML spelling, for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    pub user: String,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    pub dbname: String,
+    #[serde(default)]
+    pub sslmode: SslMode,
+    /// CA bundle for verify-ca / verify-full.
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
+}
+
+pub(crate) fn default_pg_port() -> u16 {
+    DEFAULT_PG_PORT
+}
+
+/// How a `numeric` column without a declared precision and scale is carried.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NumericMode {
+    /// Debezium's `io.debezium.data.VariableScaleDecimal` struct: exact.
+    #[default]
+    Precise,
+    /// An Avro double: lossy beyond 15-17 significant digits, but NaN and ±Infinity pass.
+    Double,
+    /// The decimal string PostgreSQL prints: exact, NaN and ±Infinity included.
+    String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableFilter {
+    /// `schema.table` names; empty means every table of the database.
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    pub name: String,
+    pub postgres: PostgresConfig,
+    #[serde(default)]
+    pub slot: Option<String>,
+    #[serde(default)]
+    pub publication: Option<String>,
+    #[serde(default)]
+    pub tables: TableFilter,
+    pub topic_prefix: String,
+    /// Key columns for tables without a primary key, by `schema.table`.
+    #[serde(default)]
+    pub key_columns: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub numeric_mode: NumericMode,
+    /// Send a tombstone (null value) after each delete, for log compaction.
+    #[serde(default = "default_true")]
+    pub tombstones: bool,
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
+    /// `schema.table` of the signal table (Debezium's `signal.data.collection`): a row
+    /// inserted there starts an ad-hoc incremental snapshot. Created when missing.
+    #[serde(default)]
+    pub signal_table: Option<String>,
+    /// What an update that leaves a TOASTed value unchanged carries for it (PostgreSQL does
+    /// not send such values under REPLICA IDENTITY DEFAULT).
+    #[serde(default)]
+    pub toast: ToastMode,
+    /// Debezium's `unavailable.value.placeholder`: the value of a column PostgreSQL did not
+    /// send and pgcdc could not complete exactly.
+    #[serde(default = "default_placeholder")]
+    pub unavailable_value_placeholder: String,
+    /// `toast: fetch` holds the rest of a transaction after its first incomplete update until
+    /// its commit, up to this many bytes; past it, the held updates get the placeholder.
+    #[serde(default = "default_toast_hold_bytes")]
+    pub toast_hold_bytes: u64,
+    /// What a value PostgreSQL accepted but its Debezium-compatible Avro type cannot hold
+    /// becomes (NaN in a `numeric(p,s)`, an array whose shape differs from its declaration).
+    #[serde(default)]
+    pub unrepresentable: Unrepresentable,
+    /// Debezium's `skipped.operations`: change events of these ops are not sent (counted in
+    /// `pgcdc_skipped_operations_total`). Truncates by default, as Debezium; `[]` sends all.
+    #[serde(default = "default_skipped_operations")]
+    pub skipped_operations: Vec<SkippedOp>,
+}
+
+/// An op that `skipped_operations` can name (snapshot reads cannot be skipped).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum SkippedOp {
+    #[serde(rename = "c")]
+    Create,
+    #[serde(rename = "u")]
+    Update,
+    #[serde(rename = "d")]
+    Delete,
+    #[serde(rename = "t")]
+    Truncate,
+}
+
+pub(crate) fn default_skipped_operations() -> Vec<SkippedOp> {
+    vec![SkippedOp::Truncate]
+}
+
+/// `toast`: how pgcdc completes unchanged TOASTed values.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ToastMode {
+    /// Taken from earlier in the transaction, or read back from the table when pgcdc can
+    /// prove the row it reads is the version the transaction wrote; else the placeholder.
+    #[default]
+    Fetch,
+    /// Always Debezium's placeholder.
+    Placeholder,
+    /// Stop the connector (the operator sets REPLICA IDENTITY FULL for future WAL).
+    Fail,
+}
+
+/// `unrepresentable`: the policy for values the Avro type cannot hold. YAML reads a bare
+/// `null` as no value, so both `null` and `"null"` mean [`Unrepresentable::Null`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Unrepresentable {
+    /// Null, with the column named in the event's `pgcdc.lossy` header, counted, logged once.
+    #[default]
+    Null,
+    /// Stop the connector.
+    Fail,
+}
+
+impl<'de> Deserialize<'de> for Unrepresentable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Option::<String>::deserialize(d)?.as_deref() {
+            None | Some("null") => Ok(Unrepresentable::Null),
+            Some("fail") => Ok(Unrepresentable::Fail),
+            Some(other) => Err(serde::de::Error::custom(format!(
+                "unknown policy {other:?}, expected `null` or `fail`"
+            ))),
+        }
+    }
+}
+
+pub const DEFAULT_UNAVAILABLE_PLACEHOLDER: &str = "__debezium_unavailable_value";
+pub const DEFAULT_TOAST_HOLD_BYTES: u64 = 64 << 20;
+
+pub(crate) fn default_placeholder() -> String {
+    DEFAULT_UNAVAILABLE_PLACEHOLDER.to_owned()
+}
+pub(crate) fn default_toast_hold_bytes() -> u64 {
+    DEFAULT_TOAST_HOLD_BYTES
+}
+
+/// When the connector reads the rows already in its tables.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// On first start (no checkpoint), snapshot, then stream.
+    #[default]
+    Initial,
+    /// Never snapshot: stream from the slot's creation.
+    Never,
+    /// Snapshot, then stop without streaming (no slot is kept).
+    InitialOnly,
+    /// Snapshot on first start, and again whenever the checkpoint cannot be resumed (slot
+    /// missing, or behind/ahead of the checkpoint).
+    WhenNeeded,
+}
+
+pub const DEFAULT_SNAPSHOT_WORKERS: usize = 2;
+pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: u64 = 10_000;
+pub const DEFAULT_INCREMENTAL_CHUNK_ROWS: u64 = 2_048;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    #[serde(default)]
+    pub mode: SnapshotMode,
+    /// Connections reading the initial snapshot in parallel, across and within tables.
+    #[serde(default = "default_snapshot_workers")]
+    pub workers: usize,
+    /// Rows per primary-key chunk of the initial snapshot.
+    #[serde(default = "default_snapshot_chunk_rows")]
+    pub chunk_rows: u64,
+    /// Rows per chunk of incremental (watermark) snapshots; each is held in memory while
+    /// its window is open.
+    #[serde(default = "default_incremental_chunk_rows")]
+    pub incremental_chunk_rows: u64,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            mode: SnapshotMode::default(),
+            workers: DEFAULT_SNAPSHOT_WORKERS,
+            chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS,
+            incremental_chunk_rows: DEFAULT_INCREMENTAL_CHUNK_ROWS,
+        }
+    }
+}
+
+pub(crate) fn default_snapshot_workers() -> usize {
+    DEFAULT_SNAPSHOT_WORKERS
+}
+pub(crate) fn default_snapshot_chunk_rows() -> u64 {
+    DEFAULT_SNAPSHOT_CHUNK_ROWS
+}
+pub(crate) fn default_incremental_chunk_rows() -> u64 {
+    DEFAULT_INCREMENTAL_CHUNK_ROWS
+}
+
+pub(crate) fn default_true() -> bool {
+    true
+}
+
+impl ConnectorConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: ConnectorConfig = parse_file(path)?;
+        cfg.normalize(path)?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Table names may be written raw (`Sales & Co.Order Lines`) or as SQL quotes them
+    /// (`"Sales & Co"."Order Lines"`, as pgcdc's hints print them): both become the raw form.
+    pub fn normalize(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let norm = |field: String, v: &mut String| -> Result<(), ConfigError> {
+            *v = unquote_table(v).map_err(|m| ConfigError::new(path, field, m))?;
+            Ok(())
+        };
+        for (i, t) in self.tables.include.iter_mut().enumerate() {
+            norm(format!("tables.include[{i}]"), t)?;
+        }
+        for (i, t) in self.tables.exclude.iter_mut().enumerate() {
+            norm(format!("tables.exclude[{i}]"), t)?;
+        }
+        if let Some(t) = self.signal_table.as_mut() {
+            norm("signal_table".into(), t)?;
+        }
+        let mut keys = BTreeMap::new();
+        for (t, cols) in std::mem::take(&mut self.key_columns) {
+            let mut n = t.clone();
+            norm(format!("key_columns.{t}"), &mut n)?;
+            keys.insert(n, cols);
+        }
+        self.key_columns = keys;
+        Ok(())
+    }
+
+    /// The replication slot: configured, or `pgcdc_<name>`.
+    pub fn slot_name(&self) -> String {
+        self.slot
+            .clone()
+            .unwrap_or_else(|| format!("pgcdc_{}", self.name))
+    }
+
+    pub fn publication_name(&self) -> String {
+        self.publication
+            .clone()
+            .unwrap_or_else(|| format!("pgcdc_{}", self.name))
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let err = |field: &str, msg: String| Err(ConfigError::new(path, field, msg));
+        if !is_identifier(&self.name) {
+            return err("name", format!("{:?} must be lowercase letters, digits and _ (it names the slot and the transactional id)", self.name));
+        }
+        let ident = |field: &str, v: &str| -> Result<(), ConfigError> {
+            if is_identifier(v) && v.len() <= 63 {
+                Ok(())
+            } else {
+                err(
+                    field,
+                    format!("{v:?} must be lowercase letters, digits and _, at most 63 characters"),
+                )
+            }
+        };
+        ident("slot", &self.slot_name())?;
+        ident("publication", &self.publication_name())?;
+        if self.postgres.host.is_empty() {
+            return err("postgres.host", "must not be empty".into());
+        }
+        if self.postgres.port == 0 {
+            return err("postgres.port", "must be a port number".into());
+        }
+        if matches!(
+            self.postgres.sslmode,
+            SslMode::VerifyCa | SslMode::VerifyFull
+        ) && self.postgres.sslrootcert.is_none()
+        {
+            return err(
+                "postgres.sslrootcert",
+                "is required with sslmode verify-ca or verify-full".into(),
+            );
+        }
+        validate_topic_name(&self.topic_prefix).or_else(|m| err("topic_prefix", m))?;
+        for (i, t) in self.tables.include.iter().enumerate() {
+            qualified(t).map_err(|m| ConfigError::new(path, format!("tables.include[{i}]"), m))?;
+        }
+        for (i, t) in self.tables.exclude.iter().enumerate() {
+            qualified(t).map_err(|m| ConfigError::new(path, format!("tables.exclude[{i}]"), m))?;
+        }
+        for (t, cols) in &self.key_columns {
+            qualified(t).map_err(|m| ConfigError::new(path, format!("key_columns.{t}"), m))?;
+            if cols.is_empty() {
+                return err(
+                    &format!("key_columns.{t}"),
+                    "must list at least one column".into(),
+                );
+            }
+        }
+        if !(1..=64).contains(&self.snapshot.workers) {
+            return err("snapshot.workers", "must be between 1 and 64".into());
+        }
+        if !(1..=10_000_000).contains(&self.snapshot.chunk_rows) {
+            return err(
+                "snapshot.chunk_rows",
+                "must be between 1 and 10000000".into(),
+            );
+        }
+        if !(1..=1_000_000).contains(&self.snapshot.incremental_chunk_rows) {
+            return err(
+                "snapshot.incremental_chunk_rows",
+                "must be between 1 and 1000000".into(),
+            );
+        }
+        if let Some(t) = &self.signal_table {
+            qualified(t).map_err(|m| ConfigError::new(path, "signal_table", m))?;
+        }
+        if self.unavailable_value_placeholder.is_empty() {
+            return err(
+                "unavailable_value_placeholder",
+                "must not be empty (consumers tell a placeholder from a value by it)".into(),
+            );
+        }
+        if !(1 << 20..=1 << 34).contains(&self.toast_hold_bytes) {
+            return err(
+                "toast_hold_bytes",
+                "must be between 1048576 (1 MiB) and 17179869184 (16 GiB)".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether `schema.table` is captured by this connector.
+    pub fn captures(&self, schema: &str, table: &str) -> bool {
+        let name = format!("{schema}.{table}");
+        if self.signal_table.as_deref() == Some(name.as_str()) {
+            return false;
+        }
+        (self.tables.include.is_empty() || self.tables.include.contains(&name))
+            && !self.tables.exclude.contains(&name)
+    }
+}

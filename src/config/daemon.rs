@@ -1,0 +1,371 @@
+//! Daemon settings: `config/pgcdc.yaml`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::*;
+
+pub const DEFAULT_COMPRESSION: &str = "lz4";
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+pub const DEFAULT_BATCH_BYTES: u64 = 1 << 20;
+pub const DEFAULT_PARTITIONS: i32 = 1;
+pub const DEFAULT_REPLICATION_FACTOR: i32 = 1;
+pub const DEFAULT_TXN_MAX_EVENTS: usize = 20_000;
+pub const DEFAULT_TXN_MAX_BYTES: u64 = 32 << 20;
+pub const DEFAULT_TXN_MAX_INTERVAL: Duration = Duration::from_millis(50);
+pub const DEFAULT_OFFSETS_TOPIC: &str = "pgcdc.offsets";
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8686";
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// librdkafka options that pgcdc sets itself: the raw options map may not override them,
+/// because the delivery guarantee depends on them.
+const RESERVED_LIBRDKAFKA_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "acks",
+    "request.required.acks",
+    "enable.idempotence",
+    "transactional.id",
+    "partitioner",
+    "compression.type",
+    "compression.codec",
+    "linger.ms",
+    "queue.buffering.max.ms",
+    "batch.size",
+    "isolation.level",
+    "enable.auto.commit",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    pub kafka: KafkaConfig,
+    pub schema_registry: RegistryConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    /// After SIGTERM/SIGINT, how long a connector may take to commit what is whole and stop;
+    /// one still starting up (e.g. waiting for Kafka) is abandoned then. Nothing that was
+    /// not delivered is acknowledged either way.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) fn default_shutdown_timeout() -> Duration {
+    DEFAULT_SHUTDOWN_TIMEOUT
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    #[serde(default = "default_linger", with = "humantime_serde")]
+    pub linger: Duration,
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: u64,
+    #[serde(default)]
+    pub topics: TopicDefaults,
+    #[serde(default)]
+    pub transaction: TransactionConfig,
+    #[serde(default = "default_offsets_topic")]
+    pub offsets_topic: String,
+    /// Kafka transactions around events and checkpoint (the default). `false` is
+    /// at-least-once: a restart may repeat events; kept to measure what transactions cost.
+    #[serde(default = "default_true")]
+    pub exactly_once: bool,
+    /// Extra librdkafka options for the producer and consumers (security settings, say).
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+/// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,
+/// `ssl.key.pem`, `sasl.oauthbearer.client.secret`, `sasl.jaas.config`, …).
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "key.pem",
+        "jaas",
+        "token",
+        "credential",
+        "keystore",
+        "private",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let librdkafka: BTreeMap<&str, &str> = self
+            .librdkafka
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret_property(k) {
+                        "***"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("compression", &self.compression)
+            .field("linger", &self.linger)
+            .field("batch_bytes", &self.batch_bytes)
+            .field("topics", &self.topics)
+            .field("transaction", &self.transaction)
+            .field("offsets_topic", &self.offsets_topic)
+            .field("exactly_once", &self.exactly_once)
+            .field("librdkafka", &librdkafka)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicDefaults {
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: i32,
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        TopicDefaults {
+            partitions: DEFAULT_PARTITIONS,
+            replication_factor: DEFAULT_REPLICATION_FACTOR,
+            configs: BTreeMap::new(),
+        }
+    }
+}
+
+/// When an open Kafka transaction is committed: whichever limit is reached first, and only
+/// ever at a PostgreSQL transaction boundary.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionConfig {
+    #[serde(default = "default_txn_max_events")]
+    pub max_events: usize,
+    #[serde(default = "default_txn_max_bytes")]
+    pub max_bytes: u64,
+    #[serde(default = "default_txn_max_interval", with = "humantime_serde")]
+    pub max_interval: Duration,
+}
+
+impl Default for TransactionConfig {
+    fn default() -> Self {
+        TransactionConfig {
+            max_events: DEFAULT_TXN_MAX_EVENTS,
+            max_bytes: DEFAULT_TXN_MAX_BYTES,
+            max_interval: DEFAULT_TXN_MAX_INTERVAL,
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+impl fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: DEFAULT_HTTP_LISTEN.to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: DEFAULT_LOG_LEVEL.to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+pub(crate) fn default_compression() -> String {
+    DEFAULT_COMPRESSION.to_owned()
+}
+pub(crate) fn default_linger() -> Duration {
+    DEFAULT_LINGER
+}
+pub(crate) fn default_batch_bytes() -> u64 {
+    DEFAULT_BATCH_BYTES
+}
+pub(crate) fn default_partitions() -> i32 {
+    DEFAULT_PARTITIONS
+}
+pub(crate) fn default_replication_factor() -> i32 {
+    DEFAULT_REPLICATION_FACTOR
+}
+pub(crate) fn default_txn_max_events() -> usize {
+    DEFAULT_TXN_MAX_EVENTS
+}
+pub(crate) fn default_txn_max_bytes() -> u64 {
+    DEFAULT_TXN_MAX_BYTES
+}
+pub(crate) fn default_txn_max_interval() -> Duration {
+    DEFAULT_TXN_MAX_INTERVAL
+}
+pub(crate) fn default_offsets_topic() -> String {
+    DEFAULT_OFFSETS_TOPIC.to_owned()
+}
+pub(crate) fn default_http_listen() -> String {
+    DEFAULT_HTTP_LISTEN.to_owned()
+}
+pub(crate) fn default_log_level() -> String {
+    DEFAULT_LOG_LEVEL.to_owned()
+}
+
+impl DaemonConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let cfg: DaemonConfig = parse_file(path)?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let err = |field: &str, msg: String| Err(ConfigError::new(path, field, msg));
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return err(
+                "kafka.bootstrap_servers",
+                "must name at least one host:port".into(),
+            );
+        }
+        const CODECS: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];
+        if !CODECS.contains(&self.kafka.compression.as_str()) {
+            return err(
+                "kafka.compression",
+                format!(
+                    "{:?} is not one of {}",
+                    self.kafka.compression,
+                    CODECS.join(", ")
+                ),
+            );
+        }
+        // librdkafka's ranges, checked here so `validate` and the start say it in one line.
+        if self.kafka.linger > Duration::from_millis(900_000) {
+            return err(
+                "kafka.linger",
+                format!(
+                    "{} is over librdkafka's limit of 900000ms (15m) for linger.ms; a few ms is usual",
+                    humantime::format_duration(self.kafka.linger)
+                ),
+            );
+        }
+        if !(1..=i32::MAX as u64).contains(&self.kafka.batch_bytes) {
+            return err(
+                "kafka.batch_bytes",
+                "must be between 1 and 2147483647 (librdkafka's batch.size)".into(),
+            );
+        }
+        if self.kafka.topics.partitions < 1 {
+            return err("kafka.topics.partitions", "must be at least 1".into());
+        }
+        if self.kafka.topics.replication_factor < 1 {
+            return err(
+                "kafka.topics.replication_factor",
+                "must be at least 1".into(),
+            );
+        }
+        if self.kafka.transaction.max_events == 0 {
+            return err("kafka.transaction.max_events", "must be at least 1".into());
+        }
+        if self.kafka.transaction.max_bytes == 0 {
+            return err("kafka.transaction.max_bytes", "must be at least 1".into());
+        }
+        validate_topic_name(&self.kafka.offsets_topic)
+            .or_else(|m| err("kafka.offsets_topic", m))?;
+        for key in self.kafka.librdkafka.keys() {
+            if RESERVED_LIBRDKAFKA_KEYS.contains(&key.as_str()) {
+                return err(
+                    &format!("kafka.librdkafka.{key}"),
+                    "is set by pgcdc itself (see the kafka section's own fields); remove it".into(),
+                );
+            }
+        }
+        if !(self.schema_registry.url.starts_with("http://")
+            || self.schema_registry.url.starts_with("https://"))
+        {
+            return err(
+                "schema_registry.url",
+                "must start with http:// or https://".into(),
+            );
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return err(
+                "http.listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:8686",
+                    self.http.listen
+                ),
+            );
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
+            return err(
+                "logging.level",
+                format!(
+                    "{:?} is not a level or filter like \"info\"",
+                    self.logging.level
+                ),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,266 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::env::*;
+use super::*;
+
+fn env(k: &str) -> Option<String> {
+    match k {
+        "PGHOST" => Some("db.internal".into()),
+        "PGPORT" => Some("6543".into()),
+        _ => None,
+    }
+}
+
+const CONNECTOR: &str = "
+name: orders
+postgres:
+  host: ${PGHOST}
+  port: ${PGPORT}
+  user: cdc
+  password: ${PGPASSWORD:-hunter2}
+  dbname: shop
+topic_prefix: shop
+tables:
+  include: [public.orders]
+key_columns:
+  public.events: [id]
+";
+
+fn connector(text: &str) -> Result<ConnectorConfig, ConfigError> {
+    let p = Path::new("connectors/orders.yaml");
+    let c: ConnectorConfig = parse_str(p, text, &env)?;
+    c.validate(p)?;
+    Ok(c)
+}
+
+#[test]
+fn parses_connector_with_env_and_defaults() {
+    let c = connector(CONNECTOR).unwrap();
+    assert_eq!(c.postgres.host, "db.internal");
+    assert_eq!(c.postgres.port, 6543);
+    assert_eq!(c.postgres.password, Some(Secret("hunter2".into())));
+    assert_eq!(c.slot_name(), "pgcdc_orders");
+    assert_eq!(c.numeric_mode, NumericMode::Precise);
+    assert!(c.tombstones);
+    assert!(c.captures("public", "orders"));
+    assert!(!c.captures("public", "other"));
+}
+
+#[test]
+fn password_is_not_printed() {
+    let c = connector(CONNECTOR).unwrap();
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("hunter2"), "{dbg}");
+}
+
+#[test]
+fn unknown_key_names_file_and_path() {
+    let text = CONNECTOR.replace("  dbname: shop", "  dbname: shop\n  hots: x");
+    let e = connector(&text).unwrap_err().to_string();
+    assert!(
+        e.starts_with("connectors/orders.yaml: postgres.hots: unknown field `hots`"),
+        "{e}"
+    );
+    assert!(e.contains("line 9"), "{e}");
+}
+
+#[test]
+fn bad_enum_value_lists_allowed() {
+    let text = format!("{CONNECTOR}numeric_mode: exact\n");
+    let e = connector(&text).unwrap_err().to_string();
+    assert!(e.contains("numeric_mode") && e.contains("precise"), "{e}");
+}
+
+#[test]
+fn missing_env_var_is_reported_with_line() {
+    let text = CONNECTOR.replace("${PGHOST}", "${NOPE_HOST}");
+    let e = connector(&text).unwrap_err().to_string();
+    assert!(e.contains("line 4") && e.contains("NOPE_HOST"), "{e}");
+}
+
+#[test]
+fn env_in_comments_and_escapes() {
+    let out = substitute_env("# ${UNSET}\na: $${LITERAL}\nb: 1 # ${UNSET}\n", &env).unwrap();
+    assert_eq!(out, "# ${UNSET}\na: ${LITERAL}\nb: 1 # ${UNSET}\n");
+    let env = |k: &str| (k == "V").then(|| "a \"b\" 'c' #d".to_owned());
+    assert_eq!(
+            substitute_env("x: \"<${V}>\"\ny: '<${V}>'\nz: ${V} # c\n- ${V}\nw: [${V}]\n", &env).unwrap(),
+            "x: \"<a \\\"b\\\" 'c' #d>\"\ny: '<a \"b\" ''c'' #d>'\nz: \"a \\\"b\\\" 'c' #d\" # c\n- \"a \\\"b\\\" 'c' #d\"\nw: [\"a \\\"b\\\" 'c' #d\"]\n"
+        );
+    let e = substitute_env("u: http://${V}/x\n", &env).unwrap_err();
+    assert!(e.1.contains("double quotes"), "{e:?}");
+    // A comment is not a value: its variables need not be set.
+    let text = format!("{CONNECTOR}# password: ${{UNSET_IN_COMMENT}}\n");
+    connector(&text).unwrap();
+}
+
+#[test]
+fn env_values_are_data_not_yaml() {
+    let p = Path::new("c.yaml");
+    for pw in [
+        "a #b",
+        "x: y",
+        "it's \"q\"",
+        "*star",
+        "&amp",
+        "- dash",
+        "1234",
+        "007",
+        "{}",
+        "true",
+        "~",
+        "null",
+        "",
+    ] {
+        let env = |k: &str| match k {
+            "PW" => Some(pw.to_owned()),
+            "PGPORT" => Some("6543".to_owned()),
+            _ => None,
+        };
+        let text = "name: c\npostgres:\n  host: h\n  port: ${PGPORT}\n  user: u\n  dbname: d\n  password: ${PW}\ntopic_prefix: p\n";
+        let c: ConnectorConfig = parse_str(p, text, &env).unwrap_or_else(|e| panic!("{pw}: {e}"));
+        assert_eq!(c.postgres.password, Some(Secret(pw.into())), "{pw}");
+        assert_eq!(c.postgres.port, 6543);
+    }
+}
+
+#[test]
+fn value_policies_parse_with_defaults() {
+    let p = Path::new("c.yaml");
+    let c: ConnectorConfig = parse_str(p, CONNECTOR, &env).unwrap();
+    assert_eq!(c.toast, ToastMode::Fetch);
+    assert_eq!(c.unrepresentable, Unrepresentable::Null);
+    assert_eq!(
+        c.unavailable_value_placeholder,
+        DEFAULT_UNAVAILABLE_PLACEHOLDER
+    );
+    for (yaml, want) in [
+        ("null", Unrepresentable::Null),
+        ("\"null\"", Unrepresentable::Null),
+        ("fail", Unrepresentable::Fail),
+    ] {
+        let text = format!("{CONNECTOR}unrepresentable: {yaml}\ntoast: placeholder\n");
+        let c: ConnectorConfig = parse_str(p, &text, &env).unwrap();
+        assert_eq!(c.unrepresentable, want, "{yaml}");
+        assert_eq!(c.toast, ToastMode::Placeholder);
+    }
+    let text = format!("{CONNECTOR}unrepresentable: drop\n");
+    let e = parse_str::<ConnectorConfig>(p, &text, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unrepresentable") && e.contains("fail"), "{e}");
+    let text = format!("{CONNECTOR}toast: full\n");
+    let e = parse_str::<ConnectorConfig>(p, &text, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("toast") && e.contains("fetch"), "{e}");
+    let text = format!("{CONNECTOR}unavailable_value_placeholder: \"\"\n");
+    let c: ConnectorConfig = parse_str(p, &text, &env).unwrap();
+    let e = c.validate(p).unwrap_err().to_string();
+    assert!(e.contains("unavailable_value_placeholder"), "{e}");
+}
+
+#[test]
+fn librdkafka_ranges_are_config_errors() {
+    let p = Path::new("pgcdc.yaml");
+    let base =
+        "kafka:\n  bootstrap_servers: k:9092\n  linger: 10h\nschema_registry:\n  url: http://r\n";
+    let d: DaemonConfig = parse_str(p, base, &env).unwrap();
+    let e = d.validate(p).unwrap_err().to_string();
+    assert!(e.contains("kafka.linger") && e.contains("900000"), "{e}");
+}
+
+#[test]
+fn secrets_in_librdkafka_properties_are_redacted_in_debug() {
+    let p = Path::new("pgcdc.yaml");
+    let text =
+        "kafka:\n  bootstrap_servers: k:9092\n  librdkafka:\n    sasl.password: s3cret-one\n    \
+                    ssl.key.password: s3cret-two\n    sasl.username: alice\n\
+                    schema_registry:\n  url: http://r\n  username: u\n  password: s3cret-three\n";
+    let d: DaemonConfig = parse_str(p, text, &env).unwrap();
+    let dbg = format!("{d:?}");
+    assert!(!dbg.contains("s3cret"), "{dbg}");
+    assert!(
+        dbg.contains("alice") && dbg.contains("sasl.password"),
+        "{dbg}"
+    );
+}
+
+#[test]
+fn table_names_in_raw_or_quoted_form() {
+    assert_eq!(unquote_table("public.orders").unwrap(), "public.orders");
+    assert_eq!(
+        unquote_table(r#""Sales & Co"."Order Lines""#).unwrap(),
+        "Sales & Co.Order Lines"
+    );
+    assert_eq!(unquote_table(r#"public."a""b""#).unwrap(), "public.a\"b");
+    assert!(unquote_table(r#""a.b".c"#).is_err());
+    assert!(unquote_table(r#""open.c"#).is_err());
+    let p = Path::new("c.yaml");
+    let text = "name: n\npostgres: {host: h, user: u, dbname: d}\ntopic_prefix: p\n\
+                    tables:\n  include: ['\"Sales & Co\".\"Order Lines\"']\nkey_columns:\n  '\"S\".\"T\"': [id]\n";
+    let mut c: ConnectorConfig = parse_str(p, text, &env).unwrap();
+    c.normalize(p).unwrap();
+    assert_eq!(c.tables.include, ["Sales & Co.Order Lines"]);
+    assert!(c.captures("Sales & Co", "Order Lines"));
+    assert!(c.key_columns.contains_key("S.T"));
+}
+
+#[test]
+fn validate_rejects_bad_names() {
+    let e = connector(&CONNECTOR.replace("name: orders", "name: Orders-1")).unwrap_err();
+    assert_eq!(e.field, "name");
+    let e = connector(&CONNECTOR.replace("[public.orders]", "[orders]")).unwrap_err();
+    assert_eq!(e.field, "tables.include[0]");
+    let e =
+        connector(&CONNECTOR.replace("topic_prefix: shop", "topic_prefix: 'sh op'")).unwrap_err();
+    assert_eq!(e.field, "topic_prefix");
+}
+
+const DAEMON: &str = "
+kafka:
+  bootstrap_servers: 127.0.0.1:9092
+  linger: 10ms
+  transaction:
+    max_interval: 1s
+schema_registry:
+  url: http://127.0.0.1:8081/apis/ccompat/v7
+";
+
+fn daemon(text: &str) -> Result<DaemonConfig, ConfigError> {
+    let p = Path::new("config/pgcdc.yaml");
+    let c: DaemonConfig = parse_str(p, text, &env)?;
+    c.validate(p)?;
+    Ok(c)
+}
+
+#[test]
+fn parses_daemon_with_human_durations() {
+    let c = daemon(DAEMON).unwrap();
+    assert_eq!(c.kafka.linger, Duration::from_millis(10));
+    assert_eq!(c.kafka.transaction.max_interval, Duration::from_secs(1));
+    assert_eq!(c.kafka.compression, "lz4");
+    assert_eq!(c.http.listen, DEFAULT_HTTP_LISTEN);
+}
+
+#[test]
+fn raw_librdkafka_map_cannot_override_guarantees() {
+    let text = DAEMON.replace(
+        "  linger: 10ms",
+        "  linger: 10ms\n  librdkafka:\n    acks: '1'",
+    );
+    let e = daemon(&text).unwrap_err();
+    assert_eq!(e.field, "kafka.librdkafka.acks");
+    let text = DAEMON.replace(
+        "  linger: 10ms",
+        "  linger: 10ms\n  librdkafka:\n    security.protocol: ssl",
+    );
+    assert!(daemon(&text).is_ok());
+}
+
+#[test]
+fn bad_duration_is_reported() {
+    let e = daemon(&DAEMON.replace("10ms", "ten")).unwrap_err();
+    assert_eq!(e.field, "kafka.linger");
+}
