@@ -1,0 +1,206 @@
+//! An ordinary (non-replication) connection for everything that is plain SQL: preflight
+//! checks, the publication, slot state, and catalog look-ups for types and primary keys.
+
+mod preflight;
+mod publication;
+mod relation;
+mod snapshot;
+
+pub use preflight::Preflight;
+pub use snapshot::SnapshotTable;
+
+use std::collections::HashMap;
+
+use tokio_postgres::Client;
+
+use crate::config::{NumericMode, PostgresConfig, SslMode};
+use crate::error::{Error, Result};
+use crate::postgres::replication::classify_sqlstate;
+use crate::postgres::tls;
+use crate::typemap::PgType;
+use crate::Lsn;
+
+pub struct Catalog {
+    client: Client,
+    server: String,
+    numeric_mode: NumericMode,
+    types: HashMap<(u32, i32), PgType>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SlotInfo {
+    pub plugin: Option<String>,
+    pub database: Option<String>,
+    pub confirmed_flush: Option<Lsn>,
+    pub active: bool,
+    pub active_pid: Option<i32>,
+}
+
+/// Reading a catalog row: a column of another type than the query promises is an error
+/// naming the column, never a panic (`Row::get` panics).
+trait Col {
+    fn col<'a, T: tokio_postgres::types::FromSql<'a>>(&'a self, i: usize) -> Result<T>;
+}
+
+impl Col for tokio_postgres::Row {
+    fn col<'a, T: tokio_postgres::types::FromSql<'a>>(&'a self, i: usize) -> Result<T> {
+        self.try_get(i).map_err(|e| {
+            let name = self.columns().get(i).map_or("?", |c| c.name());
+            Error::permanent(format!(
+                "internal error: catalog query column {i} ({name}): {e}; please report it"
+            ))
+        })
+    }
+}
+
+pub(crate) fn pg_err(server: &str, e: tokio_postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(db) => {
+            let hint = db
+                .hint()
+                .map(|h| format!("; hint: {h}"))
+                .unwrap_or_default();
+            classify_sqlstate(
+                db.code().code(),
+                format!(
+                    "PostgreSQL {server}: {}{hint} [SQLSTATE {}]",
+                    db.message(),
+                    db.code().code()
+                ),
+            )
+        }
+        None => {
+            let text = error_chain(&e);
+            if text.contains("password missing") {
+                Error::permanent(format!(
+                    "PostgreSQL {server} asks for a password; set postgres.password in the connector file"
+                ))
+            } else if text.contains("server does not support TLS") {
+                Error::permanent(format!(
+                    "PostgreSQL {server} does not accept TLS but postgres.sslmode requires it; enable ssl on the server or lower sslmode"
+                ))
+            } else {
+                Error::transient(format!("PostgreSQL {server}: {text}"))
+            }
+        }
+    }
+}
+
+/// An error's text followed by its causes, `: `-separated.
+fn error_chain(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(cause) = src {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    text
+}
+
+/// An ordinary connection; `options` are startup options (`-c name=value ...`). Returns the
+/// client and the server's `host:port` for messages.
+pub(crate) async fn connect_client(
+    cfg: &PostgresConfig,
+    application_name: &str,
+    options: Option<&str>,
+) -> Result<(Client, String)> {
+    let server = format!("{}:{}", cfg.host, cfg.port);
+    let mut pc = tokio_postgres::Config::new();
+    pc.host(&cfg.host)
+        .port(cfg.port)
+        .user(&cfg.user)
+        .dbname(&cfg.dbname)
+        .application_name(application_name);
+    if let Some(o) = options {
+        pc.options(o);
+    }
+    if let Some(p) = cfg.password.as_ref().filter(|p| !p.0.is_empty()) {
+        pc.password(&p.0);
+    }
+    pc.ssl_mode(match cfg.sslmode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        _ => tokio_postgres::config::SslMode::Require,
+    });
+    let tls = postgres_native_tls::MakeTlsConnector::new(tls::connector(cfg)?);
+    let (client, conn) = match pc.connect(tls).await {
+        Ok(c) => c,
+        Err(e) if e.to_string().contains("TLS handshake") => {
+            return Err(tls::handshake_failed(cfg, &server, &error_chain(&e)).await)
+        }
+        Err(e) => return Err(pg_err(&server, e)),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "postgres connection closed");
+        }
+    });
+    Ok((client, server))
+}
+
+impl Catalog {
+    pub async fn connect(
+        cfg: &PostgresConfig,
+        numeric_mode: NumericMode,
+        application_name: &str,
+    ) -> Result<Self> {
+        // pgoutput's text formats, so that defaults cast here print as values arrive.
+        let (client, server) = connect_client(
+            cfg,
+            application_name,
+            Some(crate::postgres::replication::SESSION_OPTIONS),
+        )
+        .await?;
+        Ok(Catalog {
+            client,
+            server,
+            numeric_mode,
+            types: HashMap::new(),
+        })
+    }
+
+    fn err(&self, e: tokio_postgres::Error) -> Error {
+        pg_err(&self.server, e)
+    }
+
+    async fn show(&self, setting: &str) -> Result<String> {
+        let row = self
+            .client
+            .query_one(&format!("SHOW {setting}"), &[])
+            .await
+            .map_err(|e| self.err(e))?;
+        row.col(0)
+    }
+
+    pub async fn server_version_num(&self) -> Result<i32> {
+        let row = self
+            .client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(|e| self.err(e))?;
+        row.col(0)
+    }
+
+    pub async fn slot(&self, name: &str) -> Result<Option<SlotInfo>> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT plugin::text, database::text, confirmed_flush_lsn::text, active, active_pid
+                   FROM pg_replication_slots WHERE slot_name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        row.map(|r| {
+            Ok(SlotInfo {
+                plugin: r.col(0)?,
+                database: r.col(1)?,
+                confirmed_flush: r.col::<Option<String>>(2)?.and_then(|s| s.parse().ok()),
+                active: r.col(3)?,
+                active_pid: r.col(4)?,
+            })
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,197 @@
+//! The publication pgcdc manages (and the signal table): created, checked, extended.
+
+use crate::config::ConnectorConfig;
+use crate::error::{Error, Result};
+use crate::postgres::replication::quote_ident;
+
+use super::*;
+
+pub(super) fn managed_comment(connector: &str) -> String {
+    format!("managed by pgcdc connector {connector}")
+}
+
+impl Catalog {
+    pub async fn publication_exists(&self, name: &str) -> Result<bool> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        row.col(0)
+    }
+
+    /// Creates the connector's publication when missing: `FOR ALL TABLES` when no table
+    /// filter is set, else for the captured tables. An existing publication is left as it is
+    /// (events are filtered by the connector's table filter anyway).
+    pub async fn ensure_publication(&self, conn: &ConnectorConfig) -> Result<()> {
+        let name = conn.publication_name();
+        if self.publication_exists(&name).await? {
+            return Ok(());
+        }
+        let sql = if conn.tables.include.is_empty() && conn.tables.exclude.is_empty() {
+            format!("CREATE PUBLICATION {} FOR ALL TABLES", quote_ident(&name))
+        } else {
+            let tables = self.captured_tables(conn).await?;
+            if tables.is_empty() {
+                return Err(Error::permanent(format!(
+                    "connector {}: no existing table matches tables.include/exclude; nothing to publish",
+                    conn.name
+                )));
+            }
+            let list: Vec<&str> = tables.iter().map(|t| t.quoted.as_str()).collect();
+            format!(
+                "CREATE PUBLICATION {} FOR TABLE {}",
+                quote_ident(&name),
+                list.join(", ")
+            )
+        };
+        tracing::info!(publication = %name, "creating publication");
+        // The comment marks the publication as pgcdc's: tables are added to it as the
+        // connector's table filter grows. A publication someone else made is never altered.
+        let sql = format!(
+            "{sql}; COMMENT ON PUBLICATION {} IS {}",
+            quote_ident(&name),
+            crate::postgres::replication::quote_literal(&managed_comment(&conn.name))
+        );
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Captured tables the publication does not publish (none for FOR ALL TABLES), and
+    /// whether pgcdc manages the publication. A table missing there would be snapshotted
+    /// but never streamed.
+    pub async fn publication_gaps(&self, conn: &ConnectorConfig) -> Result<(bool, Vec<String>)> {
+        let name = conn.publication_name();
+        let Some(row) = self
+            .client
+            .query_opt(
+                "SELECT puballtables, coalesce(obj_description(oid, 'pg_publication'), '')
+                   FROM pg_publication WHERE pubname = $1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.err(e))?
+        else {
+            return Ok((true, Vec::new()));
+        };
+        let (all, comment): (bool, String) = (row.col(0)?, row.col(1)?);
+        let managed = comment == managed_comment(&conn.name);
+        if all {
+            return Ok((managed, Vec::new()));
+        }
+        let published: Vec<String> = self
+            .client
+            .query(
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_publication_tables WHERE pubname = $1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map(|r| r.col(0))
+            .collect::<Result<_>>()?;
+        let missing = self
+            .captured_tables(conn)
+            .await?
+            .into_iter()
+            .filter(|t| !published.contains(&t.quoted))
+            .map(|t| t.quoted)
+            .collect();
+        Ok((managed, missing))
+    }
+
+    /// Makes every captured table part of the publication before anything is read: adds
+    /// the missing ones to a publication pgcdc manages, and refuses (with the statement to
+    /// run) for one it does not.
+    pub async fn cover_tables(&self, conn: &ConnectorConfig) -> Result<()> {
+        let (managed, missing) = self.publication_gaps(conn).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "ALTER PUBLICATION {} ADD TABLE {}",
+            quote_ident(&conn.publication_name()),
+            missing.join(", ")
+        );
+        if !managed {
+            return Err(Error::permanent(format!(
+                "connector {}: publication {} does not publish {} (captured by tables.include), so its changes would \
+                 never be streamed; run {sql}, or remove the table from tables.include",
+                conn.name,
+                crate::postgres::quote_ident(&conn.publication_name()),
+                missing.join(", ")
+            )));
+        }
+        tracing::warn!(connector = %conn.name, tables = %missing.join(", "), "adding tables to the publication; rows already in them arrive only through an incremental snapshot (pgcdc snapshot)");
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    pub async fn table_exists(&self, qualified: &str) -> Result<bool> {
+        let (schema, table) = crate::config::qualified(qualified)
+            .map_err(|m| Error::permanent(format!("table {qualified}: {m}")))?;
+        let row = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                                 WHERE n.nspname = $1 AND c.relname = $2)",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        row.col(0)
+    }
+
+    /// Creates the signal table when missing (Debezium's layout: id, type, data) and adds it
+    /// to the connector's publication when the publication lists tables.
+    pub async fn ensure_signal_table(&self, conn: &ConnectorConfig) -> Result<()> {
+        let Some(name) = &conn.signal_table else {
+            return Ok(());
+        };
+        let (schema, table) = crate::config::qualified(name)
+            .map_err(|m| Error::permanent(format!("signal_table: {m}")))?;
+        let quoted = format!("{}.{}", quote_ident(schema), quote_ident(table));
+        self.client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {quoted} (id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048))"
+            ))
+            .await
+            .map_err(|e| {
+                Error::permanent(format!(
+                    "connector {}: cannot create signal table {name}: {}; create it yourself (id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048)) or grant CREATE on schema {schema}",
+                    conn.name,
+                    self.err(e)
+                ))
+            })?;
+        let pubname = conn.publication_name();
+        let row = self
+            .client
+            .query_one(
+                "SELECT p.puballtables,
+                        EXISTS (SELECT 1 FROM pg_publication_tables t
+                                 WHERE t.pubname = p.pubname AND t.schemaname = $2 AND t.tablename = $3)
+                   FROM pg_publication p WHERE p.pubname = $1",
+                &[&pubname, &schema, &table],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let (all, listed): (bool, bool) = (row.col(0)?, row.col(1)?);
+        if !all && !listed {
+            self.client
+                .batch_execute(&format!(
+                    "ALTER PUBLICATION {} ADD TABLE {quoted}",
+                    quote_ident(&pubname)
+                ))
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+}
