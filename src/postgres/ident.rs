@@ -108,6 +108,16 @@ const RESERVED: &[&str] = &[
     "with",
 ];
 
+/// An identifier for SQL text pgcdc runs: always quoted, whatever it is.
+pub fn sql_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// A string literal for SQL text pgcdc runs.
+pub fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// `name` as SQL needs it: bare when it is a lowercase identifier and no reserved word,
 /// else in double quotes with inner quotes doubled.
 pub fn ident(name: &str) -> String {

@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use crate::config::{PostgresConfig, SslMode};
 use crate::decode::pgoutput::PG_EPOCH_OFFSET_MICROS;
 use crate::error::{Error, Result};
+use crate::postgres::ident::{sql_ident, sql_literal};
 use crate::postgres::tls;
 use crate::Lsn;
 
@@ -380,7 +381,7 @@ impl ReplicationClient {
         let rows = self
             .simple_query(&format!(
                 "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {opt}",
-                quote_ident(slot)
+                sql_ident(slot)
             ))
             .await?;
         let row = rows.first();
@@ -398,7 +399,7 @@ impl ReplicationClient {
 
     /// Drops a slot (ours, inactive).
     pub async fn drop_slot(&mut self, slot: &str) -> Result<()> {
-        self.simple_query(&format!("DROP_REPLICATION_SLOT {}", quote_ident(slot)))
+        self.simple_query(&format!("DROP_REPLICATION_SLOT {}", sql_ident(slot)))
             .await?;
         Ok(())
     }
@@ -421,14 +422,14 @@ impl ReplicationClient {
     ) -> Result<(ReplicationStream, StatusSender)> {
         let mut opts = format!(
             "proto_version '1', publication_names {}",
-            quote_literal(&quote_ident(publication))
+            sql_literal(&sql_ident(publication))
         );
         if messages {
             opts.push_str(", messages 'true'");
         }
         let sql = format!(
             "START_REPLICATION SLOT {} LOGICAL {start} ({opts})",
-            quote_ident(slot)
+            sql_ident(slot)
         );
         let mut b = BytesMut::new();
         frontend::query(&sql, &mut b).map_err(|e| Error::permanent(e.to_string()))?;
@@ -556,16 +557,6 @@ fn pg_now_micros() -> i64 {
         .unwrap_or(Duration::ZERO)
         .as_micros() as i64;
     unix - PG_EPOCH_OFFSET_MICROS
-}
-
-/// The reason of a failed TLS handshake in a few words: OpenSSL's text repeats itself over
-/// hundreds of characters.
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-pub fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 async fn negotiate_tls(mut tcp: TcpStream, cfg: &PostgresConfig, server: &str) -> Result<BoxIo> {

@@ -21,7 +21,8 @@ use crate::config::PostgresConfig;
 use crate::decode::{Tuple, TupleData};
 use crate::error::{Error, Result};
 use crate::postgres::catalog::{connect_client, pg_err, SnapshotTable};
-use crate::postgres::replication::{quote_ident, quote_literal, SESSION_OPTIONS};
+use crate::postgres::ident::{sql_ident, sql_literal};
+use crate::postgres::replication::SESSION_OPTIONS;
 use crate::Lsn;
 
 /// The prefix of pgcdc's logical decoding messages.
@@ -118,7 +119,7 @@ impl SnapshotConn {
         self.client
             .batch_execute(&format!(
                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
-                quote_literal(name)
+                sql_literal(name)
             ))
             .await
             .map_err(|e| {
@@ -255,8 +256,8 @@ impl SnapshotConn {
         let rows = self
             .rows(&format!(
                 "SELECT pg_logical_emit_message(true, {}, {})",
-                quote_literal(WATERMARK_PREFIX),
-                quote_literal(content)
+                sql_literal(WATERMARK_PREFIX),
+                sql_literal(content)
             ))
             .await?;
         rows.first()
@@ -272,10 +273,10 @@ impl SnapshotConn {
         self.client
             .batch_execute(&format!(
                 "INSERT INTO {}.{} (id, type, data) VALUES ({}, 'execute-snapshot', {})",
-                quote_ident(schema),
-                quote_ident(table),
-                quote_literal(id),
-                quote_literal(data)
+                sql_ident(schema),
+                sql_ident(table),
+                sql_literal(id),
+                sql_literal(data)
             ))
             .await
             .map_err(|e| self.err(e))
@@ -285,14 +286,14 @@ impl SnapshotConn {
 fn table_ident(t: &SnapshotTable) -> String {
     format!(
         "{}.{}",
-        quote_ident(&t.relation.schema),
-        quote_ident(&t.relation.table)
+        sql_ident(&t.relation.schema),
+        sql_ident(&t.relation.table)
     )
 }
 
 fn pk_list(t: &SnapshotTable) -> String {
     t.pk.iter()
-        .map(|(c, _)| quote_ident(c))
+        .map(|(c, _)| sql_ident(c))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -301,7 +302,7 @@ fn key_literal(t: &SnapshotTable, k: &Key) -> String {
     let vals: Vec<String> =
         t.pk.iter()
             .zip(k)
-            .map(|((_, ty), v)| format!("CAST({} AS {ty})", quote_literal(v)))
+            .map(|((_, ty), v)| format!("CAST({} AS {ty})", sql_literal(v)))
             .collect();
     format!("({})", vals.join(", "))
 }
@@ -312,7 +313,7 @@ pub fn select_sql(t: &SnapshotTable, range: &KeyRange, limit: Option<u64>) -> St
         .relation
         .columns
         .iter()
-        .map(|c| quote_ident(&c.name))
+        .map(|c| sql_ident(&c.name))
         .collect();
     let cols = cols.join(", ");
     let tbl = table_ident(t);

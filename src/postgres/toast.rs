@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::decode::Relation;
 use crate::error::{Error, Result};
-use crate::postgres::replication::{quote_ident, quote_literal};
+use crate::postgres::ident::{sql_ident, sql_literal};
 use crate::postgres::snapshot::SnapshotConn;
 
 /// The key columns' text, in column order: how a row is named across the stream and the
@@ -100,8 +100,8 @@ fn fetch_sql(
             rel.quoted_name()
         )));
     }
-    let name = |i: usize| quote_ident(&rel.columns[i].name);
-    let lit = |b: &Bytes| quote_literal(&String::from_utf8_lossy(b));
+    let name = |i: usize| sql_ident(&rel.columns[i].name);
+    let lit = |b: &Bytes| sql_literal(&String::from_utf8_lossy(b));
     let key_list: Vec<String> = key_cols.iter().map(|&i| name(i)).collect();
     let select: Vec<String> = key_cols.iter().chain(cols).map(|&i| name(i)).collect();
     let tuples: Vec<String> = keys
@@ -130,8 +130,8 @@ fn fetch_sql(
          SELECT xmin::text, {} FROM {}.{} WHERE {lhs} IN ({});
          COMMIT",
         select.join(", "),
-        quote_ident(&rel.schema),
-        quote_ident(&rel.table),
+        sql_ident(&rel.schema),
+        sql_ident(&rel.table),
         tuples.join(", ")
     ))
 }

@@ -3,7 +3,7 @@
 
 use crate::config::{ConnectorConfig, NumericMode};
 use crate::error::Result;
-use crate::postgres::replication::quote_ident;
+use crate::postgres::ident::sql_ident;
 
 use super::*;
 
@@ -62,7 +62,7 @@ impl Catalog {
             problems.push(format!(
                 "PostgreSQL {s}: user {:?} lacks the REPLICATION attribute; run ALTER ROLE {} WITH REPLICATION",
                 conn.postgres.user,
-                quote_ident(&conn.postgres.user)
+                sql_ident(&conn.postgres.user)
             ));
         }
         let max_slots = self.show("max_replication_slots").await?;
@@ -98,8 +98,8 @@ impl Catalog {
                     conn.postgres.user,
                     conn.publication_name(),
                     conn.postgres.dbname,
-                    quote_ident(&conn.postgres.dbname),
-                    quote_ident(&conn.postgres.user)
+                    sql_ident(&conn.postgres.dbname),
+                    sql_ident(&conn.postgres.user)
                 ));
             }
         }
@@ -163,9 +163,9 @@ impl Catalog {
             if !missing.is_empty() && !managed {
                 problems.push(format!(
                     "publication {} does not publish {}, so its changes would never be streamed; run ALTER PUBLICATION {} ADD TABLE {}",
-                    quote_ident(&conn.publication_name()),
+                    sql_ident(&conn.publication_name()),
                     missing.join(", "),
-                    quote_ident(&conn.publication_name()),
+                    sql_ident(&conn.publication_name()),
                     missing.join(", ")
                 ));
             } else if !missing.is_empty() {

@@ -2,7 +2,7 @@
 
 use crate::config::ConnectorConfig;
 use crate::error::{Error, Result};
-use crate::postgres::replication::quote_ident;
+use crate::postgres::ident::{sql_ident, sql_literal};
 
 use super::*;
 
@@ -32,7 +32,7 @@ impl Catalog {
             return Ok(());
         }
         let sql = if conn.tables.include.is_empty() && conn.tables.exclude.is_empty() {
-            format!("CREATE PUBLICATION {} FOR ALL TABLES", quote_ident(&name))
+            format!("CREATE PUBLICATION {} FOR ALL TABLES", sql_ident(&name))
         } else {
             let tables = self.captured_tables(conn).await?;
             if tables.is_empty() {
@@ -44,7 +44,7 @@ impl Catalog {
             let list: Vec<&str> = tables.iter().map(|t| t.quoted.as_str()).collect();
             format!(
                 "CREATE PUBLICATION {} FOR TABLE {}",
-                quote_ident(&name),
+                sql_ident(&name),
                 list.join(", ")
             )
         };
@@ -53,8 +53,8 @@ impl Catalog {
         // connector's table filter grows. A publication someone else made is never altered.
         let sql = format!(
             "{sql}; COMMENT ON PUBLICATION {} IS {}",
-            quote_ident(&name),
-            crate::postgres::replication::quote_literal(&managed_comment(&conn.name))
+            sql_ident(&name),
+            sql_literal(&managed_comment(&conn.name))
         );
         self.client
             .batch_execute(&sql)
@@ -115,7 +115,7 @@ impl Catalog {
         }
         let sql = format!(
             "ALTER PUBLICATION {} ADD TABLE {}",
-            quote_ident(&conn.publication_name()),
+            sql_ident(&conn.publication_name()),
             missing.join(", ")
         );
         if !managed {
@@ -157,7 +157,7 @@ impl Catalog {
         };
         let (schema, table) = crate::config::qualified(name)
             .map_err(|m| Error::permanent(format!("signal_table: {m}")))?;
-        let quoted = format!("{}.{}", quote_ident(schema), quote_ident(table));
+        let quoted = format!("{}.{}", sql_ident(schema), sql_ident(table));
         self.client
             .batch_execute(&format!(
                 "CREATE TABLE IF NOT EXISTS {quoted} (id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048))"
@@ -187,7 +187,7 @@ impl Catalog {
             self.client
                 .batch_execute(&format!(
                     "ALTER PUBLICATION {} ADD TABLE {quoted}",
-                    quote_ident(&pubname)
+                    sql_ident(&pubname)
                 ))
                 .await
                 .map_err(|e| self.err(e))?;
