@@ -27,6 +27,8 @@
 //! - [`snapshot`]: initial and incremental snapshots, their progress in the checkpoint.
 //! - [`startup`]: resume, snapshot on a new slot, or refuse (slots pgcdc may drop).
 //! - [`pipeline`]: one connector's loop; [`supervisor`]: many connectors, restarts.
+//! - [`health`], [`metrics`], [`http`]: each connector's state, its series, `/healthz` and
+//!   `/metrics`.
 //! - [`admin`]: `pgcdc status` and `pgcdc snapshot`.
 //! - [`tail`]: reads topics back through the registry (`pgcdc tail`).
 
@@ -38,6 +40,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod decode;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod lsn;

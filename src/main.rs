@@ -227,7 +227,7 @@ async fn run(
 ) -> Result<(), Error> {
     let connectors = load_connectors(dir, files)?;
     let listener = pgcdc::http::bind(&daemon.http.listen).await?;
-    tokio::spawn(pgcdc::http::serve(listener));
+    tokio::spawn(pgcdc::http::serve(listener, stop.clone()));
     tracing::info!(connectors = connectors.len(), http = %daemon.http.listen, "pgcdc starting");
     pgcdc::supervisor::run(daemon, connectors, stop).await
 }

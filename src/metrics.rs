@@ -1,160 +1,404 @@
-//! Process-wide counters, named in one place. Served as Prometheus text by `http`.
+//! The daemon's metrics, on `prometheus-client`, served by [`crate::http`] at `/metrics`.
+//!
+//! Every series carries a `connector` label (`table` and `op` where they apply), except
+//! `pgcdc_kafka_client_logs_suppressed_total`: librdkafka's repeated lines are de-duplicated
+//! for the whole process. Gauges that change continuously (replication lag, the age of the
+//! open Kafka transaction) are computed at scrape time from positions the pipeline keeps in
+//! atomics ([`Live`]), so the hot path only stores numbers.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 
-pub static EVENTS: AtomicU64 = AtomicU64::new(0);
-pub static TRANSACTIONS: AtomicU64 = AtomicU64::new(0);
-pub static KAFKA_COMMITS: AtomicU64 = AtomicU64::new(0);
-pub static CONNECTOR_ERRORS: AtomicU64 = AtomicU64::new(0);
-pub static CONNECTOR_RESTARTS: AtomicU64 = AtomicU64::new(0);
-pub static SNAPSHOT_ROWS: AtomicU64 = AtomicU64::new(0);
-pub static SIGNAL_ERRORS: AtomicU64 = AtomicU64::new(0);
-pub static KAFKA_CLIENT_LOGS_SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+pub use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::TypedMetric;
+use prometheus_client::registry::{Registry, Unit};
 
-/// (name, help, counter) for each metric.
-pub fn all() -> [(&'static str, &'static str, &'static AtomicU64); 8] {
-    [
-        (
-            "pgcdc_events_total",
-            "Change events encoded and handed to Kafka.",
-            &EVENTS,
-        ),
-        (
-            "pgcdc_pg_transactions_total",
-            "PostgreSQL transactions delivered.",
-            &TRANSACTIONS,
-        ),
-        (
-            "pgcdc_kafka_commits_total",
-            "Kafka transactions committed.",
-            &KAFKA_COMMITS,
-        ),
-        (
-            "pgcdc_connector_errors_total",
-            "Errors that stopped a connector run.",
-            &CONNECTOR_ERRORS,
-        ),
-        (
-            "pgcdc_connector_restarts_total",
-            "Connector restarts after a transient error.",
-            &CONNECTOR_RESTARTS,
-        ),
-        (
-            "pgcdc_snapshot_rows_total",
-            "Snapshot rows (op r) encoded and handed to Kafka.",
-            &SNAPSHOT_ROWS,
-        ),
-        (
-            "pgcdc_signal_errors_total",
-            "Signals ignored because they were malformed or named a table that cannot be snapshotted.",
-            &SIGNAL_ERRORS,
-        ),
-        (
-            "pgcdc_kafka_client_logs_suppressed_total",
-            "librdkafka log lines not printed because the same broker said the same within a minute.",
-            &KAFKA_CLIENT_LOGS_SUPPRESSED,
-        ),
-    ]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectorLabels {
+    connector: String,
 }
 
-/// Counters with `connector` and `table` labels: (name, help).
-pub const UNAVAILABLE_VALUES: (&str, &str) = (
-    "pgcdc_unavailable_values_total",
-    "Column values PostgreSQL did not send (unchanged TOAST) that events carry as the placeholder.",
-);
-pub const LOSSY_VALUES: (&str, &str) = (
-    "pgcdc_lossy_values_total",
-    "Column values the Avro type cannot hold, carried as null under unrepresentable: null.",
-);
-pub const TOAST_FETCHED: (&str, &str) = (
-    "pgcdc_toast_fetched_values_total",
-    "Unchanged TOASTed values completed by reading the row back from the table.",
-);
-pub const SKIPPED_OPERATIONS: (&str, &str) = (
-    "pgcdc_skipped_operations_total",
-    "Change events not sent because their op is in skipped_operations (labels: connector, table, op).",
-);
-const LABELED: [(&str, &str); 4] = [
-    UNAVAILABLE_VALUES,
-    LOSSY_VALUES,
-    TOAST_FETCHED,
-    SKIPPED_OPERATIONS,
-];
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabels {
+    connector: String,
+    table: String,
+}
 
-/// (metric name, rendered labels) → count.
-type Labeled = BTreeMap<(&'static str, String), u64>;
-static LABELED_COUNTS: Mutex<Labeled> = Mutex::new(BTreeMap::new());
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableOpLabels {
+    connector: String,
+    table: String,
+    op: String,
+}
 
-fn labels(connector: &str, table: &str, op: Option<&str>) -> String {
-    let mut s = format!(
-        "connector=\"{}\",table=\"{}\"",
-        label(connector),
-        label(table)
+type ByConnector = Family<ConnectorLabels, Counter>;
+type ByTable = Family<TableLabels, Counter>;
+type ByTableOp = Family<TableOpLabels, Counter>;
+type Seconds = Family<ConnectorLabels, Histogram, fn() -> Histogram>;
+
+/// A labeled counter of one connector's table, as callers name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableCounter {
+    /// Column values PostgreSQL did not send (unchanged TOAST) carried as the placeholder.
+    Unavailable,
+    /// Column values the Avro type cannot hold, carried as null.
+    Lossy,
+    /// Unchanged TOASTed values completed by reading the row back.
+    ToastFetched,
+}
+
+impl TableCounter {
+    /// The series' name, for log lines that point at it.
+    pub fn series(self) -> &'static str {
+        match self {
+            TableCounter::Unavailable => "pgcdc_unavailable_values_total",
+            TableCounter::Lossy => "pgcdc_lossy_values_total",
+            TableCounter::ToastFetched => "pgcdc_toast_fetched_values_total",
+        }
+    }
+}
+
+pub const UNAVAILABLE_VALUES: TableCounter = TableCounter::Unavailable;
+pub const LOSSY_VALUES: TableCounter = TableCounter::Lossy;
+pub const TOAST_FETCHED: TableCounter = TableCounter::ToastFetched;
+
+struct Metrics {
+    registry: Registry,
+    events: ByTableOp,
+    skipped: ByTableOp,
+    snapshot_rows: ByTable,
+    unavailable: ByTable,
+    lossy: ByTable,
+    toast_fetched: ByTable,
+    transactions: ByConnector,
+    kafka_commits: ByConnector,
+    kafka_commit_seconds: Seconds,
+    connector_errors: ByConnector,
+    connector_restarts: ByConnector,
+    signal_errors: ByConnector,
+    client_logs_suppressed: Counter,
+    live: Arc<Live>,
+}
+
+fn commit_histogram() -> Histogram {
+    // 1 ms … ~16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::default();
+    let m = Metrics {
+        registry: Registry::default(),
+        events: Family::default(),
+        skipped: Family::default(),
+        snapshot_rows: Family::default(),
+        unavailable: Family::default(),
+        lossy: Family::default(),
+        toast_fetched: Family::default(),
+        transactions: Family::default(),
+        kafka_commits: Family::default(),
+        kafka_commit_seconds: Family::new_with_constructor(commit_histogram),
+        connector_errors: Family::default(),
+        connector_restarts: Family::default(),
+        signal_errors: Family::default(),
+        client_logs_suppressed: Counter::default(),
+        live: Arc::new(Live::default()),
+    };
+    // prometheus-client appends `_total` to counters (and the unit to unit-bearing names).
+    registry.register(
+        "pgcdc_events",
+        "Change events encoded and handed to Kafka (op: c, u, d, t, r for snapshot rows).",
+        m.events.clone(),
     );
-    if let Some(op) = op {
-        s.push_str(&format!(",op=\"{}\"", label(op)));
+    registry.register(
+        "pgcdc_skipped_operations",
+        "Change events not sent because their op is in skipped_operations.",
+        m.skipped.clone(),
+    );
+    registry.register(
+        "pgcdc_snapshot_rows",
+        "Snapshot rows (op r) encoded and handed to Kafka.",
+        m.snapshot_rows.clone(),
+    );
+    registry.register(
+        "pgcdc_unavailable_values",
+        "Column values PostgreSQL did not send (unchanged TOAST) that events carry as the placeholder.",
+        m.unavailable.clone(),
+    );
+    registry.register(
+        "pgcdc_lossy_values",
+        "Column values the Avro type cannot hold, carried as null under unrepresentable: null.",
+        m.lossy.clone(),
+    );
+    registry.register(
+        "pgcdc_toast_fetched_values",
+        "Unchanged TOASTed values completed by reading the row back from the table.",
+        m.toast_fetched.clone(),
+    );
+    registry.register(
+        "pgcdc_pg_transactions",
+        "PostgreSQL transactions delivered.",
+        m.transactions.clone(),
+    );
+    registry.register(
+        "pgcdc_kafka_commits",
+        "Kafka transactions committed.",
+        m.kafka_commits.clone(),
+    );
+    registry.register_with_unit(
+        "pgcdc_kafka_commit",
+        "Time a Kafka transaction commit took (checkpoint included).",
+        Unit::Seconds,
+        m.kafka_commit_seconds.clone(),
+    );
+    registry.register(
+        "pgcdc_connector_errors",
+        "Errors that stopped a connector run.",
+        m.connector_errors.clone(),
+    );
+    registry.register(
+        "pgcdc_connector_restarts",
+        "Connector restarts after a transient error.",
+        m.connector_restarts.clone(),
+    );
+    registry.register(
+        "pgcdc_signal_errors",
+        "Signals ignored because they were malformed or named a table that cannot be snapshotted.",
+        m.signal_errors.clone(),
+    );
+    registry.register(
+        "pgcdc_kafka_client_logs_suppressed",
+        "librdkafka log lines not printed because the same broker said the same within a minute (whole process).",
+        m.client_logs_suppressed.clone(),
+    );
+    registry.register_collector(Box::new(m.live.clone()));
+    Metrics { registry, ..m }
+});
+
+fn connector(c: &str) -> ConnectorLabels {
+    ConnectorLabels {
+        connector: c.to_owned(),
     }
-    s
 }
 
-fn add(metric: &'static str, labels: String, n: u64) {
-    if let Ok(mut m) = LABELED_COUNTS.lock() {
-        *m.entry((metric, labels)).or_insert(0) += n;
+fn table(c: &str, t: &str) -> TableLabels {
+    TableLabels {
+        connector: c.to_owned(),
+        table: t.to_owned(),
     }
 }
 
-fn read(metric: &'static str, labels: String) -> u64 {
-    LABELED_COUNTS
-        .lock()
-        .ok()
-        .and_then(|m| m.get(&(metric, labels)).copied())
-        .unwrap_or(0)
+fn table_op(c: &str, t: &str, op: &str) -> TableOpLabels {
+    TableOpLabels {
+        connector: c.to_owned(),
+        table: t.to_owned(),
+        op: op.to_owned(),
+    }
 }
 
-/// Adds `n` to the labeled counter `metric` of one connector's table.
-pub fn count(metric: (&'static str, &str), connector: &str, table: &str, n: u64) {
-    add(metric.0, labels(connector, table, None), n);
+fn table_family(which: TableCounter) -> &'static ByTable {
+    match which {
+        TableCounter::Unavailable => &METRICS.unavailable,
+        TableCounter::Lossy => &METRICS.lossy,
+        TableCounter::ToastFetched => &METRICS.toast_fetched,
+    }
+}
+
+/// The counter of events of one table and op: callers on the per-event path keep it.
+pub fn events(connector: &str, table: &str, op: &str) -> Counter {
+    METRICS
+        .events
+        .get_or_create(&table_op(connector, table, op))
+        .clone()
+}
+
+/// Counts `n` snapshot rows of a table (as events of op `r` and as snapshot rows).
+pub fn count_snapshot_rows(connector: &str, table: &str, n: u64) {
+    events(connector, table, "r").inc_by(n);
+    METRICS
+        .snapshot_rows
+        .get_or_create(&self::table(connector, table))
+        .inc_by(n);
+}
+
+/// Adds `n` to a labeled counter of one connector's table.
+pub fn count(which: TableCounter, connector: &str, table: &str, n: u64) {
+    table_family(which)
+        .get_or_create(&self::table(connector, table))
+        .inc_by(n);
 }
 
 /// The current value of a labeled counter (0 when never counted).
-pub fn get(metric: (&'static str, &str), connector: &str, table: &str) -> u64 {
-    read(metric.0, labels(connector, table, None))
+pub fn get(which: TableCounter, connector: &str, table: &str) -> u64 {
+    table_family(which)
+        .get(&self::table(connector, table))
+        .map_or(0, |c| c.get())
 }
 
 /// Counts one skipped event of `op` (`c`, `u`, `d`, `t`).
 pub fn count_skipped(connector: &str, table: &str, op: &str) {
-    add(SKIPPED_OPERATIONS.0, labels(connector, table, Some(op)), 1);
+    METRICS
+        .skipped
+        .get_or_create(&table_op(connector, table, op))
+        .inc();
 }
 
 pub fn get_skipped(connector: &str, table: &str, op: &str) -> u64 {
-    read(SKIPPED_OPERATIONS.0, labels(connector, table, Some(op)))
+    METRICS
+        .skipped
+        .get(&table_op(connector, table, op))
+        .map_or(0, |c| c.get())
 }
 
-/// A Prometheus label value: backslash, quote and newline escaped.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// What happened to a connector, for its counters.
+#[derive(Clone, Copy, Debug)]
+pub enum ConnectorEvent {
+    Transaction,
+    Error,
+    Restart,
+    SignalError,
 }
 
-pub fn render() -> String {
-    let mut out = String::new();
-    for (name, help, c) in all() {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-            c.load(std::sync::atomic::Ordering::Relaxed)
-        ));
+pub fn count_connector(c: &str, what: ConnectorEvent) {
+    let family = match what {
+        ConnectorEvent::Transaction => &METRICS.transactions,
+        ConnectorEvent::Error => &METRICS.connector_errors,
+        ConnectorEvent::Restart => &METRICS.connector_restarts,
+        ConnectorEvent::SignalError => &METRICS.signal_errors,
+    };
+    family.get_or_create(&connector(c)).inc();
+}
+
+/// One committed Kafka transaction and how long its commit took.
+pub fn kafka_committed(c: &str, seconds: f64) {
+    let labels = connector(c);
+    METRICS.kafka_commits.get_or_create(&labels).inc();
+    METRICS
+        .kafka_commit_seconds
+        .get_or_create(&labels)
+        .observe(seconds);
+}
+
+pub fn client_log_suppressed() {
+    METRICS.client_logs_suppressed.inc();
+}
+
+/// The live positions of one connector, read at scrape time.
+pub fn live(c: &str) -> Arc<Positions> {
+    METRICS.live.of(c)
+}
+
+/// Positions and timestamps one connector's pipeline stores as they change.
+#[derive(Debug, Default)]
+pub struct Positions {
+    /// The server's WAL end, from the replication stream.
+    pub server_wal_end: AtomicU64,
+    /// The position named by the last committed checkpoint (what the slot may confirm).
+    pub confirmed: AtomicU64,
+    /// Commit time (µs since 1970) of the newest PostgreSQL transaction delivered, and when
+    /// it was delivered; both 0 before the first.
+    pub delivered_commit_us: AtomicI64,
+    /// µs since 1970 when the open Kafka transaction began; 0 when none is open.
+    pub open_since_us: AtomicI64,
+    /// Set when the sink is caught up with an idle server: lag in seconds is then 0.
+    pub idle: std::sync::atomic::AtomicBool,
+}
+
+/// The registry's view of every connector's [`Positions`].
+#[derive(Debug, Default)]
+struct Live(Mutex<BTreeMap<String, Arc<Positions>>>);
+
+impl Live {
+    fn of(&self, c: &str) -> Arc<Positions> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(c.to_owned()).or_default().clone()
     }
-    let counts = LABELED_COUNTS.lock().map(|m| m.clone()).unwrap_or_default();
-    for (name, help) in LABELED {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
-        for ((n, labels), v) in &counts {
-            if *n == name {
-                out.push_str(&format!("{name}{{{labels}}} {v}\n"));
+}
+
+fn now_us() -> i64 {
+    crate::avro::envelope::now_micros()
+}
+
+/// (name, help, unit, value from a connector's positions and the time now in µs).
+type LiveGauge = (&'static str, &'static str, Option<Unit>, fn(&Positions, i64) -> f64);
+
+impl Collector for Live {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let all: Vec<(String, Arc<Positions>)> = {
+            let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let now = now_us();
+        let gauges: [LiveGauge; 3] = [
+            (
+                "pgcdc_replication_lag_bytes",
+                "WAL between the server's end and the position the last Kafka commit confirmed.",
+                None,
+                |p, _| {
+                    let end = p.server_wal_end.load(Ordering::Relaxed);
+                    let done = p.confirmed.load(Ordering::Relaxed);
+                    if end == 0 || done == 0 {
+                        0.0
+                    } else {
+                        end.saturating_sub(done) as f64
+                    }
+                },
+            ),
+            (
+                "pgcdc_replication_lag",
+                "Now minus the commit time of the newest PostgreSQL transaction delivered (0 when caught up with an idle server).",
+                Some(Unit::Seconds),
+                |p, now| {
+                    let ts = p.delivered_commit_us.load(Ordering::Relaxed);
+                    if ts == 0 || p.idle.load(Ordering::Relaxed) {
+                        0.0
+                    } else {
+                        ((now - ts).max(0) as f64) / 1e6
+                    }
+                },
+            ),
+            (
+                "pgcdc_open_kafka_transaction_age",
+                "How long the open Kafka transaction has been open (0 when none is).",
+                Some(Unit::Seconds),
+                |p, now| {
+                    let since = p.open_since_us.load(Ordering::Relaxed);
+                    if since == 0 {
+                        0.0
+                    } else {
+                        ((now - since).max(0) as f64) / 1e6
+                    }
+                },
+            ),
+        ];
+        for (name, help, unit, value) in gauges {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                unit.as_ref(),
+                <ConstGauge<f64> as TypedMetric>::TYPE,
+            )?;
+            for (c, p) in &all {
+                let labels = connector(c);
+                let enc = family.encode_family(&labels)?;
+                ConstGauge::new(value(p, now)).encode(enc)?;
             }
         }
+        Ok(())
+    }
+}
+
+/// Every series in the text exposition format.
+pub fn render() -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &METRICS.registry).is_err() {
+        out.clear();
     }
     out
 }
@@ -174,12 +418,49 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("# TYPE pgcdc_unavailable_values_total counter"));
+        assert!(text.contains("# TYPE pgcdc_lossy_values counter"), "{text}");
         assert_eq!(get(LOSSY_VALUES, "c1", "public.\"we\\ird\""), 3);
         count_skipped("c1", "public.t", "t");
         assert!(render().contains(
             "pgcdc_skipped_operations_total{connector=\"c1\",table=\"public.t\",op=\"t\"} 1\n"
         ));
         assert_eq!(get_skipped("c1", "public.t", "t"), 1);
+    }
+
+    #[test]
+    fn lag_and_open_transaction_age_are_computed_at_scrape_time() {
+        let p = live("lag1");
+        p.server_wal_end.store(10_000, Ordering::Relaxed);
+        p.confirmed.store(9_000, Ordering::Relaxed);
+        p.delivered_commit_us
+            .store(now_us() - 2_500_000, Ordering::Relaxed);
+        p.open_since_us
+            .store(now_us() - 1_000_000, Ordering::Relaxed);
+        kafka_committed("lag1", 0.004);
+        let text = render();
+        assert!(
+            text.contains("pgcdc_replication_lag_bytes{connector=\"lag1\"} 1000.0\n"),
+            "{text}"
+        );
+        let seconds = |name: &str| -> f64 {
+            let prefix = format!("{name}{{connector=\"lag1\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+        };
+        let lag = seconds("pgcdc_replication_lag_seconds");
+        assert!((2.4..60.0).contains(&lag), "{lag}");
+        let age = seconds("pgcdc_open_kafka_transaction_age_seconds");
+        assert!((0.9..60.0).contains(&age), "{age}");
+        assert!(
+            text.contains("pgcdc_kafka_commit_seconds_count{connector=\"lag1\"} 1\n"),
+            "{text}"
+        );
+        p.idle.store(true, Ordering::Relaxed);
+        p.open_since_us.store(0, Ordering::Relaxed);
+        let text = render();
+        assert!(text.contains("pgcdc_replication_lag_seconds{connector=\"lag1\"} 0.0\n"));
+        assert!(text.contains("pgcdc_open_kafka_transaction_age_seconds{connector=\"lag1\"} 0.0\n"));
     }
 }

@@ -1,7 +1,6 @@
 //! Runs every configured connector, restarts one after a transient error with capped
 //! exponential backoff, and stops everything at the first permanent error.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -9,7 +8,8 @@ use tokio::task::JoinSet;
 
 use crate::config::{ConnectorConfig, DaemonConfig};
 use crate::error::{Error, Result};
-use crate::{metrics, pipeline};
+use crate::metrics::ConnectorEvent;
+use crate::{health, metrics, pipeline};
 
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -24,6 +24,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut set = JoinSet::new();
     for c in connectors {
+        health::set(&c.name, health::State::Starting);
         set.spawn(run_one(daemon.clone(), c, stop_rx.clone()));
     }
     let mut first_err = None;
@@ -94,11 +95,18 @@ async fn run_one(
         };
         match result {
             Ok(()) => {
+                health::set(&conn.name, health::State::Stopped);
                 tracing::info!(connector = %conn.name, "stopped");
                 return Ok(());
             }
             Err(e) if e.is_transient() => {
-                metrics::CONNECTOR_ERRORS.fetch_add(1, Ordering::Relaxed);
+                metrics::count_connector(&conn.name, ConnectorEvent::Error);
+                health::set(
+                    &conn.name,
+                    health::State::Restarting {
+                        error: e.to_string(),
+                    },
+                );
                 if started.elapsed() >= HEALTHY_RUN {
                     backoff = BACKOFF_START;
                 }
@@ -108,11 +116,18 @@ async fn run_one(
                     _ = stop.changed() => return Ok(()),
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                metrics::CONNECTOR_RESTARTS.fetch_add(1, Ordering::Relaxed);
+                metrics::count_connector(&conn.name, ConnectorEvent::Restart);
+                health::set(&conn.name, health::State::Starting);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
             Err(e) => {
-                metrics::CONNECTOR_ERRORS.fetch_add(1, Ordering::Relaxed);
+                metrics::count_connector(&conn.name, ConnectorEvent::Error);
+                health::set(
+                    &conn.name,
+                    health::State::Failed {
+                        error: e.to_string(),
+                    },
+                );
                 tracing::error!(connector = %conn.name, error = %e, "connector stopped");
                 return Err(e);
             }

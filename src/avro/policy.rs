@@ -77,7 +77,7 @@ impl ValuePolicy {
                 column = %crate::postgres::quote_ident(&col.name),
                 "{why} (logged once per column; header {}, metric {})",
                 if kind == "lossy" { HEADER_LOSSY } else { HEADER_UNAVAILABLE },
-                if kind == "lossy" { metrics::LOSSY_VALUES.0 } else { metrics::UNAVAILABLE_VALUES.0 },
+                if kind == "lossy" { metrics::LOSSY_VALUES.series() } else { metrics::UNAVAILABLE_VALUES.series() },
             );
         }
     }

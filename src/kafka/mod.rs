@@ -35,8 +35,7 @@ pub(crate) fn client_log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg
         }
     });
     if !fresh {
-        crate::metrics::KAFKA_CLIENT_LOGS_SUPPRESSED
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::client_log_suppressed();
         return;
     }
     match level {

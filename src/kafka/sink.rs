@@ -67,6 +67,8 @@ pub(crate) struct Sink {
     /// Snapshot progress, written into every checkpoint; the sink is its only writer.
     snapshot: SnapshotState,
     last_progress_log: Instant,
+    /// Positions `/metrics` reads (confirmed, open transaction, delivered commit time).
+    live: Arc<metrics::Positions>,
 }
 
 struct OpenTxn {
@@ -83,7 +85,9 @@ impl Sink {
         limits: crate::config::TransactionConfig,
         flushed: watch::Sender<Lsn>,
     ) -> Self {
+        let live = metrics::live(&connector);
         Sink {
+            live,
             producer,
             offsets_topic,
             connector,
@@ -132,6 +136,7 @@ impl Sink {
             };
             match msg {
                 Some(SinkMsg::Record(r)) => {
+                    self.live.idle.store(false, Ordering::Relaxed);
                     self.begin(&mut open)?;
                     at_boundary = false;
                     self.write(&mut open, r).await?;
@@ -182,12 +187,16 @@ impl Sink {
                     if at_boundary {
                         self.position = self.position.max(lsn);
                     }
+                    if at_boundary && open.is_none() {
+                        self.live.idle.store(true, Ordering::Relaxed);
+                    }
                 }
                 None => {
                     // Shutdown: commit what is whole, abort what is not.
                     if open.is_some() && at_boundary {
                         self.commit(&mut open, last_txn).await?;
                     } else if open.is_some() {
+                        self.live.open_since_us.store(0, Ordering::Relaxed);
                         self.producer.abort().await?;
                     }
                     return Ok(());
@@ -199,6 +208,9 @@ impl Sink {
     fn begin(&mut self, open: &mut Option<OpenTxn>) -> Result<()> {
         if open.is_none() {
             self.producer.begin()?;
+            self.live
+                .open_since_us
+                .store(crate::avro::envelope::now_micros(), Ordering::Relaxed);
             *open = Some(OpenTxn {
                 started: Instant::now(),
                 events: 0,
@@ -251,17 +263,26 @@ impl Sink {
         let commit_started = Instant::now();
         if let Err(e) = self.producer.commit().await {
             let _ = self.producer.abort().await;
+            self.live.open_since_us.store(0, Ordering::Relaxed);
             return Err(e);
         }
+        let commit_secs = commit_started.elapsed().as_secs_f64();
         let events = open.as_ref().map_or(0, |o| o.events);
         *open = None;
         self.committed = self.position;
-        metrics::KAFKA_COMMITS.fetch_add(1, Ordering::Relaxed);
+        metrics::kafka_committed(&self.connector, commit_secs);
+        self.live.open_since_us.store(0, Ordering::Relaxed);
+        self.live
+            .confirmed
+            .store(self.position.0, Ordering::Relaxed);
+        if let Some((_, _, _, ts)) = last_txn {
+            self.live.delivered_commit_us.store(ts, Ordering::Relaxed);
+        }
         tracing::debug!(
             connector = %self.connector,
             lsn = %self.position,
             events,
-            commit_ms = commit_started.elapsed().as_millis() as u64,
+            commit_ms = (commit_secs * 1000.0) as u64,
             "committed kafka transaction"
         );
         let _ = self.flushed.send(self.position);

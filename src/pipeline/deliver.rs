@@ -3,7 +3,6 @@
 //! read back is exact).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::avro::envelope::{ChangeContext, Op, TableCodec};
@@ -46,6 +45,14 @@ pub(super) fn event(
 }
 
 impl Reader<'_> {
+    /// The events counter of a table and op, kept per relation.
+    fn event_counter(&mut self, codec: &TableCodec, op: Op) -> &metrics::Counter {
+        let connector = &self.conn.name;
+        self.event_counters
+            .entry((codec.rel.oid, op.code()))
+            .or_insert_with(|| metrics::events(connector, &codec.rel.qualified_name(), op.code()))
+    }
+
     /// Delivers one change now, or holds it when it waits for a TOAST fetch or follows one
     /// that does (events leave in transaction order).
     pub(super) async fn deliver(&mut self, mut ev: HeldEvent) -> Result<()> {
@@ -84,7 +91,7 @@ impl Reader<'_> {
     }
 
     /// Encodes and sends one event or tombstone.
-    async fn finish(&self, h: Held) -> Result<()> {
+    async fn finish(&mut self, h: Held) -> Result<()> {
         let ev = match h {
             Held::Event(ev) => ev,
             Held::Tombstone { codec, key } => return self.send_tombstone(&codec, key).await,
@@ -103,7 +110,7 @@ impl Reader<'_> {
             &self.origin,
             &ev.cx,
         )?;
-        metrics::EVENTS.fetch_add(1, Ordering::Relaxed);
+        self.event_counter(&ev.codec, ev.op).inc();
         self.send(SinkMsg::Record(Record {
             topic: ev.codec.topic.clone(),
             key: enc.key,

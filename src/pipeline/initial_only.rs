@@ -25,6 +25,7 @@ pub(super) async fn initial_only(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let conn = reader.conn;
+    crate::health::set(&conn.name, crate::health::State::Running);
     let mut exporter = None;
     let name: String;
     let (mut sink_task, work) = match ck {

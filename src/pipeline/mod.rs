@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::kafka::producer::{transactional_id, TxProducer};
 use crate::kafka::sink::{Sink, SinkMsg};
 use crate::kafka::topics::Topics;
+use crate::metrics;
 use crate::postgres::feedback::{self, Positions};
 use crate::postgres::snapshot::SnapshotConn;
 use crate::postgres::{Catalog, ReplicationClient, StreamEvent};
@@ -139,6 +140,7 @@ pub async fn run(
         policy: Arc::new(ValuePolicy::of(conn)),
         toast: TxnToast::new(conn.toast, conn.toast_hold_bytes),
         toast_conn: None,
+        event_counters: HashMap::new(),
     };
     let (flushed_tx, flushed_rx) = watch::channel(Lsn::ZERO);
     let sink = Sink::new(
@@ -265,6 +267,8 @@ pub async fn run(
         .start_replication(&slot, start, &publication, messages)
         .await?;
     tracing::info!(connector = %conn.name, slot = %slot, lsn = %start, "streaming");
+    crate::health::set(&conn.name, crate::health::State::Running);
+    let live = metrics::live(&conn.name);
 
     let positions = Arc::new(Positions::default());
     positions.received.store(start.0, Ordering::Release);
@@ -321,6 +325,7 @@ pub async fn run(
                 data,
             }) => {
                 positions.received.fetch_max(wal_end.0, Ordering::AcqRel);
+                live.server_wal_end.fetch_max(wal_end.0, Ordering::Relaxed);
                 reader.handle(wal_start, data).await
             }
             Ok(StreamEvent::Keepalive {
@@ -328,6 +333,7 @@ pub async fn run(
                 reply_requested,
             }) => {
                 positions.received.fetch_max(wal_end.0, Ordering::AcqRel);
+                live.server_wal_end.fetch_max(wal_end.0, Ordering::Relaxed);
                 if reply_requested {
                     let _ = reply_tx.try_send(());
                 }

@@ -2,7 +2,6 @@
 //! sink, in transaction order, with the table codecs registered on first sight.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -56,6 +55,9 @@ pub(super) struct Reader<'a> {
     pub(super) toast: TxnToast,
     /// The connection `toast: fetch` reads rows back on, opened on first use.
     pub(super) toast_conn: Option<SnapshotConn>,
+    /// Events counters by (relation, op), kept so the per-event path builds no label
+    /// strings; a relation's are dropped when its codec is rebuilt (a rename, say).
+    pub(super) event_counters: HashMap<(u32, &'static str), metrics::Counter>,
 }
 
 impl Reader<'_> {
@@ -109,7 +111,7 @@ impl Reader<'_> {
                         commit_ts_us: commit_ts_us + decode::pgoutput::PG_EPOCH_OFFSET_MICROS,
                     })
                     .await?;
-                    metrics::TRANSACTIONS.fetch_add(1, Ordering::Relaxed);
+                    metrics::count_connector(&self.conn.name, metrics::ConnectorEvent::Transaction);
                 }
                 self.last_commit = end_lsn;
             }
@@ -310,6 +312,7 @@ impl Reader<'_> {
 
     /// Schemas registered and topic created for a captured relation.
     pub(super) async fn codec(&mut self, rel: Arc<decode::Relation>) -> Result<TableCodec> {
+        self.event_counters.retain(|(oid, _), _| *oid != rel.oid);
         let prefix = &self.conn.topic_prefix;
         let topic = topic_name(prefix, &rel.schema, &rel.table);
         self.topics.ensure(&topic, None, &[]).await?;

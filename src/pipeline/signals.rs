@@ -2,7 +2,6 @@
 //! stream: a signal row asks for tables, a watermark message opens or closes a chunk's window.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::avro::envelope::SnapshotMark;
@@ -70,7 +69,7 @@ impl Reader<'_> {
                 return Ok(());
             }
             Err(e) => {
-                metrics::SIGNAL_ERRORS.fetch_add(1, Ordering::Relaxed);
+                metrics::count_connector(&self.conn.name, metrics::ConnectorEvent::SignalError);
                 tracing::error!(connector = %self.conn.name, signal = %id, table = %rel, "signal ignored: {e}");
                 return Ok(());
             }
@@ -80,27 +79,27 @@ impl Reader<'_> {
             let (schema, table) = match crate::config::qualified(&t) {
                 Ok(st) => st,
                 Err(e) => {
-                    metrics::SIGNAL_ERRORS.fetch_add(1, Ordering::Relaxed);
+                    metrics::count_connector(&self.conn.name, metrics::ConnectorEvent::SignalError);
                     tracing::error!(connector = %self.conn.name, signal = %id, "signal ignored for {t:?}: {e}");
                     continue;
                 }
             };
             if !self.conn.captures(schema, table) {
-                metrics::SIGNAL_ERRORS.fetch_add(1, Ordering::Relaxed);
+                metrics::count_connector(&self.conn.name, metrics::ConnectorEvent::SignalError);
                 tracing::error!(connector = %self.conn.name, signal = %id, table = %t, "signal ignored: the connector does not capture this table");
                 continue;
             }
             let st = match self.snap_table(&t).await {
                 Ok(st) => st,
                 Err(e) if !e.is_transient() => {
-                    metrics::SIGNAL_ERRORS.fetch_add(1, Ordering::Relaxed);
+                    metrics::count_connector(&self.conn.name, metrics::ConnectorEvent::SignalError);
                     tracing::error!(connector = %self.conn.name, signal = %id, table = %t, error = %e, "signal ignored");
                     continue;
                 }
                 Err(e) => return Err(e),
             };
             if st.st.pk.is_empty() {
-                metrics::SIGNAL_ERRORS.fetch_add(1, Ordering::Relaxed);
+                metrics::count_connector(&self.conn.name, metrics::ConnectorEvent::SignalError);
                 tracing::error!(connector = %self.conn.name, signal = %id, table = %t, "signal ignored: incremental snapshots need a primary key; add one");
                 continue;
             }
@@ -218,8 +217,11 @@ impl Reader<'_> {
             },
         );
         let records = initial::encode_reads(&t, &keep, &self.origin, at, |_, _| mark)?;
-        metrics::EVENTS.fetch_add(records.len() as u64, Ordering::Relaxed);
-        metrics::SNAPSHOT_ROWS.fetch_add(records.len() as u64, Ordering::Relaxed);
+        metrics::count_snapshot_rows(
+            &self.conn.name,
+            &t.codec.rel.qualified_name(),
+            records.len() as u64,
+        );
         let done = ChunkDone::Work {
             last: last.clone(),
             rows: keep.len() as u64,

@@ -201,8 +201,11 @@ pub(crate) async fn run(
                 let records = encode_reads(t, &rows, &origin, position, |i, n| marks.at(i, n))?;
                 let n = rows.len() as u64;
                 total += n;
-                crate::metrics::SNAPSHOT_ROWS.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                crate::metrics::EVENTS.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                crate::metrics::count_snapshot_rows(
+                    &t.codec.policy.connector,
+                    &t.codec.rel.qualified_name(),
+                    n,
+                );
                 tx.send(SinkMsg::Chunk {
                     records,
                     done: ChunkDone::Initial {

@@ -1,0 +1,107 @@
+//! Each connector's state, as the supervisor and the pipeline report it, for `/healthz`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde_json::{json, Value as Json};
+
+/// Where a connector is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Connecting, checking, snapshotting before the stream starts.
+    Starting,
+    /// Streaming (or running its `initial_only` snapshot).
+    Running,
+    /// A transient error stopped the run; the supervisor restarts it after a backoff.
+    Restarting { error: String },
+    /// A permanent error stopped it; the operator must act.
+    Failed { error: String },
+    /// It finished (a completed `initial_only` snapshot, or a requested shutdown).
+    Stopped,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Restarting { .. } => "restarting",
+            State::Failed { .. } => "failed",
+            State::Stopped => "stopped",
+        }
+    }
+
+    /// Whether `/healthz` may answer 200 while a connector is in this state.
+    fn healthy(&self) -> bool {
+        matches!(self, State::Running | State::Stopped)
+    }
+}
+
+static STATES: Mutex<BTreeMap<String, State>> = Mutex::new(BTreeMap::new());
+
+pub fn set(connector: &str, state: State) {
+    let mut m = STATES.lock().unwrap_or_else(|e| e.into_inner());
+    m.insert(connector.to_owned(), state);
+}
+
+/// Whether every connector is healthy, and a JSON body naming each one's state (and the
+/// error of those that are not).
+pub fn report() -> (bool, Json) {
+    let m = STATES.lock().unwrap_or_else(|e| e.into_inner());
+    let healthy = m.values().all(State::healthy);
+    let connectors: Vec<Json> = m
+        .iter()
+        .map(|(name, s)| {
+            let mut o = json!({"name": name, "state": s.name()});
+            if let State::Restarting { error } | State::Failed { error } = s {
+                o["error"] = json!(error);
+            }
+            o
+        })
+        .collect();
+    let status = if healthy { "ok" } else { "unavailable" };
+    (healthy, json!({"status": status, "connectors": connectors}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_failing_connector_makes_the_report_unhealthy_and_is_named() {
+        set("h-a", State::Running);
+        set("h-b", State::Starting);
+        let (ok, body) = report();
+        assert!(!ok, "{body}");
+        set("h-b", State::Running);
+        // Other tests of this process may have set their own connectors; look at ours.
+        let (_, body) = report();
+        let ours = |name: &str| {
+            body["connectors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(ours("h-b")["state"], "running");
+        set(
+            "h-a",
+            State::Restarting {
+                error: "Kafka 127.0.0.1:1 did not answer".into(),
+            },
+        );
+        let (ok, body) = report();
+        assert!(!ok);
+        assert_eq!(body["status"], "unavailable");
+        let a = body["connectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "h-a")
+            .unwrap();
+        assert_eq!(a["state"], "restarting");
+        assert_eq!(a["error"], "Kafka 127.0.0.1:1 did not answer");
+    }
+}
