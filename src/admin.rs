@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::checkpoint;
 use crate::config::{ConnectorConfig, DaemonConfig};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::postgres::snapshot::SnapshotConn;
 use crate::postgres::Catalog;
 
@@ -17,7 +17,9 @@ pub async fn status(daemon: &DaemonConfig, conn: &ConnectorConfig) -> Result<Str
     let name = conn.name.clone();
     let ck = tokio::task::spawn_blocking(move || checkpoint::read_last(&kcfg, &name))
         .await
-        .map_err(|e| Error::permanent(format!("checkpoint reader failed: {e}")))??;
+        .map_err(|e| {
+            Error::permanent(Code::Internal, format!("checkpoint reader failed: {e}"))
+        })??;
     let _ = writeln!(out, "connector {}", conn.name);
     match &ck {
         Some(c) => {
@@ -81,24 +83,27 @@ pub async fn status(daemon: &DaemonConfig, conn: &ConnectorConfig) -> Result<Str
 /// after checking that each table is captured and has a primary key. Returns the signal id.
 pub async fn signal_snapshot(conn: &ConnectorConfig, tables: &[String]) -> Result<String> {
     let Some(signal_table) = &conn.signal_table else {
-        return Err(Error::permanent(format!(
+        return Err(Error::permanent(Code::Internal, format!(
             "connector {}: no signal_table is configured; add `signal_table: public.pgcdc_signal` to its file and restart it",
             conn.name
         )));
     };
     let mut cat = Catalog::connect(&conn.postgres, conn.numeric_mode, "pgcdc-snapshot").await?;
     for t in tables {
-        let (schema, table) =
-            crate::config::qualified(t).map_err(|m| Error::permanent(format!("table {t}: {m}")))?;
+        let (schema, table) = crate::config::qualified(t)
+            .map_err(|m| Error::permanent(Code::Internal, format!("table {t}: {m}")))?;
         if !conn.captures(schema, table) {
-            return Err(Error::permanent(format!(
-                "table {t}: connector {} does not capture it (see tables.include/exclude)",
-                conn.name
-            )));
+            return Err(Error::permanent(
+                Code::Internal,
+                format!(
+                    "table {t}: connector {} does not capture it (see tables.include/exclude)",
+                    conn.name
+                ),
+            ));
         }
         let st = cat.snapshot_table(t, conn).await?;
         if st.pk.is_empty() {
-            return Err(Error::permanent(format!(
+            return Err(Error::permanent(Code::Internal, format!(
                 "table {} has no primary key; incremental snapshots need one (ALTER TABLE {} ADD PRIMARY KEY (...))",
                 crate::postgres::quote_raw_table(t),
                 crate::postgres::quote_raw_table(t)
@@ -106,7 +111,7 @@ pub async fn signal_snapshot(conn: &ConnectorConfig, tables: &[String]) -> Resul
         }
     }
     if !cat.table_exists(signal_table).await? {
-        return Err(Error::permanent(format!(
+        return Err(Error::permanent(Code::Internal, format!(
             "signal table {signal_table} does not exist yet; start the connector once (it creates the table), then signal"
         )));
     }

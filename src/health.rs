@@ -13,9 +13,9 @@ pub enum State {
     /// Streaming (or running its `initial_only` snapshot).
     Running,
     /// A transient error stopped the run; the supervisor restarts it after a backoff.
-    Restarting { error: String },
+    Restarting { code: &'static str, error: String },
     /// A permanent error stopped it; the operator must act.
-    Failed { error: String },
+    Failed { code: &'static str, error: String },
     /// It finished (a completed `initial_only` snapshot, or a requested shutdown).
     Stopped,
 }
@@ -53,7 +53,8 @@ pub fn report() -> (bool, Json) {
         .iter()
         .map(|(name, s)| {
             let mut o = json!({"name": name, "state": s.name()});
-            if let State::Restarting { error } | State::Failed { error } = s {
+            if let State::Restarting { code, error } | State::Failed { code, error } = s {
+                o["code"] = json!(code);
                 o["error"] = json!(error);
             }
             o
@@ -67,6 +68,15 @@ pub fn report() -> (bool, Json) {
 mod tests {
     use super::*;
 
+    /// One connector's entry (other tests of this process may have set their own).
+    fn connector(body: &Json, name: &str) -> Json {
+        body["connectors"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+    }
+
     #[test]
     fn one_failing_connector_makes_the_report_unhealthy_and_is_named() {
         set("h-a", State::Running);
@@ -74,34 +84,21 @@ mod tests {
         let (ok, body) = report();
         assert!(!ok, "{body}");
         set("h-b", State::Running);
-        // Other tests of this process may have set their own connectors; look at ours.
         let (_, body) = report();
-        let ours = |name: &str| {
-            body["connectors"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["name"] == name)
-                .cloned()
-                .unwrap()
-        };
-        assert_eq!(ours("h-b")["state"], "running");
+        assert_eq!(connector(&body, "h-b")["state"], "running");
         set(
             "h-a",
             State::Restarting {
+                code: "kafka.unavailable",
                 error: "Kafka 127.0.0.1:1 did not answer".into(),
             },
         );
         let (ok, body) = report();
         assert!(!ok);
         assert_eq!(body["status"], "unavailable");
-        let a = body["connectors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "h-a")
-            .unwrap();
+        let a = connector(&body, "h-a");
         assert_eq!(a["state"], "restarting");
+        assert_eq!(a["code"], "kafka.unavailable");
         assert_eq!(a["error"], "Kafka 127.0.0.1:1 did not answer");
     }
 }

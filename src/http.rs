@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::{health, metrics};
 
 /// A client has this long to send its request head.
@@ -22,9 +22,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 pub async fn bind(addr: &str) -> Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
-        Error::permanent(format!(
+        Error::permanent(
+            Code::Http,
+            format!(
             "http.listen {addr}: cannot listen: {e}; choose another address in the daemon config"
-        ))
+        ),
+        )
     })
 }
 

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 use pgcdc::config::{connector_files, ConnectorConfig, DaemonConfig, LogFormat};
-use pgcdc::error::Error;
+use pgcdc::error::{Code, Error};
 
 #[derive(Parser)]
 #[command(
@@ -243,11 +243,14 @@ async fn snapshot(dir: &Path, connector: &str, tables: &[String]) -> Result<(), 
     let all = load_connectors(dir, &[])?;
     let Some(c) = all.iter().find(|c| c.name == connector) else {
         let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
-        return Err(Error::permanent(format!(
-            "{}: no connector named {connector:?} (there are: {}); name one of them",
-            dir.display(),
-            names.join(", ")
-        )));
+        return Err(Error::permanent(
+            Code::Usage,
+            format!(
+                "{}: no connector named {connector:?} (there are: {}); name one of them",
+                dir.display(),
+                names.join(", ")
+            ),
+        ));
     };
     let id = pgcdc::admin::signal_snapshot(c, tables).await?;
     println!(
@@ -286,8 +289,8 @@ async fn start_problem(
 /// One convention for every command: 0 ok, 2 a config file that does not parse or validate
 /// (daemon or connector), 1 anything else that stops pgcdc.
 fn exit_code(e: &pgcdc::error::Error) -> ExitCode {
-    match e {
-        pgcdc::error::Error::Config(_) => ExitCode::from(2),
+    match e.code() {
+        Code::Config => ExitCode::from(2),
         _ => ExitCode::FAILURE,
     }
 }

@@ -326,7 +326,12 @@ fn now_us() -> i64 {
 }
 
 /// (name, help, unit, value from a connector's positions and the time now in µs).
-type LiveGauge = (&'static str, &'static str, Option<Unit>, fn(&Positions, i64) -> f64);
+type LiveGauge = (
+    &'static str,
+    &'static str,
+    Option<Unit>,
+    fn(&Positions, i64) -> f64,
+);
 
 impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {

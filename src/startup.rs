@@ -10,7 +10,7 @@
 
 use crate::checkpoint::{Checkpoint, SlotClaim};
 use crate::config::{ConnectorConfig, SnapshotMode};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::postgres::catalog::SlotInfo;
 use crate::Lsn;
 
@@ -59,7 +59,7 @@ pub fn decide(
                 .is_ok_and(|created| s.confirmed_flush.is_none_or(|f| f >= created))
     });
     if !ours {
-        return Err(Error::permanent(format!(
+        return Err(Error::permanent(Code::Slot, format!(
             "replication slot {name} already exists ({}) and connector {} has no record of creating it, so pgcdc \
              will not drop it to take an initial snapshot (its changes may belong to another consumer); to stream \
              from it as it is, set snapshot.mode: never; to start afresh, drop it yourself \
@@ -69,7 +69,7 @@ pub fn decide(
         )));
     }
     if s.active {
-        return Err(Error::transient(format!(
+        return Err(Error::transient(Code::Slot, format!(
             "replication slot {name} is in use ({}); pgcdc never drops a slot in use and retries once it is free",
             describe(s)
         )));

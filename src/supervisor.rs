@@ -7,7 +7,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{ConnectorConfig, DaemonConfig};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::metrics::ConnectorEvent;
 use crate::{health, metrics, pipeline};
 
@@ -45,7 +45,7 @@ pub async fn run(
                 }
                 Some(Err(e)) => {
                     if first_err.is_none() {
-                        first_err = Some(Error::permanent(format!("connector task failed: {e}")));
+                        first_err = Some(Error::permanent(Code::Internal, format!("connector task failed: {e}")));
                     }
                     let _ = stop_tx.send(true);
                 }
@@ -104,13 +104,14 @@ async fn run_one(
                 health::set(
                     &conn.name,
                     health::State::Restarting {
+                        code: e.code().as_str(),
                         error: e.to_string(),
                     },
                 );
                 if started.elapsed() >= HEALTHY_RUN {
                     backoff = BACKOFF_START;
                 }
-                tracing::warn!(connector = %conn.name, error = %e, retry_in = ?backoff, "connector failed; restarting from the last checkpoint");
+                tracing::warn!(connector = %conn.name, code = %e.code(), error = %e, retry_in = ?backoff, "connector failed; restarting from the last checkpoint");
                 tokio::select! {
                     biased;
                     _ = stop.changed() => return Ok(()),
@@ -125,10 +126,11 @@ async fn run_one(
                 health::set(
                     &conn.name,
                     health::State::Failed {
+                        code: e.code().as_str(),
                         error: e.to_string(),
                     },
                 );
-                tracing::error!(connector = %conn.name, error = %e, "connector stopped");
+                tracing::error!(connector = %conn.name, code = %e.code(), error = %e, "connector stopped");
                 return Err(e);
             }
         }

@@ -17,7 +17,7 @@ use serde_json::{json, Value as Json};
 use tokio::sync::watch;
 
 use crate::config::DaemonConfig;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::kafka::{base_config, classify};
 
 pub struct TailOptions {
@@ -106,18 +106,23 @@ pub async fn decode_json(decoder: &AvroDecoder, bytes: Option<&[u8]>) -> Result<
     };
     if b.len() < 5 || b[0] != 0 {
         return Err(Error::permanent(
+            Code::Kafka,
             "record is not in the Confluent wire format (magic byte 0, schema id)",
         ));
     }
     let id = u32::from_be_bytes([b[1], b[2], b[3], b[4]]);
-    let schema = decoder
-        .get_schema(id)
-        .await
-        .map_err(|e| Error::transient(format!("schema registry: fetching schema {id}: {e}")))?;
-    let decoded = decoder
-        .decode(Some(b))
-        .await
-        .map_err(|e| Error::permanent(format!("decoding a record with schema {id}: {e}")))?;
+    let schema = decoder.get_schema(id).await.map_err(|e| {
+        Error::transient(
+            Code::Kafka,
+            format!("schema registry: fetching schema {id}: {e}"),
+        )
+    })?;
+    let decoded = decoder.decode(Some(b)).await.map_err(|e| {
+        Error::permanent(
+            Code::Kafka,
+            format!("decoding a record with schema {id}: {e}"),
+        )
+    })?;
     let mut names = HashMap::new();
     collect_names(&schema.parsed, &mut names);
     Ok(to_json(&decoded.value, &schema.parsed, &names))

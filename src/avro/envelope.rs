@@ -12,7 +12,7 @@ use crate::avro::schema::{none, some};
 use crate::avro::Registered;
 use crate::config::{ToastMode, Unrepresentable};
 use crate::decode::{Relation, Tuple, TupleData};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::kafka::producer::MAX_RECORD_BYTES;
 use crate::Lsn;
 
@@ -129,20 +129,23 @@ pub fn now_micros() -> i64 {
 
 impl TableCodec {
     fn column_error(&self, i: usize, e: impl std::fmt::Display) -> Error {
-        Error::permanent(format!(
-            "table {} column {}: {e}",
-            self.rel.quoted_name(),
-            self.rel
-                .columns
-                .get(i)
-                .map(|c| crate::postgres::quote_ident(&c.name))
-                .unwrap_or_else(|| "?".into())
-        ))
+        Error::permanent(
+            Code::Value,
+            format!(
+                "table {} column {}: {e}",
+                self.rel.quoted_name(),
+                self.rel
+                    .columns
+                    .get(i)
+                    .map(|c| crate::postgres::quote_ident(&c.name))
+                    .unwrap_or_else(|| "?".into())
+            ),
+        )
     }
 
     fn check_width(&self, t: &Tuple) -> Result<()> {
         if t.len() != self.rel.columns.len() {
-            return Err(Error::permanent(format!(
+            return Err(Error::permanent(Code::Value, format!(
                 "table {}: a row has {} columns but the relation announced {}; this is a pgoutput protocol error",
                 self.rel.quoted_name(),
                 t.len(),
@@ -366,7 +369,7 @@ impl TableCodec {
             .encode(self.envelope(op, before, after, origin, cx), &what)?;
         let size = value.len() + key.as_ref().map_or(0, Vec::len);
         if size > MAX_RECORD_BYTES {
-            return Err(Error::permanent(format!(
+            return Err(Error::permanent(Code::Value, format!(
                 "table {}: a row at LSN {} encodes to {size} bytes, over pgcdc's record limit of {MAX_RECORD_BYTES} bytes; \
                  pgcdc stops rather than drop or truncate it (store such values outside the row, or exclude the table)",
                 self.rel.quoted_name(),

@@ -12,7 +12,7 @@ use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 
 /// A schema with its registry id, ready to encode values.
 pub struct Registered {
@@ -49,14 +49,16 @@ impl Registered {
     pub fn new(id: u32, schema: Schema) -> Result<Self> {
         let schema = keep(schema);
         let writer = GenericDatumWriter::builder(schema).build().map_err(|e| {
-            Error::permanent(format!(
-                "internal error: Avro schema {id} does not resolve: {e}"
-            ))
+            Error::permanent(
+                Code::Registry,
+                format!("internal error: Avro schema {id} does not resolve: {e}"),
+            )
         })?;
         let names = encode::Names::of(schema).map_err(|e| {
-            Error::permanent(format!(
-                "internal error: Avro schema {id} does not resolve: {e}"
-            ))
+            Error::permanent(
+                Code::Registry,
+                format!("internal error: Avro schema {id} does not resolve: {e}"),
+            )
         })?;
         Ok(Registered {
             id,
@@ -73,10 +75,10 @@ impl Registered {
         out.push(0);
         out.extend_from_slice(&self.id.to_be_bytes());
         encode::write(&value, self.schema, &self.names, None, &mut out).map_err(|e| {
-            Error::permanent(format!(
-                "{}: value does not fit its Avro schema: {e}",
-                what()
-            ))
+            Error::permanent(
+                Code::Registry,
+                format!("{}: value does not fit its Avro schema: {e}", what()),
+            )
         })?;
         #[cfg(debug_assertions)]
         {

@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 
 use schema_registry_converter::async_impl::schema_registry::{post_schema, SrSettings};
-use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{RawError, SchemaType, SuppliedSchema};
 
 use crate::config::RegistryConfig;
-use crate::error::{Error, Result};
+use crate::error::{retry, Code, Error, Result, IN_PLACE};
 
 pub struct Registry {
     settings: SrSettings,
@@ -23,8 +24,12 @@ pub fn settings(cfg: &RegistryConfig) -> Result<SrSettings> {
         b.set_basic_authorization(user, cfg.password.as_ref().map(|p| p.0.as_str()));
     }
     b.set_timeout(std::time::Duration::from_secs(30));
-    b.build()
-        .map_err(|e| Error::permanent(format!("schema registry {}: bad settings: {e}", cfg.url)))
+    b.build().map_err(|e| {
+        Error::permanent(
+            Code::Registry,
+            format!("schema registry {}: bad settings: {e}", cfg.url),
+        )
+    })
 }
 
 impl Registry {
@@ -40,7 +45,7 @@ impl Registry {
     pub async fn register(&mut self, subject: &str, schema: &str) -> Result<u32> {
         match self.try_register(subject, schema).await? {
             Ok(id) => Ok(id),
-            Err(text) => Err(Error::permanent(format!(
+            Err(text) => Err(Error::permanent(Code::RegistryRefused, format!(
                 "schema registry {}: subject {subject} refused the new schema as incompatible ({text}); \
                  the table's change is not compatible under the subject's compatibility level: \
                  relax it (PUT /config/{subject}) or use a new topic prefix",
@@ -60,25 +65,22 @@ impl Registry {
         if let Some(id) = self.cache.get(&k) {
             return Ok(Ok(*id));
         }
-        let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_owned());
-        let reg = match post_schema(&self.settings, subject.to_owned(), supplied).await {
-            Ok(reg) => reg,
-            Err(e) => {
-                let text = e.to_string();
-                return if text.contains("409") || text.to_lowercase().contains("incompatible") {
-                    Ok(Err(text))
-                } else if e.retriable {
-                    Err(Error::transient(format!(
-                        "schema registry {}: registering subject {subject}: {text}",
-                        self.url
-                    )))
-                } else {
-                    Err(Error::permanent(format!(
-                        "schema registry {}: registering subject {subject}: {text}",
-                        self.url
-                    )))
-                };
+        let url = &self.url;
+        let settings = &self.settings;
+        let posted = retry(IN_PLACE, "registering a schema", || async {
+            let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_owned());
+            match post_schema(settings, subject.to_owned(), supplied).await {
+                Ok(reg) => Ok(Ok(reg)),
+                Err(e) => match refusal(url, subject, e) {
+                    Refusal::Incompatible(text) => Ok(Err(text)),
+                    Refusal::Error(e) => Err(e),
+                },
             }
+        })
+        .await?;
+        let reg = match posted {
+            Ok(reg) => reg,
+            Err(text) => return Ok(Err(text)),
         };
         tracing::info!(subject, id = reg.id, "registered schema");
         self.cache.insert(k, reg.id);
@@ -86,24 +88,85 @@ impl Registry {
     }
 }
 
+enum Refusal {
+    /// The subject's compatibility level refuses the schema (error_code 409).
+    Incompatible(String),
+    Error(Error),
+}
+
+/// The registry's JSON `error_code`, when it sent one (Confluent: 409 incompatible, 42201
+/// invalid schema, 40101 unauthorized; Apicurio's ccompat API the same).
+fn error_code(e: &SRCError) -> Option<u32> {
+    std::error::Error::source(e)?
+        .downcast_ref::<RawError>()
+        .map(|r| r.error_code)
+        .filter(|&c| c != 0)
+}
+
+/// Classifies a failed registration by the registry's answer, not its wording.
+fn refusal(url: &str, subject: &str, e: SRCError) -> Refusal {
+    let text = format!("schema registry {url}: registering subject {subject}: {e}");
+    let code = error_code(&e);
+    let family = code.map(|c| if c >= 1000 { c / 100 } else { c });
+    let err = match family {
+        Some(409) => return Refusal::Incompatible(e.to_string()),
+        Some(422) => Error::permanent(
+            Code::RegistryRefused,
+            format!("{text}; the registry refused the schema as invalid"),
+        ),
+        Some(401 | 403) => Error::permanent(
+            Code::RegistryAuth,
+            format!("{text}; set schema_registry.username and schema_registry.password"),
+        ),
+        _ if e.retriable || is_connection(&e) => Error::transient(Code::RegistryUnavailable, text),
+        _ => Error::permanent(Code::Registry, text),
+    };
+    Refusal::Error(err.with_source(e))
+}
+
+/// Whether the request never got an answer (refused, reset, timed out).
+fn is_connection(e: &SRCError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<reqwest::Error>())
+        .is_some_and(|r| r.is_connect() || r.is_timeout() || r.is_request())
+}
+
 /// Checks that the registry answers its Confluent-compatible API (`GET /subjects`).
 pub async fn check(cfg: &RegistryConfig) -> Result<()> {
-    let settings = settings(cfg)?;
-    schema_registry_converter::async_impl::schema_registry::get_all_subjects(&settings)
-        .await
-        .map(|_| ())
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
         .map_err(|e| {
-            let text = e.to_string();
-            if text.contains("401") || text.contains("403") {
-                Error::permanent(format!(
-                    "schema registry {}: refused the credentials (GET /subjects: {text}); set schema_registry.username and schema_registry.password",
-                    cfg.url
-                ))
-            } else {
-                Error::permanent(format!(
-                    "schema registry {}: no answer from GET /subjects ({text}); check schema_registry.url (Apicurio: .../apis/ccompat/v7)",
-                    cfg.url
-                ))
-            }
-        })
+            Error::permanent(Code::Registry, format!("schema registry {}: {e}", cfg.url))
+                .with_source(e)
+        })?;
+    let mut req = client.get(format!("{}/subjects", cfg.url.trim_end_matches('/')));
+    if let Some(user) = &cfg.username {
+        req = req.basic_auth(user, cfg.password.as_ref().map(|p| p.0.as_str()));
+    }
+    let no_answer = |what: String| {
+        Error::transient(
+            Code::RegistryUnavailable,
+            format!(
+                "schema registry {}: no answer from GET /subjects ({what}); check schema_registry.url (Apicurio: .../apis/ccompat/v7)",
+                cfg.url
+            ),
+        )
+    };
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return Err(no_answer(e.to_string()).with_source(e)),
+    };
+    let status = resp.status();
+    match status.as_u16() {
+        200..=299 => Ok(()),
+        401 | 403 => Err(Error::permanent(
+            Code::RegistryAuth,
+            format!(
+                "schema registry {}: refused the credentials (GET /subjects: HTTP {status}); set schema_registry.username and schema_registry.password",
+                cfg.url
+            ),
+        )),
+        _ => Err(no_answer(format!("HTTP {status}"))),
+    }
 }

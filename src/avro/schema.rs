@@ -8,7 +8,7 @@ use serde_json::{json, Value as Json};
 
 use crate::avro::fields::{key_field, FieldSpec};
 use crate::decode::Relation;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::typemap::Names;
 
 /// Avro names allow `[A-Za-z_][A-Za-z0-9_]*`; Debezium's `avro` adjustment replaces anything
@@ -61,12 +61,15 @@ pub fn field_names(rel: &Relation) -> Result<Vec<String>> {
     let names: Vec<String> = rel.columns.iter().map(|c| avro_name(&c.name)).collect();
     for (i, n) in names.iter().enumerate() {
         if let Some(j) = names[..i].iter().position(|m| m == n) {
-            return Err(Error::permanent(format!(
+            return Err(Error::permanent(
+                Code::Registry,
+                format!(
                 "table {}: columns {:?} and {:?} both become Avro field {n:?}; rename one of them",
                 rel.quoted_name(),
                 rel.columns[j].name,
                 rel.columns[i].name
-            )));
+            ),
+            ));
         }
     }
     Ok(names)
@@ -134,9 +137,10 @@ pub struct Built {
 fn build(json: Json) -> Result<Built> {
     let text = json.to_string();
     let schema = Schema::parse_str(&text).map_err(|e| {
-        Error::permanent(format!(
-            "internal error: generated Avro schema does not parse: {e}"
-        ))
+        Error::permanent(
+            Code::Registry,
+            format!("internal error: generated Avro schema does not parse: {e}"),
+        )
     })?;
     Ok(Built { json: text, schema })
 }

@@ -10,7 +10,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::config::KafkaConfig;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::kafka::{base_config, classify};
 use crate::snapshot::SnapshotState;
 use crate::Lsn;
@@ -39,16 +39,20 @@ pub struct Checkpoint {
 impl Checkpoint {
     pub fn position(&self) -> Result<Lsn> {
         self.lsn.parse().map_err(|e| {
-            Error::permanent(format!("checkpoint of connector {}: {e}", self.connector))
+            Error::permanent(
+                Code::Checkpoint,
+                format!("checkpoint of connector {}: {e}", self.connector),
+            )
         })
     }
 
     /// The record's JSON; an error, never empty bytes, if it cannot be written.
     pub fn encode(&self) -> Result<Vec<u8>> {
         serde_json::to_vec(self).map_err(|e| {
-            Error::permanent(format!(
-                "internal error: checkpoint record does not serialize: {e}"
-            ))
+            Error::permanent(
+                Code::Checkpoint,
+                format!("internal error: checkpoint record does not serialize: {e}"),
+            )
         })
     }
 }
@@ -73,9 +77,10 @@ impl SlotClaim {
     /// The record's JSON; an error, never empty bytes, if it cannot be written.
     pub fn encode(&self) -> Result<Vec<u8>> {
         serde_json::to_vec(self).map_err(|e| {
-            Error::permanent(format!(
-                "internal error: checkpoint record does not serialize: {e}"
-            ))
+            Error::permanent(
+                Code::Checkpoint,
+                format!("internal error: checkpoint record does not serialize: {e}"),
+            )
         })
     }
 }
@@ -139,7 +144,7 @@ pub fn read_state(
                 break;
             }
             if std::time::Instant::now() > deadline {
-                return Err(Error::transient(format!(
+                return Err(Error::transient(Code::Checkpoint, format!(
                     "Kafka {brokers}: reading checkpoints from {topic} did not reach offset {high} within 60s"
                 )));
             }
@@ -155,7 +160,7 @@ pub fn read_state(
                     match m.payload() {
                         Some(v) => {
                             let c: Checkpoint = serde_json::from_slice(v).map_err(|e| {
-                                Error::permanent(format!(
+                                Error::permanent(Code::Checkpoint, format!(
                                     "checkpoint of connector {connector} in {topic} offset {} is not valid: {e}",
                                     m.offset()
                                 ))

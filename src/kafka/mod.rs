@@ -8,7 +8,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::KafkaConfig;
-use crate::error::Error;
+use crate::error::{Code, Error};
 
 /// librdkafka repeats the same complaint (a broker refusing connections) many times a
 /// second: each distinct complaint is logged at most once per this interval, the rest counted.
@@ -88,56 +88,66 @@ pub fn classify(brokers: &str, what: &str, e: KafkaError) -> Error {
     // A property librdkafka refuses (unknown, out of range) is fixed in the config, not by
     // retrying: name the YAML key it came from.
     if let KafkaError::ClientConfig(_, desc, key, _) = &e {
-        return Error::Permanent(format!(
-            "Kafka client configuration: {} (librdkafka property {key}: {}); fix it in the daemon config",
-            yaml_key(key),
-            desc.trim()
-        ));
+        return Error::permanent(
+            Code::KafkaConfig,
+            format!(
+                "Kafka client configuration: {} (librdkafka property {key}: {}); fix it in the daemon config",
+                yaml_key(key),
+                desc.trim()
+            ),
+        );
     }
     let text = format!("Kafka {brokers}: {what}: {e}");
-    // Retrying a record the broker finds too large only fails again (a topic created before
-    // pgcdc, with a smaller max.message.bytes).
-    if text.contains("MessageSizeTooLarge")
-        || text.to_lowercase().contains("message size too large")
-    {
-        return Error::Permanent(format!(
-            "{text}; raise the topic's max.message.bytes to at least {} bytes",
-            crate::kafka::producer::MAX_RECORD_BYTES
-        ));
-    }
     let code = match &e {
         KafkaError::Transaction(t) => {
             if matches!(
                 t.code(),
                 RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced
             ) {
-                return Error::Fenced(format!(
+                return Error::fenced(format!(
                     "{text}; another pgcdc instance runs this connector (same transactional.id), this one stops"
-                ));
+                ))
+                .with_source(e);
             }
             if t.is_fatal() && !t.txn_requires_abort() {
-                return Error::Permanent(text);
+                return Error::permanent(Code::Kafka, text).with_source(e);
             }
             Some(t.code())
         }
         other => other.rdkafka_error_code(),
     };
-    match code {
+    let err = match code {
+        // Retrying a record the broker finds too large only fails again (a topic created
+        // before pgcdc, with a smaller max.message.bytes).
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) => Error::permanent(
+            Code::KafkaRecordTooLarge,
+            format!(
+                "{text}; raise the topic's max.message.bytes to at least {} bytes",
+                crate::kafka::producer::MAX_RECORD_BYTES
+            ),
+        ),
         Some(
             RDKafkaErrorCode::TopicAuthorizationFailed
             | RDKafkaErrorCode::GroupAuthorizationFailed
             | RDKafkaErrorCode::ClusterAuthorizationFailed
             | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
-            | RDKafkaErrorCode::SaslAuthenticationFailed
-            | RDKafkaErrorCode::InvalidConfig
+            | RDKafkaErrorCode::SaslAuthenticationFailed,
+        ) => Error::permanent(
+            Code::KafkaAuthorization,
+            format!("{text}; check the broker ACLs and the kafka section of the daemon config"),
+        ),
+        Some(
+            RDKafkaErrorCode::InvalidConfig
             | RDKafkaErrorCode::InvalidReplicationFactor
             | RDKafkaErrorCode::PolicyViolation,
-        ) => Error::Permanent(format!(
-            "{text}; check the broker ACLs and the kafka section of the daemon config"
-        )),
-        Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced) => Error::Fenced(text),
-        _ => Error::Transient(text),
-    }
+        ) => Error::permanent(
+            Code::Kafka,
+            format!("{text}; check the broker ACLs and the kafka section of the daemon config"),
+        ),
+        Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced) => Error::fenced(text),
+        _ => Error::transient(Code::KafkaUnavailable, text),
+    };
+    err.with_source(e)
 }
 
 /// The daemon-config key a librdkafka property comes from.
@@ -165,12 +175,12 @@ pub async fn check_brokers(cfg: &KafkaConfig) -> Result<(), Error> {
         let c: BaseConsumer<QuietContext> =
             base_config(&cfg).create_with_context(QuietContext).map_err(|e| classify(&cfg.bootstrap_servers, "creating a client", e))?;
         c.fetch_metadata(None, std::time::Duration::from_secs(10)).map(|_| ()).map_err(|e| {
-            Error::permanent(format!(
+            Error::transient(Code::KafkaUnavailable, format!(
                 "Kafka {}: no answer to a metadata request ({e}); check kafka.bootstrap_servers and that the brokers run",
                 cfg.bootstrap_servers
             ))
         })
     })
     .await
-    .map_err(|e| Error::permanent(format!("broker check failed: {e}")))?
+    .map_err(|e| Error::permanent(Code::Internal, format!("broker check failed: {e}")))?
 }

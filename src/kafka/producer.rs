@@ -14,7 +14,7 @@ use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
 use crate::config::KafkaConfig;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::kafka::{base_config, classify};
 
 /// How long librdkafka waits for a transaction operation (init, commit, abort).
@@ -49,9 +49,10 @@ fn fenced_or(p: &Inner, brokers: &str, what: &str, e: KafkaError) -> Error {
                 | RDKafkaErrorCode::ProducerFenced
                 | RDKafkaErrorCode::InvalidProducerEpoch
         ) {
-            return Error::Fenced(format!(
+            return Error::fenced(format!(
                 "Kafka {brokers}: {what}: {reason}; another pgcdc instance runs this connector (same transactional.id), this one stops"
-            ));
+            ))
+            .with_source(e);
         }
     }
     classify(brokers, what, e)
@@ -163,7 +164,7 @@ impl TxProducer {
             })
         })
         .await
-        .map_err(|e| Error::permanent(format!("Kafka {what}: task failed: {e}")))?
+        .map_err(|e| Error::permanent(Code::Kafka, format!("Kafka {what}: task failed: {e}")))?
     }
 
     /// Registers the transactional id with the coordinator, fencing any older producer with
@@ -244,10 +245,10 @@ impl TxProducer {
                 .ok()
                 .and_then(|mut f| f.take())
                 .unwrap_or_default();
-            return Err(Error::transient(format!(
-                "Kafka {}: deliveries failed: {first}",
-                self.brokers
-            )));
+            return Err(Error::transient(
+                Code::Kafka,
+                format!("Kafka {}: deliveries failed: {first}", self.brokers),
+            ));
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
 
 use crate::config::KafkaConfig;
-use crate::error::{Error, Result};
+use crate::error::{retry, Code, Error, Result, IN_PLACE};
 use crate::kafka::{base_config, classify, QuietContext};
 
 pub struct Topics {
@@ -72,31 +72,39 @@ impl Topics {
             nt = nt.set("max.message.bytes", &max_bytes);
         }
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let res = self
-            .admin
-            .create_topics(&[nt], &opts)
-            .await
-            .map_err(|e| classify(&self.brokers, &format!("creating topic {topic}"), e))?;
-        for r in res {
-            match r {
-                Ok(_) => tracing::info!(topic, "created topic"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, code)) => {
-                    let msg = format!("Kafka {}: creating topic {t}: {code}", self.brokers);
-                    return Err(match code {
-                        RDKafkaErrorCode::TopicAuthorizationFailed
-                        | RDKafkaErrorCode::ClusterAuthorizationFailed
-                        | RDKafkaErrorCode::InvalidReplicationFactor
-                        | RDKafkaErrorCode::InvalidPartitions
-                        | RDKafkaErrorCode::InvalidConfig
-                        | RDKafkaErrorCode::PolicyViolation => Error::permanent(format!(
-                            "{msg}; fix kafka.topics in the daemon config or create the topic yourself"
-                        )),
-                        _ => Error::transient(msg),
-                    });
+        let (admin, brokers) = (&self.admin, &self.brokers);
+        retry(IN_PLACE, "creating a topic", || async {
+            let res = admin
+                .create_topics(std::slice::from_ref(&nt), &opts)
+                .await
+                .map_err(|e| classify(brokers, &format!("creating topic {topic}"), e))?;
+            for r in res {
+                match r {
+                    Ok(_) => tracing::info!(topic, "created topic"),
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((t, code)) => {
+                        let msg = format!("Kafka {brokers}: creating topic {t}: {code}");
+                        return Err(match code {
+                            RDKafkaErrorCode::TopicAuthorizationFailed
+                            | RDKafkaErrorCode::ClusterAuthorizationFailed => Error::permanent(
+                                Code::KafkaAuthorization,
+                                format!("{msg}; grant pgcdc Create on the topic or create the topic yourself"),
+                            ),
+                            RDKafkaErrorCode::InvalidReplicationFactor
+                            | RDKafkaErrorCode::InvalidPartitions
+                            | RDKafkaErrorCode::InvalidConfig
+                            | RDKafkaErrorCode::PolicyViolation => Error::permanent(
+                                Code::Kafka,
+                                format!("{msg}; fix kafka.topics in the daemon config or create the topic yourself"),
+                            ),
+                            _ => Error::transient(Code::KafkaUnavailable, msg),
+                        });
+                    }
                 }
             }
-        }
+            Ok(())
+        })
+        .await?;
         self.known.insert(topic.to_owned());
         Ok(())
     }

@@ -4,7 +4,7 @@
 use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::Checkpoint;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::kafka::sink::{Sink, SinkMsg};
 use crate::postgres::snapshot::SnapshotConn;
 use crate::snapshot::initial::{self, SnapTable};
@@ -90,7 +90,7 @@ pub(super) async fn initial_only(
     drop(reader);
     let r = sink_task
         .await
-        .map_err(|e| Error::permanent(format!("the Kafka sink failed: {e}")))?;
+        .map_err(|e| Error::permanent(Code::Internal, format!("the Kafka sink failed: {e}")))?;
     if let Some(ex) = exporter {
         let _ = ex.commit().await;
     }

@@ -26,7 +26,7 @@ use crate::avro::registry::Registry;
 use crate::checkpoint;
 use crate::config::{ConnectorConfig, DaemonConfig, SnapshotMode};
 use crate::decode::RelationCache;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::kafka::producer::{transactional_id, TxProducer};
 use crate::kafka::sink::{Sink, SinkMsg};
 use crate::kafka::topics::Topics;
@@ -77,10 +77,10 @@ pub async fn run(
         } else {
             String::new()
         };
-        return Err(Error::permanent(format!(
-            "connector {}: {first}{more}",
-            conn.name
-        )));
+        return Err(Error::permanent(
+            Code::Preflight,
+            format!("connector {}: {first}{more}", conn.name),
+        ));
     }
     catalog.ensure_publication(conn).await?;
     catalog.cover_tables(conn).await?;
@@ -91,9 +91,7 @@ pub async fn run(
     // A property librdkafka refuses is permanent; then Kafka answers within 10 s, or the
     // operator reads pgcdc's own line (not librdkafka's retries) and the connector retries.
     crate::kafka::check_config(&daemon.kafka)?;
-    crate::kafka::check_brokers(&daemon.kafka)
-        .await
-        .map_err(|e| Error::transient(e.to_string()))?;
+    crate::kafka::check_brokers(&daemon.kafka).await?;
     let producer = TxProducer::new(&daemon.kafka, &transactional_id(&conn.name))?;
     producer.init().await?;
     let mut topics = Topics::new(&daemon.kafka)?;
@@ -108,12 +106,12 @@ pub async fn run(
     let name = conn.name.clone();
     let (ck, claim) = tokio::task::spawn_blocking(move || checkpoint::read_state(&kcfg, &name))
         .await
-        .map_err(|e| Error::permanent(format!("checkpoint reader failed: {e}")))??;
+        .map_err(|e| {
+            Error::permanent(Code::Internal, format!("checkpoint reader failed: {e}"))
+        })??;
     // Both sinks answer before a slot is created or a snapshot begins: a retry while one is
     // down never has anything to undo.
-    crate::avro::registry::check(&daemon.schema_registry)
-        .await
-        .map_err(|e| Error::transient(e.to_string()))?;
+    crate::avro::registry::check(&daemon.schema_registry).await?;
     let ck_pos = match &ck {
         Some(c) => Some(c.position()?),
         None => None,
@@ -159,9 +157,12 @@ pub async fn run(
     repl.identify_system().await?;
     let existing = reader.catalog.slot(&slot).await?;
     let decision = crate::startup::decide(conn, ck.as_ref(), claim.as_ref(), existing.as_ref())
-        .map_err(|e| match e {
-            Error::Permanent(m) => Error::permanent(format!("connector {}: {m}", conn.name)),
-            other => other,
+        .map_err(|e| {
+            if e.kind() == crate::error::Kind::Permanent {
+                e.context(format_args!("connector {}", conn.name))
+            } else {
+                e
+            }
         })?;
     // Recorded right after creation, before anything uses the slot.
     let claim = |lsn| {
@@ -194,7 +195,7 @@ pub async fn run(
         };
         if let Some(ck_pos) = ck_pos {
             if slot_pos > ck_pos {
-                return Err(Error::permanent(format!(
+                return Err(Error::permanent(Code::Slot, format!(
                     "connector {}: replication slot {slot} is at {slot_pos} but the last checkpoint in {} is at {ck_pos}: \
                      changes between them were acknowledged without being delivered (was the slot dropped and recreated?). \
                      pgcdc stops rather than skip them. To re-snapshot instead, set snapshot.mode: when_needed; to start \
@@ -245,9 +246,9 @@ pub async fn run(
         let Some(rows) = rows else {
             // Stop: the sink commits the chunks it has whole; the rest resumes later.
             drop(reader);
-            return sink_task
-                .await
-                .map_err(|e| Error::permanent(format!("the Kafka sink failed: {e}")))?;
+            return sink_task.await.map_err(|e| {
+                Error::permanent(Code::Internal, format!("the Kafka sink failed: {e}"))
+            })?;
         };
         let secs = started.elapsed().as_secs_f64();
         tracing::info!(
@@ -313,8 +314,8 @@ pub async fn run(
             }
             r = &mut driver => break Err(match r {
                 Ok(Err(e)) => e,
-                Ok(Ok(())) => Error::transient("the snapshot reader stopped"),
-                Err(e) => Error::permanent(format!("the snapshot reader failed: {e}")),
+                Ok(Ok(())) => Error::transient(Code::Internal, "the snapshot reader stopped"),
+                Err(e) => Error::permanent(Code::Internal, format!("the snapshot reader failed: {e}")),
             }),
             ev = stream.next() => ev,
         };
@@ -358,7 +359,10 @@ pub async fn run(
     } else {
         match sink_task.await {
             Ok(r) => r,
-            Err(e) => Err(Error::permanent(format!("the Kafka sink failed: {e}"))),
+            Err(e) => Err(Error::permanent(
+                Code::Internal,
+                format!("the Kafka sink failed: {e}"),
+            )),
         }
     };
     // Let the feedback task report the final flush position before it goes.
@@ -405,8 +409,8 @@ async fn claim_slot(
 
 pub(super) fn sink_stopped(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Error {
     match r {
-        Ok(Ok(())) => Error::transient("the Kafka sink stopped"),
+        Ok(Ok(())) => Error::transient(Code::Internal, "the Kafka sink stopped"),
         Ok(Err(e)) => e,
-        Err(e) => Error::permanent(format!("the Kafka sink failed: {e}")),
+        Err(e) => Error::permanent(Code::Internal, format!("the Kafka sink failed: {e}")),
     }
 }

@@ -14,7 +14,7 @@ use crate::avro::schema::{envelope_schema, field_names, key_schema, topic_name};
 use crate::avro::Registered;
 use crate::config::ConnectorConfig;
 use crate::decode::{self, Message, RelationCache};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::kafka::sink::SinkMsg;
 use crate::kafka::topics::Topics;
 use crate::metrics;
@@ -65,12 +65,15 @@ impl Reader<'_> {
         self.tx
             .send(m)
             .await
-            .map_err(|_| Error::transient("the Kafka sink stopped"))
+            .map_err(|_| Error::transient(Code::Internal, "the Kafka sink stopped"))
     }
 
     pub(super) async fn handle(&mut self, lsn: Lsn, data: Bytes) -> Result<()> {
         let msg = decode::decode(data).map_err(|e| {
-            Error::permanent(format!("connector {}: at LSN {lsn}: {e}", self.conn.name))
+            Error::permanent(
+                Code::PostgresProtocol,
+                format!("connector {}: at LSN {lsn}: {e}", self.conn.name),
+            )
         })?;
         match msg {
             Message::Begin {
@@ -246,10 +249,13 @@ impl Reader<'_> {
     }
 
     pub(super) fn protocol(&self, what: &str) -> Error {
-        Error::permanent(format!(
-            "connector {}: pgoutput protocol error: {what}",
-            self.conn.name
-        ))
+        Error::permanent(
+            Code::PostgresProtocol,
+            format!(
+                "connector {}: pgoutput protocol error: {what}",
+                self.conn.name
+            ),
+        )
     }
 
     /// The codec and position of a change to relation `rel`, or None when the change is not

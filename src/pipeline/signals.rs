@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::avro::envelope::SnapshotMark;
 use crate::decode;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::kafka::sink::SinkMsg;
 use crate::metrics;
 use crate::postgres::snapshot::key_of;
@@ -123,7 +123,7 @@ impl Reader<'_> {
             return Ok(());
         };
         if !self.snap.messages {
-            return Err(Error::permanent(format!(
+            return Err(Error::permanent(Code::Snapshot, format!(
                 "connector {}: table {} has snapshot work left (an interrupted initial snapshot or a signal), \
                  and finishing it consistently needs logical decoding messages, which pgoutput sends from \
                  PostgreSQL 14 on; upgrade, or delete the checkpoint to snapshot again from scratch",
@@ -132,7 +132,7 @@ impl Reader<'_> {
         }
         let t = self.snap_table(&w.table).await?;
         if t.st.pk.is_empty() {
-            return Err(Error::permanent(format!(
+            return Err(Error::permanent(Code::Snapshot, format!(
                 "connector {}: the initial snapshot of table {} was interrupted, and a table without a primary \
                  key cannot be finished consistently while streaming; add a primary key, or delete the checkpoint \
                  to snapshot again from scratch",
@@ -158,7 +158,7 @@ impl Reader<'_> {
         match &self.snap.requests {
             Some(r) => r
                 .try_send(req)
-                .map_err(|_| Error::transient("the snapshot reader stopped")),
+                .map_err(|_| Error::transient(Code::Snapshot, "the snapshot reader stopped")),
             None => Ok(()),
         }
     }
@@ -186,7 +186,7 @@ impl Reader<'_> {
             .snap
             .chunks
             .lock()
-            .map_err(|_| Error::permanent("snapshot chunk store poisoned"))?
+            .map_err(|_| Error::permanent(Code::Snapshot, "snapshot chunk store poisoned"))?
             .remove(&f.id)
             .ok_or_else(|| self.protocol("high watermark before its chunk was read"))?;
         let t = self.snap_table(&f.table).await?;

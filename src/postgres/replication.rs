@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{PostgresConfig, SslMode};
 use crate::decode::pgoutput::PG_EPOCH_OFFSET_MICROS;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::postgres::ident::{sql_ident, sql_literal};
 use crate::postgres::tls;
 use crate::Lsn;
@@ -92,15 +92,29 @@ pub(crate) fn classify_sqlstate(code: &str, text: String) -> Error {
         || code.starts_with("57")
         || code.starts_with("40")
         || code == "55006";
-    if transient {
-        Error::Transient(text)
+    let what = if code.starts_with("08") {
+        Code::PostgresConnect
+    } else if code.starts_with("28") {
+        Code::PostgresAuth
+    } else if code == "55006" {
+        // object_in_use: the slot is active for another walsender.
+        Code::Slot
     } else {
-        Error::Permanent(text)
-    }
+        Code::PostgresSql
+    };
+    let kind = if transient {
+        crate::error::Kind::Transient
+    } else {
+        crate::error::Kind::Permanent
+    };
+    Error::new(kind, what, text).with_sqlstate(code)
 }
 
 fn io_err(server: &str, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::transient(format!("PostgreSQL {server}: {what}: {e}"))
+    Error::transient(
+        Code::PostgresConnect,
+        format!("PostgreSQL {server}: {what}: {e}"),
+    )
 }
 
 /// Reads one whole backend frame. `W` (CopyBothResponse) is not parsed by
@@ -142,9 +156,10 @@ async fn read_frame<R: AsyncRead + Unpin + ?Sized>(
             .await
             .map_err(|e| io_err(server, "read", e))?;
         if n == 0 {
-            return Err(Error::transient(format!(
-                "PostgreSQL {server}: connection closed by the server"
-            )));
+            return Err(Error::transient(
+                Code::PostgresConnect,
+                format!("PostgreSQL {server}: connection closed by the server"),
+            ));
         }
     }
 }
@@ -190,14 +205,15 @@ impl ReplicationClient {
             ("application_name", application_name),
             ("options", SESSION_OPTIONS),
         ];
-        frontend::startup_message(params.iter().copied(), &mut buf)
-            .map_err(|e| Error::permanent(format!("startup message: {e}")))?;
+        frontend::startup_message(params.iter().copied(), &mut buf).map_err(|e| {
+            Error::permanent(Code::PostgresProtocol, format!("startup message: {e}"))
+        })?;
         self.send(&buf).await?;
 
         let server = self.server.clone();
         let password = || {
             cfg.password.as_ref().filter(|p| !p.0.is_empty()).map(|p| p.0.clone()).ok_or_else(|| {
-                Error::permanent(format!(
+                Error::permanent(Code::PostgresAuth, format!(
                     "PostgreSQL {server} asks for a password for user {:?}; set postgres.password in the connector file",
                     cfg.user
                 ))
@@ -205,17 +221,20 @@ impl ReplicationClient {
         };
         loop {
             let Frame::Msg(msg) = self.recv().await? else {
-                return Err(Error::permanent(format!(
-                    "PostgreSQL {}: unexpected CopyBoth during startup",
-                    self.server
-                )));
+                return Err(Error::permanent(
+                    Code::PostgresProtocol,
+                    format!(
+                        "PostgreSQL {}: unexpected CopyBoth during startup",
+                        self.server
+                    ),
+                ));
             };
             match msg {
                 Message::AuthenticationOk => {}
                 Message::AuthenticationCleartextPassword => {
                     let mut b = BytesMut::new();
                     frontend::password_message(password()?.as_bytes(), &mut b)
-                        .map_err(|e| Error::permanent(e.to_string()))?;
+                        .map_err(|e| Error::permanent(Code::PostgresProtocol, e.to_string()))?;
                     self.send(&b).await?;
                 }
                 Message::AuthenticationMd5Password(body) => {
@@ -226,7 +245,7 @@ impl ReplicationClient {
                     );
                     let mut b = BytesMut::new();
                     frontend::password_message(hash.as_bytes(), &mut b)
-                        .map_err(|e| Error::permanent(e.to_string()))?;
+                        .map_err(|e| Error::permanent(Code::PostgresProtocol, e.to_string()))?;
                     self.send(&b).await?;
                 }
                 Message::AuthenticationSasl(body) => {
@@ -236,17 +255,20 @@ impl ReplicationClient {
                         scram_ok |= m == "SCRAM-SHA-256";
                     }
                     if !scram_ok {
-                        return Err(Error::permanent(format!(
+                        return Err(Error::permanent(
+                            Code::PostgresAuth,
+                            format!(
                             "PostgreSQL {} offers no SASL mechanism pgcdc supports (SCRAM-SHA-256)",
                             self.server
-                        )));
+                        ),
+                        ));
                     }
                     self.scram(password()?.as_bytes()).await?;
                 }
                 Message::AuthenticationGss
                 | Message::AuthenticationSspi
                 | Message::AuthenticationKerberosV5 => {
-                    return Err(Error::permanent(format!(
+                    return Err(Error::permanent(Code::PostgresAuth, format!(
                         "PostgreSQL {} asks for GSS/SSPI/Kerberos authentication, which pgcdc does not support; \
                          allow md5 or scram-sha-256 for user {:?} in pg_hba.conf",
                         self.server, cfg.user
@@ -258,10 +280,13 @@ impl ReplicationClient {
                 Message::ReadyForQuery(_) => return Ok(()),
                 Message::ErrorResponse(body) => return Err(server_error(&self.server, &body)),
                 _ => {
-                    return Err(Error::permanent(format!(
-                        "PostgreSQL {}: unexpected message during startup",
-                        self.server
-                    )))
+                    return Err(Error::permanent(
+                        Code::PostgresProtocol,
+                        format!(
+                            "PostgreSQL {}: unexpected message during startup",
+                            self.server
+                        ),
+                    ))
                 }
             }
         }
@@ -271,10 +296,14 @@ impl ReplicationClient {
         let mut scram = ScramSha256::new(password, ChannelBinding::unsupported());
         let mut b = BytesMut::new();
         frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut b)
-            .map_err(|e| Error::permanent(e.to_string()))?;
+            .map_err(|e| Error::permanent(Code::PostgresProtocol, e.to_string()))?;
         self.send(&b).await?;
-        let bad =
-            |s: &str| Error::permanent(format!("PostgreSQL {s}: SCRAM authentication failed"));
+        let bad = |s: &str| {
+            Error::permanent(
+                Code::PostgresAuth,
+                format!("PostgreSQL {s}: SCRAM authentication failed"),
+            )
+        };
         match self.recv().await? {
             Frame::Msg(Message::AuthenticationSaslContinue(body)) => {
                 scram.update(body.data()).map_err(|_| bad(&self.server))?;
@@ -286,7 +315,7 @@ impl ReplicationClient {
         }
         let mut b = BytesMut::new();
         frontend::sasl_response(scram.message(), &mut b)
-            .map_err(|e| Error::permanent(e.to_string()))?;
+            .map_err(|e| Error::permanent(Code::PostgresProtocol, e.to_string()))?;
         self.send(&b).await?;
         match self.recv().await? {
             Frame::Msg(Message::AuthenticationSaslFinal(body)) => {
@@ -300,7 +329,8 @@ impl ReplicationClient {
     /// Runs one simple-protocol command and returns its rows as text.
     pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
         let mut b = BytesMut::new();
-        frontend::query(sql, &mut b).map_err(|e| Error::permanent(e.to_string()))?;
+        frontend::query(sql, &mut b)
+            .map_err(|e| Error::permanent(Code::PostgresProtocol, e.to_string()))?;
         self.send(&b).await?;
         let mut rows = Vec::new();
         let mut error = None;
@@ -324,10 +354,10 @@ impl ReplicationClient {
                 Frame::Msg(Message::ReadyForQuery(_)) => break,
                 Frame::Msg(_) => {}
                 Frame::CopyBoth => {
-                    return Err(Error::permanent(format!(
-                        "PostgreSQL {}: unexpected copy mode",
-                        self.server
-                    )))
+                    return Err(Error::permanent(
+                        Code::PostgresProtocol,
+                        format!("PostgreSQL {}: unexpected copy mode", self.server),
+                    ))
                 }
             }
         }
@@ -339,15 +369,18 @@ impl ReplicationClient {
 
     pub async fn identify_system(&mut self) -> Result<SystemId> {
         let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
-        let row = rows
-            .first()
-            .ok_or_else(|| Error::permanent("IDENTIFY_SYSTEM returned no row"))?;
+        let row = rows.first().ok_or_else(|| {
+            Error::permanent(Code::PostgresProtocol, "IDENTIFY_SYSTEM returned no row")
+        })?;
         let col = |i: usize| row.get(i).cloned().flatten();
         let bad = || {
-            Error::permanent(format!(
-                "PostgreSQL {}: malformed IDENTIFY_SYSTEM reply",
-                self.server
-            ))
+            Error::permanent(
+                Code::PostgresProtocol,
+                format!(
+                    "PostgreSQL {}: malformed IDENTIFY_SYSTEM reply",
+                    self.server
+                ),
+            )
         };
         Ok(SystemId {
             systemid: col(0).ok_or_else(bad)?,
@@ -369,7 +402,7 @@ impl ReplicationClient {
     pub async fn create_slot_exported(&mut self, slot: &str) -> Result<(Lsn, String)> {
         let (lsn, name) = self.create_slot_with(slot, "EXPORT_SNAPSHOT").await?;
         let name = name.ok_or_else(|| {
-            Error::permanent(format!(
+            Error::permanent(Code::PostgresProtocol, format!(
                 "PostgreSQL {}: CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT returned no snapshot name",
                 self.server
             ))
@@ -389,10 +422,13 @@ impl ReplicationClient {
             .and_then(|r| r.get(1).cloned().flatten())
             .and_then(|l| l.parse().ok())
             .ok_or_else(|| {
-                Error::permanent(format!(
-                    "PostgreSQL {}: malformed CREATE_REPLICATION_SLOT reply",
-                    self.server
-                ))
+                Error::permanent(
+                    Code::PostgresProtocol,
+                    format!(
+                        "PostgreSQL {}: malformed CREATE_REPLICATION_SLOT reply",
+                        self.server
+                    ),
+                )
             })?;
         Ok((lsn, row.and_then(|r| r.get(2).cloned().flatten())))
     }
@@ -408,7 +444,12 @@ impl ReplicationClient {
         let rows = self.simple_query(&format!("SHOW {setting}")).await?;
         rows.first()
             .and_then(|r| r.first().cloned().flatten())
-            .ok_or_else(|| Error::permanent(format!("SHOW {setting} returned nothing")))
+            .ok_or_else(|| {
+                Error::permanent(
+                    Code::PostgresProtocol,
+                    format!("SHOW {setting} returned nothing"),
+                )
+            })
     }
 
     /// Enters copy-both mode. `messages` asks pgoutput for logical decoding messages
@@ -432,7 +473,8 @@ impl ReplicationClient {
             sql_ident(slot)
         );
         let mut b = BytesMut::new();
-        frontend::query(&sql, &mut b).map_err(|e| Error::permanent(e.to_string()))?;
+        frontend::query(&sql, &mut b)
+            .map_err(|e| Error::permanent(Code::PostgresProtocol, e.to_string()))?;
         self.send(&b).await?;
         loop {
             match self.recv().await? {
@@ -442,10 +484,13 @@ impl ReplicationClient {
                 }
                 Frame::Msg(Message::NoticeResponse(_)) => {}
                 Frame::Msg(_) => {
-                    return Err(Error::permanent(format!(
-                        "PostgreSQL {}: unexpected reply to START_REPLICATION",
-                        self.server
-                    )))
+                    return Err(Error::permanent(
+                        Code::PostgresProtocol,
+                        format!(
+                            "PostgreSQL {}: unexpected reply to START_REPLICATION",
+                            self.server
+                        ),
+                    ))
                 }
             }
         }
@@ -481,15 +526,18 @@ impl ReplicationStream {
                     return Err(server_error(&self.server, &body))
                 }
                 Frame::Msg(Message::CopyDone) => {
-                    return Err(Error::transient(format!(
-                        "PostgreSQL {}: the server ended replication",
-                        self.server
-                    )))
+                    return Err(Error::transient(
+                        Code::PostgresConnect,
+                        format!("PostgreSQL {}: the server ended replication", self.server),
+                    ))
                 }
                 Frame::Msg(_) | Frame::CopyBoth => continue,
             };
             let bad = |what: &str| {
-                Error::permanent(format!("PostgreSQL {}: malformed {what}", self.server))
+                Error::permanent(
+                    Code::PostgresProtocol,
+                    format!("PostgreSQL {}: malformed {what}", self.server),
+                )
             };
             match data.first() {
                 Some(b'w') if data.len() >= 25 => {
@@ -538,7 +586,7 @@ impl StatusSender {
         payload.put_u8(u8::from(reply_requested));
         let mut b = BytesMut::new();
         frontend::CopyData::new(payload.freeze())
-            .map_err(|e| Error::permanent(e.to_string()))?
+            .map_err(|e| Error::permanent(Code::PostgresProtocol, e.to_string()))?
             .write(&mut b);
         self.io
             .write_all(&b)
@@ -578,10 +626,10 @@ async fn negotiate_tls(mut tcp: TcpStream, cfg: &PostgresConfig, server: &str) -
             }
         }
         b'N' if cfg.sslmode == SslMode::Prefer => Ok(Box::new(tcp)),
-        b'N' => Err(Error::permanent(format!(
+        b'N' => Err(Error::permanent(Code::PostgresTls, format!(
             "PostgreSQL {server} does not accept TLS but postgres.sslmode is {}; enable ssl on the server or lower sslmode",
             cfg.sslmode.as_str()
         ))),
-        _ => Err(Error::permanent(format!("PostgreSQL {server}: unexpected answer to the SSL request"))),
+        _ => Err(Error::permanent(Code::PostgresTls, format!("PostgreSQL {server}: unexpected answer to the SSL request"))),
     }
 }

@@ -19,7 +19,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::config::PostgresConfig;
 use crate::decode::{Tuple, TupleData};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::postgres::catalog::{connect_client, pg_err, SnapshotTable};
 use crate::postgres::ident::{sql_ident, sql_literal};
 use crate::postgres::replication::SESSION_OPTIONS;
@@ -123,10 +123,13 @@ impl SnapshotConn {
             ))
             .await
             .map_err(|e| {
-                Error::transient(format!(
+                Error::transient(
+                    Code::Snapshot,
+                    format!(
                     "{}: the exported snapshot {name} is gone (its replication connection closed?)",
                     self.err(e)
-                ))
+                ),
+                )
             })
     }
 
@@ -141,7 +144,9 @@ impl SnapshotConn {
             .await?
             .first()
             .and_then(|r| r.first().cloned().flatten())
-            .ok_or_else(|| Error::permanent("pg_export_snapshot() returned nothing"))
+            .ok_or_else(|| {
+                Error::permanent(Code::Snapshot, "pg_export_snapshot() returned nothing")
+            })
     }
 
     /// The oldest transaction still running in this transaction's snapshot (Debezium's
@@ -152,7 +157,9 @@ impl SnapshotConn {
             .first()
             .and_then(|r| r.first().cloned().flatten())
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| Error::permanent("txid_current_snapshot() returned nothing"))
+            .ok_or_else(|| {
+                Error::permanent(Code::Snapshot, "txid_current_snapshot() returned nothing")
+            })
     }
 
     pub async fn commit(&self) -> Result<()> {
@@ -179,10 +186,13 @@ impl SnapshotConn {
                 r.into_iter()
                     .map(|v| {
                         v.ok_or_else(|| {
-                            Error::permanent(format!(
-                                "table {}: a primary-key column is NULL",
-                                t.relation.quoted_name()
-                            ))
+                            Error::permanent(
+                                Code::Snapshot,
+                                format!(
+                                    "table {}: a primary-key column is NULL",
+                                    t.relation.quoted_name()
+                                ),
+                            )
                         })
                     })
                     .collect()
@@ -209,18 +219,24 @@ impl SnapshotConn {
             while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
                 let line = buf.split_to(nl + 1).freeze();
                 rows.push(parse_copy_line(line.slice(..nl), width).map_err(|m| {
-                    Error::permanent(format!(
-                        "table {}: unexpected COPY output: {m}",
-                        t.relation.quoted_name()
-                    ))
+                    Error::permanent(
+                        Code::Snapshot,
+                        format!(
+                            "table {}: unexpected COPY output: {m}",
+                            t.relation.quoted_name()
+                        ),
+                    )
                 })?);
             }
         }
         if !buf.is_empty() {
-            return Err(Error::permanent(format!(
-                "table {}: COPY output ended inside a row",
-                t.relation.quoted_name()
-            )));
+            return Err(Error::permanent(
+                Code::Snapshot,
+                format!(
+                    "table {}: COPY output ended inside a row",
+                    t.relation.quoted_name()
+                ),
+            ));
         }
         Ok(rows)
     }
@@ -243,7 +259,12 @@ impl SnapshotConn {
             .first()
             .and_then(|r| r.first().cloned().flatten())
             .and_then(|s| TxSnapshot::parse(&s))
-            .ok_or_else(|| Error::permanent("txid_current_snapshot() returned nothing usable"))?;
+            .ok_or_else(|| {
+                Error::permanent(
+                    Code::Snapshot,
+                    "txid_current_snapshot() returned nothing usable",
+                )
+            })?;
         let rows = self.read(t, range, limit).await;
         let end = self.commit().await;
         let rows = rows?;
@@ -263,13 +284,15 @@ impl SnapshotConn {
         rows.first()
             .and_then(|r| r.first().cloned().flatten())
             .and_then(|l| l.parse().ok())
-            .ok_or_else(|| Error::permanent("pg_logical_emit_message returned no LSN"))
+            .ok_or_else(|| {
+                Error::permanent(Code::Snapshot, "pg_logical_emit_message returned no LSN")
+            })
     }
 
     /// Inserts a signal row (Debezium's `execute-snapshot`).
     pub async fn insert_signal(&self, signal_table: &str, id: &str, data: &str) -> Result<()> {
         let (schema, table) = crate::config::qualified(signal_table)
-            .map_err(|m| Error::permanent(format!("signal_table: {m}")))?;
+            .map_err(|m| Error::permanent(Code::Snapshot, format!("signal_table: {m}")))?;
         self.client
             .batch_execute(&format!(
                 "INSERT INTO {}.{} (id, type, data) VALUES ({}, 'execute-snapshot', {})",
@@ -364,11 +387,14 @@ pub fn pk_positions(t: &SnapshotTable) -> Result<Vec<usize>> {
                 .iter()
                 .position(|c| &c.name == name)
                 .ok_or_else(|| {
-                    Error::permanent(format!(
-                        "table {}: primary-key column {} is not published",
-                        t.relation.quoted_name(),
-                        crate::postgres::quote_ident(name)
-                    ))
+                    Error::permanent(
+                        Code::Snapshot,
+                        format!(
+                            "table {}: primary-key column {} is not published",
+                            t.relation.quoted_name(),
+                            crate::postgres::quote_ident(name)
+                        ),
+                    )
                 })
         })
         .collect()

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::{PostgresConfig, SslMode};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 
 /// How long the probe for the certificate's names may take; it only improves a message.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,7 +34,7 @@ pub async fn ssl_request(tcp: &mut TcpStream) -> std::io::Result<u8> {
 pub fn connector(cfg: &PostgresConfig) -> Result<native_tls::TlsConnector> {
     builder(cfg, cfg.sslmode)?
         .build()
-        .map_err(|e| Error::permanent(format!("TLS setup: {e}")))
+        .map_err(|e| Error::permanent(Code::PostgresTls, format!("TLS setup: {e}")))
 }
 
 fn builder(cfg: &PostgresConfig, mode: SslMode) -> Result<native_tls::TlsConnectorBuilder> {
@@ -51,16 +51,19 @@ fn builder(cfg: &PostgresConfig, mode: SslMode) -> Result<native_tls::TlsConnect
     }
     if let Some(path) = &cfg.sslrootcert {
         let pem = std::fs::read(path).map_err(|e| {
-            Error::permanent(format!(
-                "postgres.sslrootcert {}: cannot read: {e}",
-                path.display()
-            ))
+            Error::permanent(
+                Code::PostgresTls,
+                format!("postgres.sslrootcert {}: cannot read: {e}", path.display()),
+            )
         })?;
         let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| {
-            Error::permanent(format!(
-                "postgres.sslrootcert {}: not a PEM certificate: {e}",
-                path.display()
-            ))
+            Error::permanent(
+                Code::PostgresTls,
+                format!(
+                    "postgres.sslrootcert {}: not a PEM certificate: {e}",
+                    path.display()
+                ),
+            )
         })?;
         b.add_root_certificate(cert).disable_built_in_roots(true);
     }
@@ -89,10 +92,13 @@ pub async fn handshake_failed(cfg: &PostgresConfig, server: &str, text: &str) ->
             "{first}; check postgres.sslmode, postgres.sslrootcert and the server certificate"
         ),
     };
-    Error::permanent(format!(
-        "PostgreSQL {server}: TLS handshake failed (sslmode {}): {reason}",
-        cfg.sslmode.as_str()
-    ))
+    Error::permanent(
+        Code::PostgresTls,
+        format!(
+            "PostgreSQL {server}: TLS handshake failed (sslmode {}): {reason}",
+            cfg.sslmode.as_str()
+        ),
+    )
 }
 
 #[derive(Debug, PartialEq)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::decode::Relation;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::postgres::ident::{sql_ident, sql_literal};
 use crate::postgres::snapshot::SnapshotConn;
 
@@ -95,10 +95,13 @@ fn fetch_sql(
     cols: &[usize],
 ) -> Result<String> {
     if key_cols.is_empty() || keys.is_empty() {
-        return Err(Error::permanent(format!(
-            "internal error: a TOAST fetch of table {} without keys",
-            rel.quoted_name()
-        )));
+        return Err(Error::permanent(
+            Code::PostgresSql,
+            format!(
+                "internal error: a TOAST fetch of table {} without keys",
+                rel.quoted_name()
+            ),
+        ));
     }
     let name = |i: usize| sql_ident(&rel.columns[i].name);
     let lit = |b: &Bytes| sql_literal(&String::from_utf8_lossy(b));

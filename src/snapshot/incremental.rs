@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::decode::{Relation, Tuple, TupleData};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::postgres::snapshot::{Key, KeyRange, SnapshotConn, TxSnapshot};
 use crate::snapshot::initial::SnapTable;
 use crate::snapshot::{Kind, TableWork};
@@ -83,7 +83,7 @@ pub async fn driver(
             .await?;
         chunks
             .lock()
-            .map_err(|_| Error::permanent("snapshot chunk store poisoned"))?
+            .map_err(|_| Error::permanent(Code::Snapshot, "snapshot chunk store poisoned"))?
             .insert(req.id.clone(), read);
         conn.watermark(&mark(WatermarkKind::High)).await?;
     }

@@ -17,7 +17,7 @@ use crate::avro::envelope::{now_micros, ChangeContext, Op, Origin, SnapshotMark,
 use crate::avro::policy::Marks as ValueMarks;
 use crate::config::PostgresConfig;
 use crate::decode::Tuple;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::kafka::sink::{Record, SinkMsg};
 use crate::postgres::catalog::SnapshotTable;
 use crate::postgres::snapshot::{key_of, pk_positions, KeyRange, SnapshotConn};
@@ -189,7 +189,7 @@ pub(crate) async fn run(
                     .clone()
                     .acquire_owned()
                     .await
-                    .map_err(|_| Error::transient("snapshot stopped"))?;
+                    .map_err(|_| Error::transient(Code::Snapshot, "snapshot stopped"))?;
                 let t = &tables[task.table];
                 let rows = conn.read(&t.st, &task.range, None).await?;
                 let marks = Marks {
@@ -217,7 +217,7 @@ pub(crate) async fn run(
                     permit: Some(permit),
                 })
                 .await
-                .map_err(|_| Error::transient("the Kafka sink stopped"))?;
+                .map_err(|_| Error::transient(Code::Snapshot, "the Kafka sink stopped"))?;
             }
             conn.commit().await?;
             Ok::<u64, Error>(total)
@@ -228,7 +228,12 @@ pub(crate) async fn run(
         match r {
             Ok(Ok(n)) => total += n,
             Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(Error::permanent(format!("snapshot worker failed: {e}"))),
+            Err(e) => {
+                return Err(Error::permanent(
+                    Code::Snapshot,
+                    format!("snapshot worker failed: {e}"),
+                ))
+            }
         }
     }
     Ok(total)
@@ -248,7 +253,7 @@ pub(crate) async fn run_paged(
     let conn = SnapshotConn::connect(pg, app).await?;
     while let Some(w) = work.first_mut() {
         let t = tables.iter().find(|t| t.name() == w.table).ok_or_else(|| {
-            Error::permanent(format!(
+            Error::permanent(Code::Snapshot, format!(
                 "table {} is in the snapshot progress but no longer captured; remove the checkpoint to start over",
                 w.table
             ))
@@ -274,7 +279,7 @@ pub(crate) async fn run_paged(
             permit: None,
         })
         .await
-        .map_err(|_| Error::transient("the Kafka sink stopped"))?;
+        .map_err(|_| Error::transient(Code::Snapshot, "the Kafka sink stopped"))?;
         if finished {
             work.remove(0);
         } else if let Some(k) = last {

@@ -208,6 +208,7 @@ async fn healthz_names_the_connector_that_does_not_run() {
         .iter()
         .find(|c| c["name"] == bad_name.as_str())
         .unwrap();
+    assert_eq!(bad_entry["code"], "postgres.connect", "{bad_entry}");
     let error = bad_entry["error"].as_str().unwrap();
     assert!(
         error.contains(&closed.to_string()),

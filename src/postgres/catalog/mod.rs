@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use tokio_postgres::Client;
 
 use crate::config::{NumericMode, PostgresConfig, SslMode};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::postgres::replication::classify_sqlstate;
 use crate::postgres::tls;
 use crate::typemap::PgType;
@@ -46,44 +46,52 @@ impl Col for tokio_postgres::Row {
     fn col<'a, T: tokio_postgres::types::FromSql<'a>>(&'a self, i: usize) -> Result<T> {
         self.try_get(i).map_err(|e| {
             let name = self.columns().get(i).map_or("?", |c| c.name());
-            Error::permanent(format!(
-                "internal error: catalog query column {i} ({name}): {e}; please report it"
-            ))
+            Error::permanent(
+                Code::PostgresConnect,
+                format!("internal error: catalog query column {i} ({name}): {e}; please report it"),
+            )
         })
     }
 }
 
 pub(crate) fn pg_err(server: &str, e: tokio_postgres::Error) -> Error {
-    match e.as_db_error() {
-        Some(db) => {
-            let hint = db
-                .hint()
-                .map(|h| format!("; hint: {h}"))
-                .unwrap_or_default();
-            classify_sqlstate(
-                db.code().code(),
-                format!(
-                    "PostgreSQL {server}: {}{hint} [SQLSTATE {}]",
-                    db.message(),
-                    db.code().code()
-                ),
-            )
-        }
-        None => {
-            let text = error_chain(&e);
-            if text.contains("password missing") {
-                Error::permanent(format!(
-                    "PostgreSQL {server} asks for a password; set postgres.password in the connector file"
-                ))
-            } else if text.contains("server does not support TLS") {
-                Error::permanent(format!(
-                    "PostgreSQL {server} does not accept TLS but postgres.sslmode requires it; enable ssl on the server or lower sslmode"
-                ))
-            } else {
-                Error::transient(format!("PostgreSQL {server}: {text}"))
-            }
-        }
+    if let Some(db) = e.as_db_error() {
+        let hint = db
+            .hint()
+            .map(|h| format!("; hint: {h}"))
+            .unwrap_or_default();
+        let text = format!(
+            "PostgreSQL {server}: {}{hint} [SQLSTATE {}]",
+            db.message(),
+            db.code().code()
+        );
+        return classify_sqlstate(db.code().code(), text).with_source(e);
     }
+    let text = error_chain(&e);
+    // tokio-postgres gives these two no public kind (its `Kind` is private, the cause is a
+    // plain string), so its own fixed wording is matched; every other failure before a
+    // server error is the connection's.
+    let err = if text.contains("password missing") {
+        Error::permanent(
+            Code::PostgresAuth,
+            format!(
+                "PostgreSQL {server} asks for a password; set postgres.password in the connector file"
+            ),
+        )
+    } else if text.contains("server does not support TLS") {
+        Error::permanent(
+            Code::PostgresTls,
+            format!(
+                "PostgreSQL {server} does not accept TLS but postgres.sslmode requires it; enable ssl on the server or lower sslmode"
+            ),
+        )
+    } else {
+        Error::transient(
+            Code::PostgresConnect,
+            format!("PostgreSQL {server}: {text}"),
+        )
+    };
+    err.with_source(e)
 }
 
 /// An error's text followed by its causes, `: `-separated.
@@ -96,6 +104,11 @@ fn error_chain(e: &tokio_postgres::Error) -> String {
         src = cause.source();
     }
     text
+}
+
+/// Whether a connection failed in the TLS handshake: the error's source is native-tls's.
+fn is_tls_failure(e: &tokio_postgres::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|s| s.downcast_ref::<native_tls::Error>().is_some())
 }
 
 /// An ordinary connection; `options` are startup options (`-c name=value ...`). Returns the
@@ -126,7 +139,7 @@ pub(crate) async fn connect_client(
     let tls = postgres_native_tls::MakeTlsConnector::new(tls::connector(cfg)?);
     let (client, conn) = match pc.connect(tls).await {
         Ok(c) => c,
-        Err(e) if e.to_string().contains("TLS handshake") => {
+        Err(e) if is_tls_failure(&e) => {
             return Err(tls::handshake_failed(cfg, &server, &error_chain(&e)).await)
         }
         Err(e) => return Err(pg_err(&server, e)),

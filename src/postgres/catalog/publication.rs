@@ -1,7 +1,7 @@
 //! The publication pgcdc manages (and the signal table): created, checked, extended.
 
 use crate::config::ConnectorConfig;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::postgres::ident::{sql_ident, sql_literal};
 
 use super::*;
@@ -36,7 +36,7 @@ impl Catalog {
         } else {
             let tables = self.captured_tables(conn).await?;
             if tables.is_empty() {
-                return Err(Error::permanent(format!(
+                return Err(Error::permanent(Code::Preflight, format!(
                     "connector {}: no existing table matches tables.include/exclude; nothing to publish",
                     conn.name
                 )));
@@ -119,7 +119,7 @@ impl Catalog {
             missing.join(", ")
         );
         if !managed {
-            return Err(Error::permanent(format!(
+            return Err(Error::permanent(Code::Preflight, format!(
                 "connector {}: publication {} does not publish {} (captured by tables.include), so its changes would \
                  never be streamed; run {sql}, or remove the table from tables.include",
                 conn.name,
@@ -136,7 +136,7 @@ impl Catalog {
 
     pub async fn table_exists(&self, qualified: &str) -> Result<bool> {
         let (schema, table) = crate::config::qualified(qualified)
-            .map_err(|m| Error::permanent(format!("table {qualified}: {m}")))?;
+            .map_err(|m| Error::permanent(Code::Preflight, format!("table {qualified}: {m}")))?;
         let row = self
             .client
             .query_one(
@@ -156,7 +156,7 @@ impl Catalog {
             return Ok(());
         };
         let (schema, table) = crate::config::qualified(name)
-            .map_err(|m| Error::permanent(format!("signal_table: {m}")))?;
+            .map_err(|m| Error::permanent(Code::Preflight, format!("signal_table: {m}")))?;
         let quoted = format!("{}.{}", sql_ident(schema), sql_ident(table));
         self.client
             .batch_execute(&format!(
@@ -164,7 +164,7 @@ impl Catalog {
             ))
             .await
             .map_err(|e| {
-                Error::permanent(format!(
+                Error::permanent(Code::Preflight, format!(
                     "connector {}: cannot create signal table {name}: {}; create it yourself (id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048)) or grant CREATE on schema {schema}",
                     conn.name,
                     self.err(e)

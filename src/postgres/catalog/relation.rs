@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use crate::config::ConnectorConfig;
 use crate::decode::pgoutput::RelationMsg;
 use crate::decode::{Column, Relation};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::typemap::{PgType, TypeInfo};
 
 use super::*;
@@ -88,10 +88,13 @@ impl Catalog {
             .await
             .map_err(|e| self.err(e))?
             .ok_or_else(|| {
-                Error::permanent(format!(
-                    "PostgreSQL {}: type OID {oid} not found in pg_type",
-                    self.server
-                ))
+                Error::permanent(
+                    Code::PostgresSql,
+                    format!(
+                        "PostgreSQL {}: type OID {oid} not found in pg_type",
+                        self.server
+                    ),
+                )
             })?;
         let byte = |s: String| s.bytes().next().unwrap_or(b' ');
         Ok((
@@ -119,9 +122,10 @@ impl Catalog {
         let (mut cur, mut cur_mod) = (oid, typmod);
         let resolved = loop {
             if chain.len() > 32 {
-                return Err(Error::permanent(format!(
-                    "type OID {oid}: domain or array nesting too deep"
-                )));
+                return Err(Error::permanent(
+                    Code::PostgresSql,
+                    format!("type OID {oid}: domain or array nesting too deep"),
+                ));
             }
             let (info, base, elem, domain_typmod) = self.type_info(cur).await?;
             match info.typtype {
@@ -196,7 +200,7 @@ impl Catalog {
             if let Some(cols) = conn.key_columns.get(&qualified) {
                 for c in cols {
                     if !msg.columns.iter().any(|mc| &mc.name == c) {
-                        return Err(Error::permanent(format!(
+                        return Err(Error::permanent(Code::PostgresSql, format!(
                             "key_columns.{qualified}: table {} has no column {}; fix the connector file",
                             crate::postgres::quote_qualified(&msg.namespace, &msg.name),
                             crate::postgres::quote_ident(c)

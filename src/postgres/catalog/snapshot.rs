@@ -3,7 +3,7 @@
 use crate::config::ConnectorConfig;
 use crate::decode::pgoutput::RelationMsg;
 use crate::decode::Relation;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 
 use super::*;
 
@@ -37,7 +37,7 @@ impl Catalog {
         conn: &ConnectorConfig,
     ) -> Result<SnapshotTable> {
         let (schema, table) = crate::config::qualified(qualified)
-            .map_err(|m| Error::permanent(format!("table {qualified}: {m}")))?;
+            .map_err(|m| Error::permanent(Code::Snapshot, format!("table {qualified}: {m}")))?;
         let row = self
             .client
             .query_opt(
@@ -49,11 +49,14 @@ impl Catalog {
             .await
             .map_err(|e| self.err(e))?
             .ok_or_else(|| {
-                Error::permanent(format!(
-                    "PostgreSQL {}: table {} does not exist; check the table name",
-                    self.server,
-                    crate::postgres::quote_qualified(schema, table)
-                ))
+                Error::permanent(
+                    Code::Snapshot,
+                    format!(
+                        "PostgreSQL {}: table {} does not exist; check the table name",
+                        self.server,
+                        crate::postgres::quote_qualified(schema, table)
+                    ),
+                )
             })?;
         let oid: u32 = row.col(0)?;
         let ident: String = row.col(1)?;
