@@ -62,7 +62,7 @@ pub struct PostgresConfig {
     pub sslrootcert: Option<PathBuf>,
 }
 
-pub(crate) fn default_pg_port() -> u16 {
+fn default_pg_port() -> u16 {
     DEFAULT_PG_PORT
 }
 
@@ -150,7 +150,7 @@ pub enum SkippedOp {
     Truncate,
 }
 
-pub(crate) fn default_skipped_operations() -> Vec<SkippedOp> {
+fn default_skipped_operations() -> Vec<SkippedOp> {
     vec![SkippedOp::Truncate]
 }
 
@@ -194,10 +194,10 @@ impl<'de> Deserialize<'de> for Unrepresentable {
 pub const DEFAULT_UNAVAILABLE_PLACEHOLDER: &str = "__debezium_unavailable_value";
 pub const DEFAULT_TOAST_HOLD_BYTES: u64 = 64 << 20;
 
-pub(crate) fn default_placeholder() -> String {
+fn default_placeholder() -> String {
     DEFAULT_UNAVAILABLE_PLACEHOLDER.to_owned()
 }
-pub(crate) fn default_toast_hold_bytes() -> u64 {
+fn default_toast_hold_bytes() -> u64 {
     DEFAULT_TOAST_HOLD_BYTES
 }
 
@@ -222,19 +222,15 @@ pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: u64 = 10_000;
 pub const DEFAULT_INCREMENTAL_CHUNK_ROWS: u64 = 2_048;
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SnapshotConfig {
-    #[serde(default)]
     pub mode: SnapshotMode,
     /// Connections reading the initial snapshot in parallel, across and within tables.
-    #[serde(default = "default_snapshot_workers")]
     pub workers: usize,
     /// Rows per primary-key chunk of the initial snapshot.
-    #[serde(default = "default_snapshot_chunk_rows")]
     pub chunk_rows: u64,
     /// Rows per chunk of incremental (watermark) snapshots; each is held in memory while
     /// its window is open.
-    #[serde(default = "default_incremental_chunk_rows")]
     pub incremental_chunk_rows: u64,
 }
 
@@ -247,16 +243,6 @@ impl Default for SnapshotConfig {
             incremental_chunk_rows: DEFAULT_INCREMENTAL_CHUNK_ROWS,
         }
     }
-}
-
-pub(crate) fn default_snapshot_workers() -> usize {
-    DEFAULT_SNAPSHOT_WORKERS
-}
-pub(crate) fn default_snapshot_chunk_rows() -> u64 {
-    DEFAULT_SNAPSHOT_CHUNK_ROWS
-}
-pub(crate) fn default_incremental_chunk_rows() -> u64 {
-    DEFAULT_INCREMENTAL_CHUNK_ROWS
 }
 
 pub(crate) fn default_true() -> bool {

@@ -57,7 +57,7 @@ pub struct DaemonConfig {
 
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) fn default_shutdown_timeout() -> Duration {
+fn default_shutdown_timeout() -> Duration {
     DEFAULT_SHUTDOWN_TIMEOUT
 }
 
@@ -135,13 +135,10 @@ impl fmt::Debug for KafkaConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TopicDefaults {
-    #[serde(default = "default_partitions")]
     pub partitions: i32,
-    #[serde(default = "default_replication_factor")]
     pub replication_factor: i32,
-    #[serde(default)]
     pub configs: BTreeMap<String, String>,
 }
 
@@ -158,13 +155,11 @@ impl Default for TopicDefaults {
 /// When an open Kafka transaction is committed: whichever limit is reached first, and only
 /// ever at a PostgreSQL transaction boundary.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TransactionConfig {
-    #[serde(default = "default_txn_max_events")]
     pub max_events: usize,
-    #[serde(default = "default_txn_max_bytes")]
     pub max_bytes: u64,
-    #[serde(default = "default_txn_max_interval", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub max_interval: Duration,
 }
 
@@ -199,9 +194,8 @@ impl fmt::Debug for RegistryConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    #[serde(default = "default_http_listen")]
     pub listen: String,
 }
 
@@ -222,11 +216,9 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LoggingConfig {
-    #[serde(default = "default_log_level")]
     pub level: String,
-    #[serde(default)]
     pub format: LogFormat,
 }
 
@@ -239,38 +231,17 @@ impl Default for LoggingConfig {
     }
 }
 
-pub(crate) fn default_compression() -> String {
+fn default_compression() -> String {
     DEFAULT_COMPRESSION.to_owned()
 }
-pub(crate) fn default_linger() -> Duration {
+fn default_linger() -> Duration {
     DEFAULT_LINGER
 }
-pub(crate) fn default_batch_bytes() -> u64 {
+fn default_batch_bytes() -> u64 {
     DEFAULT_BATCH_BYTES
 }
-pub(crate) fn default_partitions() -> i32 {
-    DEFAULT_PARTITIONS
-}
-pub(crate) fn default_replication_factor() -> i32 {
-    DEFAULT_REPLICATION_FACTOR
-}
-pub(crate) fn default_txn_max_events() -> usize {
-    DEFAULT_TXN_MAX_EVENTS
-}
-pub(crate) fn default_txn_max_bytes() -> u64 {
-    DEFAULT_TXN_MAX_BYTES
-}
-pub(crate) fn default_txn_max_interval() -> Duration {
-    DEFAULT_TXN_MAX_INTERVAL
-}
-pub(crate) fn default_offsets_topic() -> String {
+fn default_offsets_topic() -> String {
     DEFAULT_OFFSETS_TOPIC.to_owned()
-}
-pub(crate) fn default_http_listen() -> String {
-    DEFAULT_HTTP_LISTEN.to_owned()
-}
-pub(crate) fn default_log_level() -> String {
-    DEFAULT_LOG_LEVEL.to_owned()
 }
 
 impl DaemonConfig {

@@ -242,6 +242,15 @@ fn parses_daemon_with_human_durations() {
     assert_eq!(c.kafka.transaction.max_interval, Duration::from_secs(1));
     assert_eq!(c.kafka.compression, "lz4");
     assert_eq!(c.http.listen, DEFAULT_HTTP_LISTEN);
+    // A section given in part keeps the defaults of the fields it leaves out.
+    assert_eq!(c.kafka.transaction.max_events, DEFAULT_TXN_MAX_EVENTS);
+    assert_eq!(c.kafka.transaction.max_bytes, DEFAULT_TXN_MAX_BYTES);
+    assert_eq!(c.kafka.topics.partitions, DEFAULT_PARTITIONS);
+    assert_eq!(c.logging.level, DEFAULT_LOG_LEVEL);
+    let text = DAEMON.replace("    max_interval: 1s\n", "    max_events: 7\n");
+    let c = daemon(&text).unwrap();
+    assert_eq!(c.kafka.transaction.max_events, 7);
+    assert_eq!(c.kafka.transaction.max_interval, DEFAULT_TXN_MAX_INTERVAL);
 }
 
 #[test]
