@@ -84,9 +84,9 @@ pub enum NumericMode {
 pub struct TableFilter {
     /// `schema.table` names; empty means every table of the database.
     #[serde(default)]
-    pub include: Vec<String>,
+    pub include: Vec<TableName>,
     #[serde(default)]
-    pub exclude: Vec<String>,
+    pub exclude: Vec<TableName>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,7 +103,7 @@ pub struct ConnectorConfig {
     pub topic_prefix: String,
     /// Key columns for tables without a primary key, by `schema.table`.
     #[serde(default)]
-    pub key_columns: BTreeMap<String, Vec<String>>,
+    pub key_columns: BTreeMap<TableName, Vec<String>>,
     #[serde(default)]
     pub numeric_mode: NumericMode,
     /// Send a tombstone (null value) after each delete, for log compaction.
@@ -114,7 +114,7 @@ pub struct ConnectorConfig {
     /// `schema.table` of the signal table (Debezium's `signal.data.collection`): a row
     /// inserted there starts an ad-hoc incremental snapshot. Created when missing.
     #[serde(default)]
-    pub signal_table: Option<String>,
+    pub signal_table: Option<TableName>,
     /// What an update that leaves a TOASTed value unchanged carries for it (PostgreSQL does
     /// not send such values under REPLICA IDENTITY DEFAULT).
     #[serde(default)]
@@ -251,36 +251,9 @@ pub(crate) fn default_true() -> bool {
 
 impl ConnectorConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut cfg: ConnectorConfig = parse_file(path)?;
-        cfg.normalize(path)?;
+        let cfg: ConnectorConfig = parse_file(path)?;
         cfg.validate(path)?;
         Ok(cfg)
-    }
-
-    /// Table names may be written raw (`Sales & Co.Order Lines`) or as SQL quotes them
-    /// (`"Sales & Co"."Order Lines"`, as pgcdc's hints print them): both become the raw form.
-    pub fn normalize(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let norm = |field: String, v: &mut String| -> Result<(), ConfigError> {
-            *v = unquote_table(v).map_err(|m| ConfigError::new(path, field, m))?;
-            Ok(())
-        };
-        for (i, t) in self.tables.include.iter_mut().enumerate() {
-            norm(format!("tables.include[{i}]"), t)?;
-        }
-        for (i, t) in self.tables.exclude.iter_mut().enumerate() {
-            norm(format!("tables.exclude[{i}]"), t)?;
-        }
-        if let Some(t) = self.signal_table.as_mut() {
-            norm("signal_table".into(), t)?;
-        }
-        let mut keys = BTreeMap::new();
-        for (t, cols) in std::mem::take(&mut self.key_columns) {
-            let mut n = t.clone();
-            norm(format!("key_columns.{t}"), &mut n)?;
-            keys.insert(n, cols);
-        }
-        self.key_columns = keys;
-        Ok(())
     }
 
     /// The replication slot: configured, or `pgcdc_<name>`.
@@ -330,14 +303,7 @@ impl ConnectorConfig {
             );
         }
         validate_topic_name(&self.topic_prefix).or_else(|m| err("topic_prefix", m))?;
-        for (i, t) in self.tables.include.iter().enumerate() {
-            qualified(t).map_err(|m| ConfigError::new(path, format!("tables.include[{i}]"), m))?;
-        }
-        for (i, t) in self.tables.exclude.iter().enumerate() {
-            qualified(t).map_err(|m| ConfigError::new(path, format!("tables.exclude[{i}]"), m))?;
-        }
         for (t, cols) in &self.key_columns {
-            qualified(t).map_err(|m| ConfigError::new(path, format!("key_columns.{t}"), m))?;
             if cols.is_empty() {
                 return err(
                     &format!("key_columns.{t}"),
@@ -360,9 +326,6 @@ impl ConnectorConfig {
                 "must be between 1 and 1000000".into(),
             );
         }
-        if let Some(t) = &self.signal_table {
-            qualified(t).map_err(|m| ConfigError::new(path, "signal_table", m))?;
-        }
         if self.unavailable_value_placeholder.is_empty() {
             return err(
                 "unavailable_value_placeholder",
@@ -380,11 +343,14 @@ impl ConnectorConfig {
 
     /// Whether `schema.table` is captured by this connector.
     pub fn captures(&self, schema: &str, table: &str) -> bool {
-        let name = format!("{schema}.{table}");
-        if self.signal_table.as_deref() == Some(name.as_str()) {
+        if self
+            .signal_table
+            .as_ref()
+            .is_some_and(|s| s.is(schema, table))
+        {
             return false;
         }
-        (self.tables.include.is_empty() || self.tables.include.contains(&name))
-            && !self.tables.exclude.contains(&name)
+        (self.tables.include.is_empty() || self.tables.include.iter().any(|t| t.is(schema, table)))
+            && !self.tables.exclude.iter().any(|t| t.is(schema, table))
     }
 }

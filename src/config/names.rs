@@ -1,5 +1,68 @@
 //! Table and topic names as connector files spell them.
 
+use std::fmt;
+
+use serde::Deserialize;
+
+/// A table a connector file names: `schema.table`, each part raw (`Sales & Co.Order Lines`)
+/// or as SQL quotes it (`"Sales & Co"."Order Lines"`, as pgcdc's hints print it). Parsed
+/// once, when the file is read; a name that is not `schema.table` is an error naming the
+/// field.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub struct TableName {
+    schema: String,
+    table: String,
+}
+
+impl TableName {
+    pub fn new(schema: impl Into<String>, table: impl Into<String>) -> Self {
+        TableName {
+            schema: schema.into(),
+            table: table.into(),
+        }
+    }
+
+    /// Reads a name as a connector file or a command line spells it.
+    pub fn parse(spelled: &str) -> Result<Self, String> {
+        let raw = unquote_table(spelled)?;
+        let (schema, table) = qualified(&raw)?;
+        Ok(TableName::new(schema, table))
+    }
+
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn is(&self, schema: &str, table: &str) -> bool {
+        self.schema == schema && self.table == table
+    }
+
+    /// The name as SQL needs it: `public.orders`, `"Sales & Co"."Order Lines"`.
+    pub fn quoted(&self) -> String {
+        crate::postgres::quote_qualified(&self.schema, &self.table)
+    }
+}
+
+impl TryFrom<String> for TableName {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        TableName::parse(&s)
+    }
+}
+
+/// The raw `schema.table` (how topics, metrics and checkpoints name a table).
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.table)
+    }
+}
+
 pub(crate) fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()

@@ -200,11 +200,14 @@ fn table_names_in_raw_or_quoted_form() {
     let p = Path::new("c.yaml");
     let text = "name: n\npostgres: {host: h, user: u, dbname: d}\ntopic_prefix: p\n\
                     tables:\n  include: ['\"Sales & Co\".\"Order Lines\"']\nkey_columns:\n  '\"S\".\"T\"': [id]\n";
-    let mut c: ConnectorConfig = parse_str(p, text, &env).unwrap();
-    c.normalize(p).unwrap();
-    assert_eq!(c.tables.include, ["Sales & Co.Order Lines"]);
+    let c: ConnectorConfig = parse_str(p, text, &env).unwrap();
+    assert_eq!(
+        c.tables.include,
+        [TableName::new("Sales & Co", "Order Lines")]
+    );
+    assert_eq!(c.tables.include[0].to_string(), "Sales & Co.Order Lines");
     assert!(c.captures("Sales & Co", "Order Lines"));
-    assert!(c.key_columns.contains_key("S.T"));
+    assert!(c.key_columns.contains_key(&TableName::new("S", "T")));
 }
 
 #[test]
@@ -213,6 +216,11 @@ fn validate_rejects_bad_names() {
     assert_eq!(e.field, "name");
     let e = connector(&CONNECTOR.replace("[public.orders]", "[orders]")).unwrap_err();
     assert_eq!(e.field, "tables.include[0]");
+    assert!(
+        e.message.starts_with("\"orders\" must be schema.table"),
+        "{}",
+        e.message
+    );
     let e =
         connector(&CONNECTOR.replace("topic_prefix: shop", "topic_prefix: 'sh op'")).unwrap_err();
     assert_eq!(e.field, "topic_prefix");

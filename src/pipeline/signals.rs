@@ -21,17 +21,12 @@ use super::reader::Reader;
 impl Reader<'_> {
     pub(super) fn is_signal(&self, rel: u32) -> bool {
         // Per insert: compare the parts, no formatting.
-        let Some((schema, table)) = self
-            .conn
-            .signal_table
-            .as_deref()
-            .and_then(|t| crate::config::qualified(t).ok())
-        else {
+        let Some(signal) = &self.conn.signal_table else {
             return false;
         };
         self.relations
             .get(rel)
-            .is_some_and(|r| r.schema == schema && r.table == table)
+            .is_some_and(|r| signal.is(&r.schema, &r.table))
     }
 
     /// A row inserted into the signal table: Debezium's `execute-snapshot` starts an
@@ -47,7 +42,7 @@ impl Reader<'_> {
         let cols = self
             .relations
             .iter()
-            .find(|r| r.qualified_name() == rel)
+            .find(|r| rel.is(&r.schema, &r.table))
             .map(|r| r.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>())
             .unwrap_or_default();
         let text = |name: &str| {

@@ -290,9 +290,13 @@ impl SnapshotConn {
     }
 
     /// Inserts a signal row (Debezium's `execute-snapshot`).
-    pub async fn insert_signal(&self, signal_table: &str, id: &str, data: &str) -> Result<()> {
-        let (schema, table) = crate::config::qualified(signal_table)
-            .map_err(|m| Error::permanent(Code::Snapshot, format!("signal_table: {m}")))?;
+    pub async fn insert_signal(
+        &self,
+        signal_table: &crate::config::TableName,
+        id: &str,
+        data: &str,
+    ) -> Result<()> {
+        let (schema, table) = (signal_table.schema(), signal_table.table());
         self.client
             .batch_execute(&format!(
                 "INSERT INTO {}.{} (id, type, data) VALUES ({}, 'execute-snapshot', {})",

@@ -104,10 +104,8 @@ impl Catalog {
             }
         }
         for name in &conn.tables.include {
-            if !tables.iter().any(|t| &t.name == name) {
-                let quoted = crate::config::qualified(name)
-                    .map(|(s, t)| crate::postgres::quote_qualified(s, t))
-                    .unwrap_or_else(|_| name.clone());
+            if !tables.iter().any(|t| t.name == name.to_string()) {
+                let quoted = name.quoted();
                 problems.push(format!(
                     "table {quoted} (tables.include) does not exist in database {}; create it or remove it from tables.include",
                     conn.postgres.dbname

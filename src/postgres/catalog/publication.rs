@@ -1,6 +1,6 @@
 //! The publication pgcdc manages (and the signal table): created, checked, extended.
 
-use crate::config::ConnectorConfig;
+use crate::config::{ConnectorConfig, TableName};
 use crate::error::{Code, Error, Result};
 use crate::postgres::ident::{sql_ident, sql_literal};
 
@@ -134,9 +134,8 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
-    pub async fn table_exists(&self, qualified: &str) -> Result<bool> {
-        let (schema, table) = crate::config::qualified(qualified)
-            .map_err(|m| Error::permanent(Code::Preflight, format!("table {qualified}: {m}")))?;
+    pub async fn table_exists(&self, name: &TableName) -> Result<bool> {
+        let (schema, table) = (name.schema(), name.table());
         let row = self
             .client
             .query_one(
@@ -155,8 +154,7 @@ impl Catalog {
         let Some(name) = &conn.signal_table else {
             return Ok(());
         };
-        let (schema, table) = crate::config::qualified(name)
-            .map_err(|m| Error::permanent(Code::Preflight, format!("signal_table: {m}")))?;
+        let (schema, table) = (name.schema(), name.table());
         let quoted = format!("{}.{}", sql_ident(schema), sql_ident(table));
         self.client
             .batch_execute(&format!(

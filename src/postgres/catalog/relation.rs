@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::ConnectorConfig;
+use crate::config::{ConnectorConfig, TableName};
 use crate::decode::pgoutput::RelationMsg;
 use crate::decode::{Column, Relation};
 use crate::error::{Code, Error, Result};
@@ -197,7 +197,8 @@ impl Catalog {
         };
         let qualified = format!("{}.{}", msg.namespace, msg.name);
         if key.is_empty() {
-            if let Some(cols) = conn.key_columns.get(&qualified) {
+            let name = TableName::new(&msg.namespace, &msg.name);
+            if let Some(cols) = conn.key_columns.get(&name) {
                 for c in cols {
                     if !msg.columns.iter().any(|mc| &mc.name == c) {
                         return Err(Error::permanent(Code::PostgresSql, format!(
