@@ -8,11 +8,8 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use pgcdc::consume::{Reader, Start};
 use rdkafka::Message;
-use schema_registry_converter::async_impl::avro::AvroDecoder;
-use schema_registry_converter::async_impl::schema_registry::SrSettings;
 
 fn now_us() -> i64 {
     SystemTime::now()
@@ -47,19 +44,10 @@ async fn main() {
     // Events to read before measuring (a warm-up that created the topic).
     let mut skip: usize = arg(&args, "--skip").map_or(0, |s| s.parse().expect("--skip"));
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", format!("pgcdc-bench-{}", now_us()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("topic.metadata.refresh.interval.ms", "1000")
-        .set("fetch.wait.max.ms", "10")
-        .create()
-        .expect("consumer");
+    let reader =
+        Reader::plain(&bootstrap, &registry, "pgcdc-bench", Start::Beginning).expect("consumer");
     let t: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&t).expect("subscribe");
-    let decoder = AvroDecoder::new(SrSettings::new(registry));
+    reader.subscribe(&t).expect("subscribe");
 
     let deadline = Instant::now() + timeout;
     let mut events = 0usize;
@@ -72,14 +60,8 @@ async fn main() {
             eprintln!("bench consumer: only {events} of {expect} events within {timeout:?}");
             std::process::exit(1);
         }
-        let m = match tokio::time::timeout(left, consumer.recv()).await {
-            Err(_) => continue,
-            Ok(Err(e)) if e.to_string().contains("UnknownTopicOrPartition") => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            Ok(Err(e)) => panic!("consume: {e}"),
-            Ok(Ok(m)) => m,
+        let Some(m) = reader.next(left).await.expect("consume") else {
+            continue;
         };
         let Some(payload) = m.payload() else { continue };
         if skip > 0 {
@@ -88,8 +70,8 @@ async fn main() {
         }
         let received = now_us();
         if latency {
-            let decoded = decoder.decode(Some(payload)).await.expect("decode");
-            if let Some(commit_us) = source_ts_us(&decoded.value) {
+            let value = reader.avro_value(payload).await.expect("decode");
+            if let Some(commit_us) = source_ts_us(&value) {
                 lat_us.push(received - commit_us);
             }
         }

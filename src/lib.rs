@@ -30,7 +30,8 @@
 //! - [`health`], [`metrics`], [`http`]: each connector's state, its series, `/healthz` and
 //!   `/metrics`.
 //! - [`admin`]: `pgcdc status` and `pgcdc snapshot`.
-//! - [`tail`]: reads topics back through the registry (`pgcdc tail`).
+//! - [`consume`]: reads topics back as a consumer does (read_committed, the registry);
+//!   [`tail`]: `pgcdc tail` on it.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -38,6 +39,7 @@ pub mod admin;
 pub mod avro;
 pub mod checkpoint;
 pub mod config;
+pub mod consume;
 pub mod decode;
 pub mod error;
 pub mod health;

@@ -10,15 +10,13 @@ use std::time::Duration;
 
 use apache_avro::types::Value;
 use apache_avro::Schema;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::Message;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use serde_json::{json, Value as Json};
 use tokio::sync::watch;
 
 use crate::config::DaemonConfig;
+use crate::consume::{Reader, Start};
 use crate::error::{Code, Error, Result};
-use crate::kafka::{base_config, classify};
 
 pub struct TailOptions {
     /// Topic names, or regular expressions starting with `^`.
@@ -35,59 +33,39 @@ pub async fn run(
     opts: &TailOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let brokers = &daemon.kafka.bootstrap_servers;
-    let group = format!(
-        "pgcdc-tail-{}-{}",
-        std::process::id(),
-        crate::avro::envelope::now_micros()
-    );
-    let consumer: StreamConsumer = base_config(&daemon.kafka)
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set(
-            "auto.offset.reset",
-            if opts.from_beginning {
-                "earliest"
-            } else {
-                "latest"
-            },
-        )
-        .set("topic.metadata.refresh.interval.ms", "2000")
-        .create()
-        .map_err(|e| classify(brokers, "creating the consumer", e))?;
+    let reader = Reader::new(
+        &daemon.kafka,
+        &daemon.schema_registry,
+        "pgcdc-tail",
+        if opts.from_beginning {
+            Start::Beginning
+        } else {
+            Start::End
+        },
+    )?;
     let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
-    consumer
-        .subscribe(&topics)
-        .map_err(|e| classify(brokers, "subscribing", e))?;
-    let decoder = AvroDecoder::new(crate::avro::registry::settings(&daemon.schema_registry)?);
+    reader.subscribe(&topics)?;
     let mut printed = 0usize;
     let stdout = std::io::stdout();
+    let idle = opts
+        .idle_timeout
+        .unwrap_or(Duration::from_secs(3600 * 24 * 365));
     loop {
-        let idle = opts
-            .idle_timeout
-            .unwrap_or(Duration::from_secs(3600 * 24 * 365));
         let msg = tokio::select! {
             biased;
             _ = shutdown.changed() => return Ok(()),
-            r = tokio::time::timeout(idle, consumer.recv()) => match r {
-                Err(_) => return Ok(()),
-                // Topics appear when pgcdc sees a table's first change: wait for them.
-                Ok(Err(e)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition) => {
-                    tracing::debug!(error = %e, "waiting for the topics to exist");
-                    continue;
-                }
-                Ok(m) => m.map_err(|e| classify(brokers, "consuming", e))?,
+            r = reader.next(idle) => match r? {
+                None => return Ok(()),
+                Some(m) => m,
             },
         };
-        let key = decode_json(&decoder, msg.key()).await?;
-        let value = decode_json(&decoder, msg.payload()).await?;
+        let d = reader.decode(&msg).await?;
         let line = json!({
-            "topic": msg.topic(),
-            "partition": msg.partition(),
-            "offset": msg.offset(),
-            "key": key,
-            "value": value,
+            "topic": d.topic,
+            "partition": d.partition,
+            "offset": d.offset,
+            "key": d.key,
+            "value": d.value,
         });
         let mut out = stdout.lock();
         let _ = writeln!(out, "{line}");

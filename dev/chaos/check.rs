@@ -8,13 +8,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
-use schema_registry_converter::async_impl::avro::AvroDecoder;
-use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use pgcdc::consume::{Reader, Start};
+use rdkafka::Message;
 
 fn arg(args: &[String], name: &str) -> String {
     args.iter()
@@ -33,28 +29,8 @@ struct Change {
     change_id: i64,
 }
 
-type Readers = HashMap<u32, GenericDatumReader<'static>>;
-
-/// Decodes a Confluent wire-format value with the writer's schema, fetched and resolved
-/// once per id (the few schemas live for the whole run).
-async fn decode(decoder: &AvroDecoder, readers: &mut Readers, payload: &[u8]) -> Value {
-    assert!(
-        payload.len() > 5 && payload[0] == 0,
-        "not Confluent wire format"
-    );
-    let id = u32::from_be_bytes([payload[1], payload[2], payload[3], payload[4]]);
-    if let std::collections::hash_map::Entry::Vacant(slot) = readers.entry(id) {
-        let s = decoder.get_schema(id).await.expect("fetch schema");
-        let schema: &'static apache_avro::Schema = Box::leak(Box::new(s.parsed.clone()));
-        slot.insert(
-            GenericDatumReader::builder(schema)
-                .build()
-                .expect("resolve schema"),
-        );
-    }
-    let mut body = &payload[5..];
-    readers[&id].read_value(&mut body).expect("decode")
-}
+/// How long the checker waits for the next record before it calls the stream stuck.
+const STALL: Duration = Duration::from_secs(120);
 
 fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
     let Value::Record(fields) = v else {
@@ -116,94 +92,62 @@ async fn main() {
     }
 
     // Every committed record of the three topics, in offset order.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set(
-            "group.id",
-            format!("pgcdc-chaos-check-{}", std::process::id()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
+    let reader = Reader::plain(&bootstrap, &registry, "pgcdc-chaos-check", Start::Beginning)
         .expect("consumer");
-    let decoder = AvroDecoder::new(SrSettings::new(registry));
-    let mut readers: Readers = HashMap::new();
     let mut seen: HashMap<Change, u32> = HashMap::new();
     let mut per_row: HashMap<(String, i64), Vec<i64>> = HashMap::new();
     let mut events = 0u64;
     let mut phantom = 0u64;
     for table in ["chaos_a", "chaos_b", "chaos_c"] {
         let topic = format!("{prefix}.public.{table}");
-        let md = consumer
-            .fetch_metadata(Some(&topic), Duration::from_secs(30))
-            .expect("metadata");
-        let parts: Vec<i32> = md
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        for p in parts {
-            let (_, high) = consumer
-                .fetch_watermarks(&topic, p, Duration::from_secs(30))
-                .expect("watermarks");
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&topic, p, Offset::Beginning)
-                .expect("assign");
-            consumer.assign(&tpl).expect("assign");
-            let deadline = Instant::now() + Duration::from_secs(300);
-            loop {
-                let pos = consumer
-                    .position()
-                    .ok()
-                    .and_then(|l| {
-                        l.find_partition(&topic, p)
-                            .and_then(|e| e.offset().to_raw())
-                    })
-                    .unwrap_or(-1);
-                if pos >= high {
-                    break;
+        let ends = reader.assign_to_end(&topic).expect("assign");
+        // The deadline follows progress: only a reader that stops receiving fails.
+        let mut last_progress = Instant::now();
+        while !reader.reached(&topic, &ends) {
+            assert!(
+                last_progress.elapsed() < STALL,
+                "{topic}: nothing read for {STALL:?} before the end offsets {ends:?}"
+            );
+            let Some(m) = reader
+                .next(Duration::from_millis(500))
+                .await
+                .expect("consume")
+            else {
+                continue;
+            };
+            last_progress = Instant::now();
+            let Some(payload) = m.payload() else { continue }; // tombstone
+            let v = reader.avro_value(payload).await.expect("decode");
+            let op = match field(&v, "op") {
+                Some(Value::String(s)) => s.clone(),
+                _ => panic!("{topic} offset {}: no op", m.offset()),
+            };
+            let (op, image) = match op.as_str() {
+                "c" => ('i', "after"),
+                "u" => ('u', "after"),
+                "d" => ('d', "before"),
+                other => panic!("{topic} offset {}: unexpected op {other}", m.offset()),
+            };
+            let img = field(&v, image)
+                .unwrap_or_else(|| panic!("{topic} offset {}: no {image}", m.offset()));
+            let change = Change {
+                table: table.to_owned(),
+                op,
+                id: long(field(img, "id")).expect("id"),
+                change_id: long(field(img, "change_id")).expect("change_id"),
+            };
+            events += 1;
+            match truth.get(&change) {
+                Some(order) => per_row
+                    .entry((change.table.clone(), change.id))
+                    .or_default()
+                    .push(*order),
+                None => {
+                    phantom += 1;
+                    eprintln!("phantom event (no committed change matches): {change:?}");
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "{topic}: did not reach offset {high}"
-                );
-                let Some(m) = consumer.poll(Duration::from_millis(500)) else {
-                    continue;
-                };
-                let m = m.expect("consume");
-                let Some(payload) = m.payload() else { continue }; // tombstone
-                let v = decode(&decoder, &mut readers, payload).await;
-                let op = match field(&v, "op") {
-                    Some(Value::String(s)) => s.clone(),
-                    _ => panic!("{topic} offset {}: no op", m.offset()),
-                };
-                let (op, image) = match op.as_str() {
-                    "c" => ('i', "after"),
-                    "u" => ('u', "after"),
-                    "d" => ('d', "before"),
-                    other => panic!("{topic} offset {}: unexpected op {other}", m.offset()),
-                };
-                let img = field(&v, image)
-                    .unwrap_or_else(|| panic!("{topic} offset {}: no {image}", m.offset()));
-                let change = Change {
-                    table: table.to_owned(),
-                    op,
-                    id: long(field(img, "id")).expect("id"),
-                    change_id: long(field(img, "change_id")).expect("change_id"),
-                };
-                events += 1;
-                match truth.get(&change) {
-                    Some(order) => per_row
-                        .entry((change.table.clone(), change.id))
-                        .or_default()
-                        .push(*order),
-                    None => {
-                        phantom += 1;
-                        eprintln!("phantom event (no committed change matches): {change:?}");
-                    }
-                }
-                *seen.entry(change).or_default() += 1;
             }
+            *seen.entry(change).or_default() += 1;
         }
     }
 

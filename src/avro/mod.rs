@@ -30,7 +30,7 @@ pub struct Registered {
 static KEPT: std::sync::Mutex<Option<std::collections::HashMap<String, &'static Schema>>> =
     std::sync::Mutex::new(None);
 
-fn keep(schema: Schema) -> &'static Schema {
+pub(crate) fn keep(schema: Schema) -> &'static Schema {
     let key = serde_json::to_string(&schema).unwrap_or_default();
     let mut kept = KEPT
         .lock()

@@ -5,12 +5,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pgcdc::config::{ConnectorConfig, DaemonConfig};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Headers;
-use rdkafka::Message;
-use schema_registry_converter::async_impl::avro::AvroDecoder;
-use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use serde_json::Value as Json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -258,63 +252,38 @@ impl Harness {
 }
 
 pub async fn read_topic(stack: &Stack, topic: &str, n: usize, timeout: Duration) -> Vec<Record> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &stack.kafka_bootstrap)
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("topic.metadata.refresh.interval.ms", "500")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let decoder = AvroDecoder::new(SrSettings::new(stack.registry_url.clone()));
+    use pgcdc::consume::{Reader, Start};
+    let reader = Reader::plain(
+        &stack.kafka_bootstrap,
+        &stack.registry_url,
+        "reader",
+        Start::Beginning,
+    )
+    .unwrap();
+    reader.subscribe(&[topic]).unwrap();
     let mut out = Vec::new();
     let deadline = Instant::now() + timeout;
     // After the n-th record, keep reading briefly: a duplicate or extra record must show.
     let mut settle: Option<Instant> = None;
     loop {
-        let now = Instant::now();
-        let until = match settle {
-            Some(s) => s,
-            None => deadline,
-        };
-        if now >= until {
+        let until = settle.unwrap_or(deadline);
+        let left = until.saturating_duration_since(Instant::now());
+        let Some(m) = reader
+            .next(left)
+            .await
+            .unwrap_or_else(|e| panic!("consuming {topic}: {e}"))
+        else {
             break;
-        }
-        match tokio::time::timeout(until - now, consumer.recv()).await {
-            Err(_) => break,
-            // The topic appears when pgcdc sees the table's first change.
-            Ok(Err(e)) if e.to_string().contains("UnknownTopicOrPartition") => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Ok(Err(e)) => panic!("consuming {topic}: {e}"),
-            Ok(Ok(m)) => {
-                let key = pgcdc::tail::decode_json(&decoder, m.key()).await.unwrap();
-                let value = pgcdc::tail::decode_json(&decoder, m.payload())
-                    .await
-                    .unwrap();
-                let headers = m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|h| {
-                                let v = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
-                                (h.key.to_owned(), v.unwrap_or_default())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push(Record {
-                    offset: m.offset(),
-                    key,
-                    value,
-                    headers,
-                });
-                if out.len() >= n && settle.is_none() {
-                    settle = Some(Instant::now() + Duration::from_millis(1500));
-                }
-            }
+        };
+        let d = reader.decode(&m).await.unwrap();
+        out.push(Record {
+            offset: d.offset,
+            key: d.key,
+            value: d.value,
+            headers: d.headers,
+        });
+        if out.len() >= n && settle.is_none() {
+            settle = Some(Instant::now() + Duration::from_millis(1500));
         }
     }
     assert!(

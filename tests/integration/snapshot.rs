@@ -10,12 +10,9 @@ use std::time::{Duration, Instant};
 
 use apache_avro::types::Value;
 use pgcdc::snapshot::{Kind, SnapshotState};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
-use serde_json::Value as Json;
+use rdkafka::Message;
 
-use crate::common::{unique, Stack};
+use crate::common::Stack;
 use crate::harness::Harness;
 
 /// What the test keeps of each key: the newest row image (None after a delete) and how
@@ -82,86 +79,27 @@ fn string(v: &Value) -> &str {
     }
 }
 
-/// Confluent wire format → Avro value, with writer schemas fetched once per id. (Faster
-/// than going through JSON: these tests read a million records.)
-struct Decoder {
-    url: String,
-    http: reqwest::Client,
-    schemas: HashMap<u32, apache_avro::Schema>,
-}
-
-impl Decoder {
-    async fn decode(&mut self, bytes: Option<&[u8]>) -> Option<Value> {
-        let b = bytes?;
-        assert!(b.len() >= 5 && b[0] == 0, "not the Confluent wire format");
-        let id = u32::from_be_bytes([b[1], b[2], b[3], b[4]]);
-        if !self.schemas.contains_key(&id) {
-            let body: Json = self
-                .http
-                .get(format!("{}/schemas/ids/{id}", self.url))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let schema = apache_avro::Schema::parse_str(body["schema"].as_str().unwrap()).unwrap();
-            self.schemas.insert(id, schema);
-        }
-        #[allow(deprecated)] // the non-deprecated reader needs the writer schema twice over
-        Some(apache_avro::from_avro_datum(&self.schemas[&id], &mut &b[5..], None).unwrap())
-    }
-}
-
 /// Consumes `topic` with read_committed from the beginning to its current end.
 async fn consume_to_end(stack: &Stack, topic: &str) -> Seen {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &stack.kafka_bootstrap)
-        .set("group.id", unique("snapreader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("fetch.max.bytes", "52428800")
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
-    assert!(!parts.is_empty(), "{topic} has no partitions");
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in &parts {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, *p, Duration::from_secs(10))
-            .unwrap();
-        ends.insert(*p, high);
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut decoder = Decoder {
-        url: stack.registry_url.clone(),
-        http: reqwest::Client::new(),
-        schemas: HashMap::new(),
-    };
+    use pgcdc::consume::{Reader, Start};
+    let reader = Reader::plain(
+        &stack.kafka_bootstrap,
+        &stack.registry_url,
+        "snapreader",
+        Start::Beginning,
+    )
+    .unwrap();
+    let ends = reader.assign_to_end(topic).unwrap();
     let mut seen = Seen::default();
     let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let pos = consumer.position().unwrap();
-        let done = parts.iter().all(|p| {
-            pos.find_partition(topic, *p)
-                .and_then(|e| e.offset().to_raw())
-                .unwrap_or(-1)
-                >= ends[p]
-        });
-        if done {
-            break;
-        }
+    while !reader.reached(topic, &ends) {
         assert!(Instant::now() < deadline, "reading {topic} took over 600s");
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m.unwrap();
-            let key = decoder.decode(m.key()).await.expect("a key");
-            let value = decoder.decode(m.payload()).await;
+        if let Some(m) = reader.next(Duration::from_millis(200)).await.unwrap() {
+            let key = reader.avro_value(m.key().expect("a key")).await.unwrap();
+            let value = match m.payload() {
+                Some(p) => Some(reader.avro_value(p).await.unwrap()),
+                None => None,
+            };
             seen.add(&key, value.as_ref());
         }
     }
