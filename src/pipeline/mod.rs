@@ -259,7 +259,7 @@ pub async fn run(
             "initial snapshot read; streaming from its consistent point"
         );
     } else {
-        reader.snap.pending = state.pending.clone();
+        reader.snap.resume(state.pending.clone());
         sink_task = tokio::spawn(sink.starting_at(start, state).run(rx));
     }
 
@@ -291,9 +291,7 @@ pub async fn run(
         req_rx,
         chunks.clone(),
     ));
-    reader.snap.requests = Some(req_tx);
-    reader.snap.chunks = chunks;
-    reader.snap.messages = messages;
+    reader.snap.attach(req_tx, chunks, messages);
     reader.next_chunk().await?;
 
     let mut publication_check = tokio::time::interval(PUBLICATION_CHECK_INTERVAL);

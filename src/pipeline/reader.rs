@@ -124,7 +124,7 @@ impl Reader<'_> {
                 // A schema barrier: snapshot reads of this table take its new shape (rebuilt at
                 // once: the incremental window looks the table up for every change).
                 let name = rel.qualified_name();
-                let reshaped = self.snap.tables.get(&name).is_some_and(|t| {
+                let reshaped = self.snap.table(&name).is_some_and(|t| {
                     let shape = |r: &decode::Relation| -> Vec<(String, u32, i32)> {
                         r.columns
                             .iter()
@@ -134,7 +134,7 @@ impl Reader<'_> {
                     shape(&t.st.relation) != shape(&rel)
                 });
                 if reshaped {
-                    self.snap.tables.remove(&name);
+                    self.snap.forget_table(&name);
                     self.snap_table(&name).await?;
                 }
                 let rel = self.relations.insert(rel);

@@ -1,7 +1,6 @@
 //! Signals and the incremental snapshot's watermarks, as the reader meets them in the
 //! stream: a signal row asks for tables, a watermark message opens or closes a chunk's window.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::avro::envelope::SnapshotMark;
@@ -9,11 +8,9 @@ use crate::decode;
 use crate::error::{Code, Error, Result};
 use crate::kafka::sink::SinkMsg;
 use crate::metrics;
-use crate::postgres::snapshot::key_of;
-use crate::snapshot::incremental::{self, ChunkRequest, InFlight, Watermark, WatermarkKind};
+use crate::snapshot::incremental::{self, Watermark};
 use crate::snapshot::initial::{self, SnapTable};
 use crate::snapshot::ChunkDone;
-use crate::snapshot::Kind;
 use crate::Lsn;
 
 use super::reader::Reader;
@@ -104,20 +101,17 @@ impl Reader<'_> {
         if work.is_empty() {
             return Ok(());
         }
-        self.snap.pending.extend(work.iter().cloned());
+        self.snap.add(&work);
         self.send(SinkMsg::AddWork(work)).await?;
         self.next_chunk().await
     }
 
     /// Asks the driver for the next chunk when none is in flight.
     pub(super) async fn next_chunk(&mut self) -> Result<()> {
-        if self.snap.in_flight.is_some() {
-            return Ok(());
-        }
-        let Some(w) = self.snap.pending.first().cloned() else {
+        let Some(w) = self.snap.next_work().cloned() else {
             return Ok(());
         };
-        if !self.snap.messages {
+        if !self.snap.has_messages() {
             return Err(Error::permanent(Code::Snapshot, format!(
                 "connector {}: table {} has snapshot work left (an interrupted initial snapshot or a signal), \
                  and finishing it consistently needs logical decoding messages, which pgoutput sends from \
@@ -134,28 +128,8 @@ impl Reader<'_> {
                 self.conn.name, crate::postgres::quote_raw_table(&w.table)
             )));
         }
-        let id = self.snap.next_id();
-        let limit = self.conn.snapshot.incremental_chunk_rows;
-        self.snap.in_flight = Some(InFlight {
-            id: id.clone(),
-            table: w.table.clone(),
-            limit,
-            open: false,
-            changed: HashSet::new(),
-            truncated: false,
-        });
-        let req = ChunkRequest {
-            id,
-            table: t,
-            range: w.range.clone(),
-            limit,
-        };
-        match &self.snap.requests {
-            Some(r) => r
-                .try_send(req)
-                .map_err(|_| Error::transient(Code::Snapshot, "the snapshot reader stopped")),
-            None => Ok(()),
-        }
+        self.snap
+            .request(t, &w, self.conn.snapshot.incremental_chunk_rows)
     }
 
     /// A watermark of ours in the stream: opens the chunk's window, or closes it and emits
@@ -167,37 +141,13 @@ impl Reader<'_> {
         if w.connector != self.conn.name {
             return Ok(());
         }
-        let Some(f) = self.snap.in_flight.as_mut().filter(|f| f.id == w.id) else {
-            return Ok(()); // left by an earlier run
-        };
-        if w.kind == WatermarkKind::Low {
-            f.open = true;
-            return Ok(());
-        }
-        let Some(f) = self.snap.in_flight.take() else {
+        let Some(c) = self.snap.watermark(&w)? else {
             return Ok(());
         };
-        let (rows, snap) = self
-            .snap
-            .chunks
-            .lock()
-            .map_err(|_| Error::permanent(Code::Snapshot, "snapshot chunk store poisoned"))?
-            .remove(&f.id)
-            .ok_or_else(|| self.protocol("high watermark before its chunk was read"))?;
-        let t = self.snap_table(&f.table).await?;
-        let last = rows.last().and_then(|r| key_of(&t.st, &t.positions, r));
-        let finished = (rows.len() as u64) < f.limit;
-        let overtaken = self.snap.overtaken(&f, &snap);
-        let keep: Vec<decode::Tuple> = if f.truncated {
-            Vec::new()
+        let mark = if c.initial {
+            SnapshotMark::True
         } else {
-            rows.into_iter()
-                .filter(|r| key_of(&t.st, &t.positions, r).is_none_or(|k| !overtaken.contains(&k)))
-                .collect()
-        };
-        let mark = match self.snap.pending.first().map(|w| w.kind) {
-            Some(Kind::Initial) => SnapshotMark::True,
-            _ => SnapshotMark::Incremental,
+            SnapshotMark::Incremental
         };
         let at = self.txn.as_ref().map_or(
             initial::Position {
@@ -211,16 +161,16 @@ impl Reader<'_> {
                 ts_us: x.commit_ts_us,
             },
         );
-        let records = initial::encode_reads(&t, &keep, &self.origin, at, |_, _| mark)?;
+        let records = initial::encode_reads(&c.table, &c.rows, &self.origin, at, |_, _| mark)?;
         metrics::count_snapshot_rows(
             &self.conn.name,
-            &t.codec.rel.qualified_name(),
+            &c.table.codec.rel.qualified_name(),
             records.len() as u64,
         );
         let done = ChunkDone::Work {
-            last: last.clone(),
-            rows: keep.len() as u64,
-            finished,
+            last: c.last,
+            rows: c.rows.len() as u64,
+            finished: c.finished,
         };
         self.send(SinkMsg::Chunk {
             records,
@@ -228,22 +178,21 @@ impl Reader<'_> {
             permit: None,
         })
         .await?;
-        self.snap.advance(last, finished);
-        if finished {
-            tracing::info!(connector = %self.conn.name, table = %f.table, "incremental snapshot of table read (commits with this transaction)");
+        if c.finished {
+            tracing::info!(connector = %self.conn.name, table = %c.table.name(), "incremental snapshot of table read (commits with this transaction)");
         }
         self.next_chunk().await
     }
 
     /// The snapshot view of a captured table (its codec registered), cached.
     pub(super) async fn snap_table(&mut self, name: &str) -> Result<SnapTable> {
-        if let Some(t) = self.snap.tables.get(name) {
+        if let Some(t) = self.snap.table(name) {
             return Ok(t.clone());
         }
         let st = self.catalog.snapshot_table(name, self.conn).await?;
         let codec = Arc::new(self.codec(Arc::new(st.relation.clone())).await?);
         let t = SnapTable::new(st, codec)?;
-        self.snap.tables.insert(name.to_string(), t.clone());
+        self.snap.keep_table(name, t.clone());
         Ok(t)
     }
 

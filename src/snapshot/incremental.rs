@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::decode::{Relation, Tuple, TupleData};
 use crate::error::{Code, Error, Result};
-use crate::postgres::snapshot::{Key, KeyRange, SnapshotConn, TxSnapshot};
+use crate::postgres::snapshot::{key_of, Key, KeyRange, SnapshotConn, TxSnapshot};
 use crate::snapshot::initial::SnapTable;
 use crate::snapshot::{Kind, TableWork};
 
@@ -91,37 +91,186 @@ pub async fn driver(
 }
 
 /// The chunk whose window is open or about to open.
-pub struct InFlight {
-    pub id: String,
-    pub table: String,
-    pub limit: u64,
+struct InFlight {
+    id: String,
+    table: String,
+    limit: u64,
     /// The low watermark has been seen.
-    pub open: bool,
-    pub changed: HashSet<Key>,
+    open: bool,
+    changed: HashSet<Key>,
     /// The table was truncated inside the window: nothing of the chunk survives.
-    pub truncated: bool,
+    truncated: bool,
 }
 
-/// The reader's side of incremental snapshots.
+/// A chunk whose window closed: what of it the stream did not overtake, to be emitted as
+/// reads at the high watermark, in the Kafka transaction that records its progress.
+pub struct ClosedChunk {
+    pub table: SnapTable,
+    pub rows: Vec<Tuple>,
+    /// The chunk's last key (the range's next start), from every row read.
+    pub last: Option<Key>,
+    /// The chunk was short: the table is done.
+    pub finished: bool,
+    /// The work is the rest of an interrupted initial snapshot (`snapshot: true`), not an
+    /// incremental one (`snapshot: incremental`).
+    pub initial: bool,
+}
+
+/// The reader's side of incremental snapshots: the pending work (a mirror of the sink's
+/// progress), the chunk in flight and its window, the keys the stream changed.
 #[derive(Default)]
 pub struct Incremental {
     /// Mirror of the sink's pending ranges, first one next.
-    pub pending: Vec<TableWork>,
-    pub tables: HashMap<String, SnapTable>,
-    pub requests: Option<mpsc::Sender<ChunkRequest>>,
-    pub chunks: ChunkBox,
+    pending: Vec<TableWork>,
+    tables: HashMap<String, SnapTable>,
+    requests: Option<mpsc::Sender<ChunkRequest>>,
+    chunks: ChunkBox,
     /// The server sends logical decoding messages (PostgreSQL 14+).
-    pub messages: bool,
-    pub in_flight: Option<InFlight>,
+    messages: bool,
+    in_flight: Option<InFlight>,
     /// Keys changed in the table at the head of `pending`, with the changing transaction's
     /// xid, kept until a chunk snapshot shows the transaction settled.
-    pub recent: Vec<(u32, Key)>,
+    recent: Vec<(u32, Key)>,
     run: String,
     seq: u64,
 }
 
 impl Incremental {
-    pub fn next_id(&mut self) -> String {
+    /// Connects the reader to the stream's chunk driver.
+    pub fn attach(
+        &mut self,
+        requests: mpsc::Sender<ChunkRequest>,
+        chunks: ChunkBox,
+        messages: bool,
+    ) {
+        self.requests = Some(requests);
+        self.chunks = chunks;
+        self.messages = messages;
+    }
+
+    /// The work a checkpoint left pending, first one next.
+    pub fn resume(&mut self, pending: Vec<TableWork>) {
+        self.pending = pending;
+    }
+
+    /// Work a signal asked for, after what is pending.
+    pub fn add(&mut self, work: &[TableWork]) {
+        self.pending.extend(work.iter().cloned());
+    }
+
+    /// The work of the next chunk to read, when none is in flight.
+    pub fn next_work(&self) -> Option<&TableWork> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        self.pending.first()
+    }
+
+    /// Whether the server sends the logical decoding messages watermarks need.
+    pub fn has_messages(&self) -> bool {
+        self.messages
+    }
+
+    pub fn table(&self, name: &str) -> Option<&SnapTable> {
+        self.tables.get(name)
+    }
+
+    pub fn keep_table(&mut self, name: &str, t: SnapTable) {
+        self.tables.insert(name.to_owned(), t);
+    }
+
+    /// Drops a cached table (its shape changed).
+    pub fn forget_table(&mut self, name: &str) {
+        self.tables.remove(name);
+    }
+
+    /// Puts the next chunk of `w` in flight and asks the driver to read it between
+    /// watermarks.
+    pub fn request(&mut self, t: SnapTable, w: &TableWork, limit: u64) -> Result<()> {
+        let id = self.next_id();
+        self.in_flight = Some(InFlight {
+            id: id.clone(),
+            table: w.table.clone(),
+            limit,
+            open: false,
+            changed: HashSet::new(),
+            truncated: false,
+        });
+        let req = ChunkRequest {
+            id,
+            table: t,
+            range: w.range.clone(),
+            limit,
+        };
+        match &self.requests {
+            Some(r) => r
+                .try_send(req)
+                .map_err(|_| Error::transient(Code::Snapshot, "the snapshot reader stopped")),
+            None => Ok(()),
+        }
+    }
+
+    /// A watermark of this connector in the stream. The low one opens the chunk's window;
+    /// the high one closes it and returns what of the chunk the stream did not overtake,
+    /// and the mirror advances as the sink will once the chunk is written. Watermarks a
+    /// crashed run left in the WAL match no chunk and are ignored.
+    pub fn watermark(&mut self, w: &Watermark) -> Result<Option<ClosedChunk>> {
+        let Some(f) = self.in_flight.as_mut().filter(|f| f.id == w.id) else {
+            return Ok(None);
+        };
+        if w.kind == WatermarkKind::Low {
+            f.open = true;
+            return Ok(None);
+        }
+        let Some(f) = self.in_flight.take() else {
+            return Ok(None);
+        };
+        let (rows, snap) = self
+            .chunks
+            .lock()
+            .map_err(|_| Error::permanent(Code::Snapshot, "snapshot chunk store poisoned"))?
+            .remove(&f.id)
+            .ok_or_else(|| {
+                Error::permanent(
+                    Code::PostgresProtocol,
+                    format!(
+                        "incremental snapshot of {}: high watermark before its chunk was read",
+                        f.table
+                    ),
+                )
+            })?;
+        // Cached when the chunk was requested, and rebuilt at once on a schema change.
+        let t = self.tables.get(&f.table).cloned().ok_or_else(|| {
+            Error::permanent(
+                Code::Internal,
+                format!(
+                    "incremental snapshot: table {} vanished from the cache",
+                    f.table
+                ),
+            )
+        })?;
+        let last = rows.last().and_then(|r| key_of(&t.st, &t.positions, r));
+        let finished = (rows.len() as u64) < f.limit;
+        let overtaken = self.overtaken(&f, &snap);
+        let rows: Vec<Tuple> = if f.truncated {
+            Vec::new()
+        } else {
+            rows.into_iter()
+                .filter(|r| key_of(&t.st, &t.positions, r).is_none_or(|k| !overtaken.contains(&k)))
+                .collect()
+        };
+        let initial = self.pending.first().map(|w| w.kind) == Some(Kind::Initial);
+        self.advance(last.clone(), finished);
+        Ok(Some(ClosedChunk {
+            table: t,
+            rows,
+            last,
+            finished,
+            initial,
+        }))
+    }
+
+    fn next_id(&mut self) -> String {
         if self.run.is_empty() {
             self.run = format!(
                 "{:x}-{:x}",
@@ -162,7 +311,7 @@ impl Incremental {
 
     /// Keys the chunk read in `snap` must leave to the stream: changed inside the window,
     /// or by a transaction the snapshot misses. Forgets what the snapshot shows settled.
-    pub fn overtaken(&mut self, f: &InFlight, snap: &TxSnapshot) -> HashSet<Key> {
+    fn overtaken(&mut self, f: &InFlight, snap: &TxSnapshot) -> HashSet<Key> {
         let mut out = f.changed.clone();
         for (xid, k) in &self.recent {
             if snap.misses(*xid) {
@@ -182,7 +331,7 @@ impl Incremental {
     }
 
     /// Advances the mirror the way the sink advances its state.
-    pub fn advance(&mut self, last: Option<Key>, finished: bool) {
+    fn advance(&mut self, last: Option<Key>, finished: bool) {
         if finished {
             if !self.pending.is_empty() {
                 self.pending.remove(0);
@@ -287,5 +436,100 @@ mod tests {
         let j = serde_json::to_string(&w).unwrap();
         assert!(j.contains(r#""kind":"high""#));
         assert_eq!(serde_json::from_str::<Watermark>(&j).unwrap(), w);
+    }
+
+    fn table() -> (Relation, SnapTable) {
+        use crate::decode::Column;
+        let col = |n: &str, key: bool| Column {
+            name: n.into(),
+            type_oid: 23,
+            type_modifier: -1,
+            ty: crate::typemap::PgType::Int4,
+            key,
+            identity: key,
+            not_null: key,
+            default: None,
+        };
+        let rel = Relation {
+            oid: 7,
+            schema: "public".into(),
+            table: "t".into(),
+            replica_identity: b'd',
+            columns: vec![col("id", true), col("v", false)],
+        };
+        let st = crate::postgres::catalog::SnapshotTable {
+            relation: rel.clone(),
+            pk: vec![("id".into(), "integer".into())],
+            estimate: None,
+        };
+        let codec = crate::avro::envelope::tests::codec(rel.clone());
+        (rel, SnapTable::new(st, codec).unwrap())
+    }
+
+    fn row(id: &str) -> Tuple {
+        vec![
+            TupleData::Text(bytes::Bytes::from(id.to_owned())),
+            TupleData::Text(bytes::Bytes::from_static(b"x")),
+        ]
+    }
+
+    /// The DBLog window without a server: keys the stream changed inside the window, or in
+    /// a transaction the chunk's snapshot misses, leave the chunk; the rest is emitted and
+    /// the next chunk starts after the chunk's last key.
+    #[test]
+    fn the_window_drops_what_the_stream_overtook_and_advances() {
+        let (rel, t) = table();
+        let (tx, mut rx) = mpsc::channel(1);
+        let chunks: ChunkBox = Arc::default();
+        let mut inc = Incremental::default();
+        inc.attach(tx, chunks.clone(), true);
+        inc.resume(vec![whole_table("public.t", 0)]);
+        inc.keep_table("public.t", t.clone());
+
+        let w = inc.next_work().cloned().unwrap();
+        inc.request(t, &w, 3).unwrap();
+        assert!(inc.next_work().is_none(), "one chunk in flight at a time");
+        let req = rx.try_recv().unwrap();
+        let mark = |kind| Watermark {
+            connector: "c".into(),
+            id: req.id.clone(),
+            kind,
+        };
+
+        // Before the window: transaction 5 changes key 2 and is still running when the
+        // chunk is read (its xid is in the chunk snapshot's xip).
+        inc.note_change(&rel, 5, &[&row("2")]);
+        assert!(inc.watermark(&mark(WatermarkKind::Low)).unwrap().is_none());
+        // Inside the window: key 1 changes.
+        inc.note_change(&rel, 7, &[&row("1")]);
+        let snap = TxSnapshot {
+            xmin: 5,
+            xmax: 8,
+            xip: vec![5],
+        };
+        chunks
+            .lock()
+            .unwrap()
+            .insert(req.id.clone(), (vec![row("1"), row("2"), row("3")], snap));
+        // A watermark another run left in the WAL matches nothing.
+        let stale = Watermark {
+            connector: "c".into(),
+            id: "old-1".into(),
+            kind: WatermarkKind::High,
+        };
+        assert!(inc.watermark(&stale).unwrap().is_none());
+
+        let c = inc.watermark(&mark(WatermarkKind::High)).unwrap().unwrap();
+        let ids: Vec<Key> = c
+            .rows
+            .iter()
+            .filter_map(|r| key_of(&c.table.st, &c.table.positions, r))
+            .collect();
+        assert_eq!(ids, vec![vec!["3".to_string()]]);
+        assert_eq!(c.last, Some(vec!["3".to_string()]));
+        assert!(!c.finished, "a full chunk: the table has more rows");
+        assert!(!c.initial);
+        let next = inc.next_work().unwrap();
+        assert_eq!(next.range.after, Some(vec!["3".to_string()]));
     }
 }
