@@ -16,6 +16,8 @@
 //! - [`config`]: daemon and connector files.
 //! - [`postgres`]: replication connection, catalog connection, TLS, feedback task.
 //! - [`decode`]: pgoutput messages and the relation cache.
+//! - [`change`]: what one row change becomes as events (a key change: delete, tombstone,
+//!   create), as data.
 //! - [`toast`]: completes unchanged TOASTed values PostgreSQL did not send (or says it could
 //!   not, with Debezium's placeholder and a header).
 //! - [`typemap`]: PostgreSQL types to Avro schemas and values.
@@ -37,6 +39,7 @@
 
 pub mod admin;
 pub mod avro;
+pub mod change;
 pub mod checkpoint;
 pub mod config;
 pub mod consume;

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::avro::envelope::{ChangeContext, Op, Origin, SnapshotMark, TableCodec};
-use crate::avro::policy::{Marks, ValuePolicy};
+use crate::avro::envelope::{ChangeContext, Origin, SnapshotMark, TableCodec};
+use crate::avro::policy::ValuePolicy;
 use crate::avro::registry::Registry;
 use crate::avro::schema::{envelope_schema, field_names, key_schema, topic_name};
 use crate::avro::Registered;
+use crate::change::{self, Change};
 use crate::config::ConnectorConfig;
 use crate::decode::{self, Message, RelationCache};
 use crate::error::{Code, Error, Result};
@@ -167,9 +168,8 @@ impl Reader<'_> {
                 };
                 self.snap.note_change(&codec.rel, cx.xid, &[&new]);
                 self.toast.on_insert(&codec.rel, &new);
-                let key = codec.key(&new)?;
-                self.deliver(event(&codec, Op::Create, key, None, Some(new), cx))
-                    .await?;
+                let changes = change::insert(&codec, new)?;
+                self.send_changes(&codec, changes, cx, rel, lsn).await?;
             }
             Message::Update {
                 rel,
@@ -185,37 +185,9 @@ impl Reader<'_> {
                     None => self.snap.note_change(&codec.rel, cx.xid, &[&new]),
                 }
                 let new = self.toast.update(&codec.rel, old.as_ref(), key_only, new);
-                let new_key = codec.key(&new)?;
-                let old_key = match &old {
-                    Some(o) => codec.key(o)?,
-                    None => None,
-                };
-                // A key-only old image gives Debezium's before: the key, other columns null.
-                let mut marks = Marks::default();
-                let before = match &old {
-                    Some(o) => Some(codec.row(o, key_only, &mut marks)?),
-                    None => None,
-                };
-                match old_key {
-                    // A primary-key change: as Debezium, a delete (and tombstone) of the old
-                    // key, then a create of the new one.
-                    Some(ok) if Some(&ok) != new_key.as_ref() => {
-                        let mut del = event(&codec, Op::Delete, Some(ok.clone()), before, None, cx);
-                        del.marks = marks;
-                        self.deliver(del).await?;
-                        if self.conn.tombstones {
-                            self.tombstone(&codec, ok).await?;
-                        }
-                        let cx2 = self.next_cx(rel, lsn);
-                        self.deliver(event(&codec, Op::Create, new_key, None, Some(new), cx2))
-                            .await?;
-                    }
-                    _ => {
-                        let mut ev = event(&codec, Op::Update, new_key, before, Some(new), cx);
-                        ev.marks = marks;
-                        self.deliver(ev).await?
-                    }
-                }
+                let changes =
+                    change::update(&codec, old.as_ref(), key_only, new, self.conn.tombstones)?;
+                self.send_changes(&codec, changes, cx, rel, lsn).await?;
             }
             Message::Delete { rel, old, key_only } => {
                 let Some((codec, cx)) = self.change(rel, lsn)? else {
@@ -223,15 +195,8 @@ impl Reader<'_> {
                 };
                 self.snap.note_change(&codec.rel, cx.xid, &[&old]);
                 self.toast.on_delete(&codec.rel, &old);
-                let key = codec.key(&old)?;
-                let mut marks = Marks::default();
-                let before = codec.row(&old, key_only, &mut marks)?;
-                let mut ev = event(&codec, Op::Delete, key.clone(), Some(before), None, cx);
-                ev.marks = marks;
-                self.deliver(ev).await?;
-                if let (true, Some(k)) = (self.conn.tombstones, key) {
-                    self.tombstone(&codec, k).await?;
-                }
+                let changes = change::delete(&codec, &old, key_only, self.conn.tombstones)?;
+                self.send_changes(&codec, changes, cx, rel, lsn).await?;
             }
             Message::Truncate { rels, .. } => {
                 for rel in rels {
@@ -240,9 +205,37 @@ impl Reader<'_> {
                     };
                     self.snap.note_truncate(&codec.rel);
                     self.toast.on_truncate(&codec.rel);
-                    self.deliver(event(&codec, Op::Truncate, None, None, None, cx))
+                    self.send_changes(&codec, change::truncate(), cx, rel, lsn)
                         .await?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers the events one row change became, in order; the second event of a
+    /// primary-key change gets its own position in the transaction.
+    async fn send_changes(
+        &mut self,
+        codec: &Arc<TableCodec>,
+        changes: Vec<Change>,
+        cx: ChangeContext,
+        rel: u32,
+        lsn: Lsn,
+    ) -> Result<()> {
+        let mut cx = Some(cx);
+        for c in changes {
+            match c {
+                Change::Event(e) => {
+                    let this_cx = match cx.take() {
+                        Some(first) if !e.follows => first,
+                        _ => self.next_cx(rel, lsn),
+                    };
+                    let mut ev = event(codec, e.op, e.key, e.before, e.after, this_cx);
+                    ev.marks = e.marks;
+                    self.deliver(ev).await?;
+                }
+                Change::Tombstone { key } => self.tombstone(codec, key).await?,
             }
         }
         Ok(())
