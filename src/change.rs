@@ -133,16 +133,7 @@ mod tests {
     use crate::typemap::PgType;
 
     fn codec() -> std::sync::Arc<TableCodec> {
-        let col = |n: &str, key: bool| Column {
-            name: n.into(),
-            type_oid: 23,
-            type_modifier: -1,
-            ty: PgType::Int4,
-            key,
-            identity: key,
-            not_null: key,
-            default: None,
-        };
+        let col = |n: &str, key: bool| Column::test(n, PgType::Int4, key);
         crate::avro::envelope::tests::codec(Relation {
             oid: 3,
             schema: "public".into(),

@@ -361,16 +361,7 @@ mod tests {
     use bytes::Bytes;
 
     fn rel(identity: u8) -> Relation {
-        let col = |n: &str, key: bool| Column {
-            name: n.into(),
-            type_oid: 0,
-            type_modifier: -1,
-            ty: PgType::Text,
-            key,
-            identity: key,
-            not_null: false,
-            default: None,
-        };
+        let col = |n: &str, key: bool| Column::test(n, PgType::Text, key);
         Relation {
             oid: 9,
             schema: "public".into(),

@@ -30,6 +30,28 @@ pub struct Column {
     pub default: Option<String>,
 }
 
+#[cfg(test)]
+impl Column {
+    /// A column for unit tests: nullable, no default; `key` makes it part of the event key
+    /// and of the replica identity.
+    pub(crate) fn test(name: &str, ty: crate::typemap::PgType, key: bool) -> Column {
+        let type_oid = match ty {
+            crate::typemap::PgType::Int4 => 23,
+            _ => 0,
+        };
+        Column {
+            name: name.into(),
+            type_oid,
+            type_modifier: -1,
+            ty,
+            key,
+            identity: key,
+            not_null: false,
+            default: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Relation {
     pub oid: u32,

@@ -146,16 +146,7 @@ mod tests {
     use crate::typemap::PgType;
 
     fn col(name: &str, key: bool) -> Column {
-        Column {
-            name: name.into(),
-            type_oid: 0,
-            type_modifier: -1,
-            ty: PgType::Text,
-            key,
-            identity: key,
-            not_null: false,
-            default: None,
-        }
+        Column::test(name, PgType::Text, key)
     }
 
     #[test]

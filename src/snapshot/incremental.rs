@@ -440,16 +440,7 @@ mod tests {
 
     fn table() -> (Relation, SnapTable) {
         use crate::decode::Column;
-        let col = |n: &str, key: bool| Column {
-            name: n.into(),
-            type_oid: 23,
-            type_modifier: -1,
-            ty: crate::typemap::PgType::Int4,
-            key,
-            identity: key,
-            not_null: key,
-            default: None,
-        };
+        let col = |n: &str, key: bool| Column::test(n, crate::typemap::PgType::Int4, key);
         let rel = Relation {
             oid: 7,
             schema: "public".into(),

@@ -25,11 +25,7 @@ async fn sigkill_and_restart_lose_and_duplicate_nothing() {
         "CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL);",
     )
     .await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::free_port();
     h.http_listen = format!("127.0.0.1:{port}");
     let (daemon, conn) = h.write_configs("");
 
@@ -136,19 +132,11 @@ async fn http_get(port: u16, path: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_names_the_connector_that_does_not_run() {
     let mut h = Harness::new("healthz", "CREATE TABLE items (id int PRIMARY KEY);").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::free_port();
     h.http_listen = format!("127.0.0.1:{port}");
     let (daemon, good) = h.write_configs("");
     // A port nothing listens on: connection refused, a transient error the supervisor retries.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = crate::common::free_port();
     let bad_name = format!("{}_nodb", h.name);
     let bad = h.dir.join("nodb.yaml");
     std::fs::write(
