@@ -10,7 +10,6 @@ use crate::kafka::sink::SinkMsg;
 use crate::metrics;
 use crate::snapshot::incremental::{self, Watermark};
 use crate::snapshot::initial::{self, SnapTable};
-use crate::snapshot::ChunkDone;
 use crate::Lsn;
 
 use super::reader::Reader;
@@ -167,14 +166,9 @@ impl Reader<'_> {
             &c.table.codec.rel.qualified_name(),
             records.len() as u64,
         );
-        let done = ChunkDone::Work {
-            last: c.last,
-            rows: c.rows.len() as u64,
-            finished: c.finished,
-        };
         self.send(SinkMsg::Chunk {
             records,
-            done,
+            done: c.done,
             permit: None,
         })
         .await?;

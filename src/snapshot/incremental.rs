@@ -33,7 +33,7 @@ use crate::decode::{Relation, Tuple, TupleData};
 use crate::error::{Code, Error, Result};
 use crate::postgres::snapshot::{key_of, Key, KeyRange, SnapshotConn, TxSnapshot};
 use crate::snapshot::initial::SnapTable;
-use crate::snapshot::{Kind, TableWork};
+use crate::snapshot::{ChunkDone, Kind, SnapshotState, TableWork};
 
 /// Chunks read (with the snapshot they were read in) and waiting for their high
 /// watermark, by watermark id.
@@ -107,8 +107,8 @@ struct InFlight {
 pub struct ClosedChunk {
     pub table: SnapTable,
     pub rows: Vec<Tuple>,
-    /// The chunk's last key (the range's next start), from every row read.
-    pub last: Option<Key>,
+    /// The progress record the sink writes with the rows (and the reader has applied).
+    pub done: ChunkDone,
     /// The chunk was short: the table is done.
     pub finished: bool,
     /// The work is the rest of an interrupted initial snapshot (`snapshot: true`), not an
@@ -116,12 +116,14 @@ pub struct ClosedChunk {
     pub initial: bool,
 }
 
-/// The reader's side of incremental snapshots: the pending work (a mirror of the sink's
-/// progress), the chunk in flight and its window, the keys the stream changed.
+/// The reader's side of incremental snapshots: its copy of the snapshot progress, the
+/// chunk in flight and its window, the keys the stream changed.
 #[derive(Default)]
 pub struct Incremental {
-    /// Mirror of the sink's pending ranges, first one next.
-    pending: Vec<TableWork>,
+    /// The progress the sink will have once the chunks handed to it are written: the same
+    /// [`SnapshotState`], advanced by the same [`ChunkDone`]s (the sink's copy is the one
+    /// the checkpoint records). Its `pending` ranges come first one next.
+    progress: SnapshotState,
     tables: HashMap<String, SnapTable>,
     requests: Option<mpsc::Sender<ChunkRequest>>,
     chunks: ChunkBox,
@@ -150,12 +152,15 @@ impl Incremental {
 
     /// The work a checkpoint left pending, first one next.
     pub fn resume(&mut self, pending: Vec<TableWork>) {
-        self.pending = pending;
+        self.progress = SnapshotState {
+            pending,
+            ..SnapshotState::default()
+        };
     }
 
     /// Work a signal asked for, after what is pending.
     pub fn add(&mut self, work: &[TableWork]) {
-        self.pending.extend(work.iter().cloned());
+        self.progress.add(work.to_vec());
     }
 
     /// The work of the next chunk to read, when none is in flight.
@@ -163,7 +168,7 @@ impl Incremental {
         if self.in_flight.is_some() {
             return None;
         }
-        self.pending.first()
+        self.progress.pending.first()
     }
 
     /// Whether the server sends the logical decoding messages watermarks need.
@@ -259,12 +264,20 @@ impl Incremental {
                 .filter(|r| key_of(&t.st, &t.positions, r).is_none_or(|k| !overtaken.contains(&k)))
                 .collect()
         };
-        let initial = self.pending.first().map(|w| w.kind) == Some(Kind::Initial);
-        self.advance(last.clone(), finished);
+        let initial = self.progress.pending.first().map(|w| w.kind) == Some(Kind::Initial);
+        let done = ChunkDone::Work {
+            last,
+            rows: rows.len() as u64,
+            finished,
+        };
+        self.progress.apply(&done);
+        if finished {
+            self.recent.clear();
+        }
         Ok(Some(ClosedChunk {
             table: t,
             rows,
-            last,
+            done,
             finished,
             initial,
         }))
@@ -285,7 +298,7 @@ impl Incremental {
     /// Notes the keys of a streamed change by transaction `xid` to `rel` when `rel` is being
     /// snapshotted.
     pub fn note_change(&mut self, rel: &Relation, xid: u32, tuples: &[&Tuple]) {
-        let Some(head) = self.pending.first() else {
+        let Some(head) = self.progress.pending.first() else {
             return;
         };
         let name = rel.qualified_name();
@@ -327,18 +340,6 @@ impl Incremental {
             if f.table == rel.qualified_name() {
                 f.truncated = true;
             }
-        }
-    }
-
-    /// Advances the mirror the way the sink advances its state.
-    fn advance(&mut self, last: Option<Key>, finished: bool) {
-        if finished {
-            if !self.pending.is_empty() {
-                self.pending.remove(0);
-            }
-            self.recent.clear();
-        } else if let (Some(w), Some(k)) = (self.pending.first_mut(), last) {
-            w.range.after = Some(k);
         }
     }
 }
@@ -517,7 +518,14 @@ mod tests {
             .filter_map(|r| key_of(&c.table.st, &c.table.positions, r))
             .collect();
         assert_eq!(ids, vec![vec!["3".to_string()]]);
-        assert_eq!(c.last, Some(vec!["3".to_string()]));
+        assert_eq!(
+            c.done,
+            ChunkDone::Work {
+                last: Some(vec!["3".to_string()]),
+                rows: 1,
+                finished: false
+            }
+        );
         assert!(!c.finished, "a full chunk: the table has more rows");
         assert!(!c.initial);
         let next = inc.next_work().unwrap();
