@@ -2,8 +2,8 @@
 //! (`connectors/*.yaml`).
 //!
 //! Both are YAML with unknown keys refused, `${VAR}` / `${VAR:-default}` substituted from the
-//! environment before parsing (comment lines are left alone), and a `validate()` pass whose
-//! errors name the file, the field path and what is allowed.
+//! environment inside the parsed values (never the text, so comments are left alone), and
+//! a `validate()` pass whose errors name the file, the field path and what is allowed.
 //!
 //! - [`daemon`]: `config/pgcdc.yaml` (Kafka, the registry, HTTP, logging);
 //! - [`connector`]: one connector file (PostgreSQL, tables, snapshot, value policies);
@@ -19,7 +19,7 @@ mod tests;
 
 pub use connector::*;
 pub use daemon::*;
-pub(crate) use env::substitute_env;
+
 pub use names::*;
 
 use std::path::{Path, PathBuf};
@@ -62,9 +62,10 @@ pub(crate) fn parse_str<T: for<'de> Deserialize<'de>>(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<T, ConfigError> {
-    let text = substitute_env(text, env)
-        .map_err(|(line, m)| ConfigError::new(path, format!("line {line}"), m))?;
-    let de = serde_yaml_ng::Deserializer::from_str(&text);
+    let de = env::Expand {
+        de: serde_yaml_ng::Deserializer::from_str(text),
+        env,
+    };
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." {

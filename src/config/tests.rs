@@ -1,7 +1,8 @@
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::env::*;
+use super::env::expand;
 use super::*;
 
 fn env(k: &str) -> Option<String> {
@@ -73,26 +74,61 @@ fn bad_enum_value_lists_allowed() {
 }
 
 #[test]
-fn missing_env_var_is_reported_with_line() {
+fn missing_env_var_is_reported_at_its_field() {
     let text = CONNECTOR.replace("${PGHOST}", "${NOPE_HOST}");
-    let e = connector(&text).unwrap_err().to_string();
-    assert!(e.contains("line 4") && e.contains("NOPE_HOST"), "{e}");
+    let e = connector(&text).unwrap_err();
+    assert_eq!(e.field, "postgres.host", "{e}");
+    assert!(e.message.contains("NOPE_HOST is not set"), "{e}");
 }
 
 #[test]
 fn env_in_comments_and_escapes() {
-    let out = substitute_env("# ${UNSET}\na: $${LITERAL}\nb: 1 # ${UNSET}\n", &env).unwrap();
-    assert_eq!(out, "# ${UNSET}\na: ${LITERAL}\nb: 1 # ${UNSET}\n");
-    let env = |k: &str| (k == "V").then(|| "a \"b\" 'c' #d".to_owned());
-    assert_eq!(
-            substitute_env("x: \"<${V}>\"\ny: '<${V}>'\nz: ${V} # c\n- ${V}\nw: [${V}]\n", &env).unwrap(),
-            "x: \"<a \\\"b\\\" 'c' #d>\"\ny: '<a \"b\" ''c'' #d>'\nz: \"a \\\"b\\\" 'c' #d\" # c\n- \"a \\\"b\\\" 'c' #d\"\nw: [\"a \\\"b\\\" 'c' #d\"]\n"
-        );
-    let e = substitute_env("u: http://${V}/x\n", &env).unwrap_err();
-    assert!(e.1.contains("double quotes"), "{e:?}");
+    assert_eq!(expand("a $${LITERAL} b", &env).unwrap(), "a ${LITERAL} b");
+    assert_eq!(expand("$5 and ${PGPORT}$", &env).unwrap(), "$5 and 6543$");
+    assert_eq!(expand("${UNSET:-d:e}", &env).unwrap(), "d:e");
+    assert!(expand("${UNTERMINATED", &env).is_err());
+    // Inside quoted strings and in the middle of plain values alike, a value is data.
+    let p = Path::new("c.yaml");
+    let v = "a \"b\" 'c' #d, e: f";
+    let env = |k: &str| (k == "V").then(|| v.to_owned());
+    let m: BTreeMap<String, String> = parse_str(
+        p,
+        "x: \"<${V}>\"\ny: '<${V}>'\nz: ${V} # c\nu: http://${V}/x\n",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(m["x"], format!("<{v}>"));
+    assert_eq!(m["y"], format!("<{v}>"));
+    assert_eq!(m["z"], v);
+    assert_eq!(m["u"], format!("http://{v}/x"));
+    // In a flow sequence YAML reads `{` as a mapping: the value is quoted there.
+    let l: BTreeMap<String, Vec<String>> = parse_str(p, "w: ['${V}', \"${V}\"]\n", &env).unwrap();
+    assert_eq!(l["w"], [v, v]);
     // A comment is not a value: its variables need not be set.
     let text = format!("{CONNECTOR}# password: ${{UNSET_IN_COMMENT}}\n");
     connector(&text).unwrap();
+}
+
+#[test]
+fn env_numbers_and_booleans_follow_the_field() {
+    let p = Path::new("c.yaml");
+    let env = |k: &str| match k {
+        "PORT" => Some("6543".to_owned()),
+        "NO" => Some("false".to_owned()),
+        "BAD" => Some("65x".to_owned()),
+        _ => None,
+    };
+    let base =
+        "name: c\npostgres:\n  host: h\n  port: ${PORT}\n  user: u\n  dbname: d\ntopic_prefix: p\n";
+    let c: ConnectorConfig = parse_str(p, &format!("{base}tombstones: ${{NO}}\n"), &env).unwrap();
+    assert_eq!(c.postgres.port, 6543);
+    assert!(!c.tombstones);
+    let e = parse_str::<ConnectorConfig>(p, &base.replace("${PORT}", "${BAD}"), &env).unwrap_err();
+    assert_eq!(e.field, "postgres.port");
+    assert!(
+        e.message.contains("\"65x\"") && e.message.contains("whole number"),
+        "{e}"
+    );
 }
 
 #[test]
