@@ -304,10 +304,10 @@ async fn validate(daemon: &DaemonConfig, dir: &Path, files: &[PathBuf]) -> ExitC
         }
     };
     let mut problems: Vec<String> = Vec::new();
-    if let Err(e) = pgcdc::kafka::check_config(&daemon.kafka) {
+    if let Err(e) = pgcdc::kafka::check_config(&daemon.kafka, "validate") {
         problems.push(e.to_string());
     }
-    let kafka_ok = match pgcdc::kafka::check_brokers(&daemon.kafka).await {
+    let kafka_ok = match pgcdc::kafka::check_brokers(&daemon.kafka, "validate").await {
         Ok(()) => true,
         Err(e) => {
             problems.push(e.to_string());

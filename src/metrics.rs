@@ -1,8 +1,6 @@
 //! The daemon's metrics, on `prometheus-client`, served by [`crate::http`] at `/metrics`.
 //!
-//! Every series carries a `connector` label (`table` and `op` where they apply), except
-//! `pgcdc_kafka_client_logs_suppressed_total`: librdkafka's repeated lines are de-duplicated
-//! for the whole process. Gauges that change continuously (replication lag, the age of the
+//! Every series carries a `connector` label (`table` and `op` where they apply). Gauges that change continuously (replication lag, the age of the
 //! open Kafka transaction) are computed at scrape time from positions the pipeline keeps in
 //! atomics ([`Live`]), so the hot path only stores numbers.
 
@@ -82,7 +80,7 @@ struct Metrics {
     connector_errors: ByConnector,
     connector_restarts: ByConnector,
     signal_errors: ByConnector,
-    client_logs_suppressed: Counter,
+    client_logs_suppressed: ByConnector,
     live: Arc<Live>,
 }
 
@@ -107,7 +105,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         connector_errors: Family::default(),
         connector_restarts: Family::default(),
         signal_errors: Family::default(),
-        client_logs_suppressed: Counter::default(),
+        client_logs_suppressed: Family::default(),
         live: Arc::new(Live::default()),
     };
     // prometheus-client appends `_total` to counters (and the unit to unit-bearing names).
@@ -174,7 +172,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     registry.register(
         "pgcdc_kafka_client_logs_suppressed",
-        "librdkafka log lines not printed because the same broker said the same within a minute (whole process).",
+        "librdkafka log lines not printed because the same broker said the same within a minute.",
         m.client_logs_suppressed.clone(),
     );
     registry.register_collector(Box::new(m.live.clone()));
@@ -285,8 +283,12 @@ pub fn kafka_committed(c: &str, seconds: f64) {
         .observe(seconds);
 }
 
-pub fn client_log_suppressed() {
-    METRICS.client_logs_suppressed.inc();
+/// A librdkafka line of one of `connector`'s clients was not printed (a repeat).
+pub fn client_log_suppressed(connector: &str) {
+    METRICS
+        .client_logs_suppressed
+        .get_or_create(&self::connector(connector))
+        .inc();
 }
 
 /// The live positions of one connector, read at scrape time.

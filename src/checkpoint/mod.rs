@@ -103,7 +103,7 @@ pub fn read_state(
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false")
-        .create_with_context(crate::kafka::QuietContext)
+        .create_with_context(crate::kafka::QuietContext::new(connector))
         .map_err(|e| classify(brokers, "creating the checkpoint reader", e))?;
     let topic = &cfg.offsets_topic;
     let md = consumer

@@ -19,7 +19,12 @@ static CLIENT_LOGS: std::sync::Mutex<Option<LastLogged>> = std::sync::Mutex::new
 
 /// Logs one librdkafka message unless the same source (facility and broker) said something
 /// within [`CLIENT_LOG_INTERVAL`]; suppressed lines are counted in a metric.
-pub(crate) fn client_log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+pub(crate) fn client_log(
+    connector: &str,
+    level: rdkafka::config::RDKafkaLogLevel,
+    fac: &str,
+    msg: &str,
+) {
     use rdkafka::config::RDKafkaLogLevel as L;
     // "127.0.0.1:29092/bootstrap: Connect to ... failed": the broker names the source.
     let source = format!("{fac} {}", msg.split(": ").next().unwrap_or(""));
@@ -35,7 +40,7 @@ pub(crate) fn client_log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg
         }
     });
     if !fresh {
-        crate::metrics::client_log_suppressed();
+        crate::metrics::client_log_suppressed(connector);
         return;
     }
     match level {
@@ -50,17 +55,28 @@ pub(crate) fn client_log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg
 }
 
 /// The context of pgcdc's own short-lived clients (broker check, checkpoint reader, topic
-/// admin): librdkafka's logs go through [`client_log`].
-#[derive(Default, Clone, Copy)]
-pub struct QuietContext;
+/// admin): librdkafka's logs go through [`client_log`], counted for `connector`.
+#[derive(Clone)]
+pub struct QuietContext {
+    connector: std::sync::Arc<str>,
+}
+
+impl QuietContext {
+    pub fn new(connector: &str) -> Self {
+        QuietContext {
+            connector: connector.into(),
+        }
+    }
+}
 
 impl rdkafka::client::ClientContext for QuietContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
-        client_log(level, fac, msg);
+        client_log(&self.connector, level, fac, msg);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         client_log(
+            &self.connector,
             rdkafka::config::RDKafkaLogLevel::Error,
             "ERROR",
             &format!("{reason}: {error}"),
@@ -163,17 +179,18 @@ fn yaml_key(property: &str) -> String {
 
 /// Checks that librdkafka accepts the producer configuration (property names and ranges),
 /// without touching the network: a refused property is a permanent error naming the key.
-pub fn check_config(cfg: &KafkaConfig) -> Result<(), Error> {
-    producer::TxProducer::new(cfg, "pgcdc-config-check").map(|_| ())
+pub fn check_config(cfg: &KafkaConfig, connector: &str) -> Result<(), Error> {
+    producer::TxProducer::new(cfg, "pgcdc-config-check", connector).map(|_| ())
 }
 
 /// Checks that the brokers answer a metadata request.
-pub async fn check_brokers(cfg: &KafkaConfig) -> Result<(), Error> {
+pub async fn check_brokers(cfg: &KafkaConfig, connector: &str) -> Result<(), Error> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let cfg = cfg.clone();
+    let cx = QuietContext::new(connector);
     tokio::task::spawn_blocking(move || {
         let c: BaseConsumer<QuietContext> =
-            base_config(&cfg).create_with_context(QuietContext).map_err(|e| classify(&cfg.bootstrap_servers, "creating a client", e))?;
+            base_config(&cfg).create_with_context(cx).map_err(|e| classify(&cfg.bootstrap_servers, "creating a client", e))?;
         c.fetch_metadata(None, std::time::Duration::from_secs(10)).map(|_| ()).map_err(|e| {
             Error::transient(Code::KafkaUnavailable, format!(
                 "Kafka {}: no answer to a metadata request ({e}); check kafka.bootstrap_servers and that the brokers run",

@@ -63,19 +63,21 @@ pub fn transactional_id(connector: &str) -> String {
 }
 
 /// Counts failed deliveries, so a non-transactional flush can tell success from loss.
-#[derive(Default)]
 pub struct Deliveries {
+    /// The connector whose librdkafka lines are counted when suppressed.
+    connector: std::sync::Arc<str>,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
 
 impl ClientContext for Deliveries {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
-        crate::kafka::client_log(level, fac, msg);
+        crate::kafka::client_log(&self.connector, level, fac, msg);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         crate::kafka::client_log(
+            &self.connector,
             rdkafka::config::RDKafkaLogLevel::Error,
             "ERROR",
             &format!("{reason}: {error}"),
@@ -106,7 +108,7 @@ pub struct TxProducer {
 }
 
 impl TxProducer {
-    pub fn new(cfg: &KafkaConfig, transactional_id: &str) -> Result<Self> {
+    pub fn new(cfg: &KafkaConfig, transactional_id: &str, connector: &str) -> Result<Self> {
         let mut c = base_config(cfg);
         if cfg.exactly_once {
             c.set("transactional.id", transactional_id)
@@ -129,7 +131,11 @@ impl TxProducer {
                 (MAX_RECORD_BYTES + 64 * 1024).to_string(),
             );
         let inner: Inner = c
-            .create_with_context(Deliveries::default())
+            .create_with_context(Deliveries {
+                connector: connector.into(),
+                failed: AtomicU64::new(0),
+                first_error: Mutex::new(None),
+            })
             .map_err(|e| classify(&cfg.bootstrap_servers, "creating the producer", e))?;
         Ok(TxProducer {
             inner: Arc::new(inner),

@@ -21,9 +21,9 @@ pub struct Topics {
 }
 
 impl Topics {
-    pub fn new(cfg: &KafkaConfig) -> Result<Self> {
+    pub fn new(cfg: &KafkaConfig, connector: &str) -> Result<Self> {
         let admin = base_config(cfg)
-            .create_with_context(QuietContext)
+            .create_with_context(QuietContext::new(connector))
             .map_err(|e| classify(&cfg.bootstrap_servers, "creating the admin client", e))?;
         Ok(Topics {
             admin,

@@ -90,11 +90,11 @@ pub async fn run(
 
     // A property librdkafka refuses is permanent; then Kafka answers within 10 s, or the
     // operator reads pgcdc's own line (not librdkafka's retries) and the connector retries.
-    crate::kafka::check_config(&daemon.kafka)?;
-    crate::kafka::check_brokers(&daemon.kafka).await?;
-    let producer = TxProducer::new(&daemon.kafka, &transactional_id(&conn.name))?;
+    crate::kafka::check_config(&daemon.kafka, &conn.name)?;
+    crate::kafka::check_brokers(&daemon.kafka, &conn.name).await?;
+    let producer = TxProducer::new(&daemon.kafka, &transactional_id(&conn.name), &conn.name)?;
     producer.init().await?;
-    let mut topics = Topics::new(&daemon.kafka)?;
+    let mut topics = Topics::new(&daemon.kafka, &conn.name)?;
     topics
         .ensure(
             &daemon.kafka.offsets_topic,

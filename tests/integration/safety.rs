@@ -153,7 +153,7 @@ async fn a_refused_librdkafka_property_is_a_permanent_error_naming_the_key() {
     assert!(!err.is_transient(), "{msg}");
     assert!(msg.contains("kafka.librdkafka.socket.timeout.ms"), "{msg}");
     assert_eq!(slot_position(&h).await, None);
-    assert!(pgcdc::kafka::check_config(&daemon.kafka).is_err());
+    assert!(pgcdc::kafka::check_config(&daemon.kafka, "t").is_err());
 }
 
 /// A captured table the publication lacks would be snapshotted and then never streamed: a
