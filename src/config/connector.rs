@@ -98,6 +98,12 @@ pub struct ConnectorConfig {
     pub slot: Option<String>,
     #[serde(default)]
     pub publication: Option<String>,
+    /// Changes of a partition are published as changes of its partitioned root (the
+    /// publication's `publish_via_partition_root`), so the root names the topic and a new
+    /// partition makes no new topic. pgcdc sets it on the publication it creates (and on
+    /// its own publication when it differs); another publication must have it already.
+    #[serde(default = "default_true")]
+    pub publish_via_partition_root: bool,
     #[serde(default)]
     pub tables: TableFilter,
     pub topic_prefix: String,

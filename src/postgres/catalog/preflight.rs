@@ -27,6 +27,8 @@ pub(super) struct ColumnFacts {
 
 pub(super) struct TableInfo {
     pub(super) name: String,
+    /// A partitioned table (its partitions are not listed separately).
+    pub(super) partitioned: bool,
     pub(super) quoted: String,
     pub(super) replica_identity: u8,
     pub(super) has_pk: bool,
@@ -157,6 +159,17 @@ impl Catalog {
         }
         let mut notes = Vec::new();
         if publication_exists {
+            if let Some(fix) = self.partition_root_mismatch(conn).await? {
+                if fix.managed {
+                    notes.push(format!(
+                        "publication {} (managed by pgcdc) gets {} at start",
+                        conn.publication_name(),
+                        fix.set
+                    ));
+                } else {
+                    problems.push(fix.problem);
+                }
+            }
             let (managed, missing) = self.publication_gaps(conn).await?;
             if !missing.is_empty() && !managed {
                 problems.push(format!(
@@ -313,7 +326,8 @@ impl Catalog {
                 "SELECT n.nspname, c.relname, c.relreplident::text,
                         EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
                         pg_has_role(c.relowner, 'USAGE'),
-                        format('%I.%I', n.nspname, c.relname)
+                        format('%I.%I', n.nspname, c.relname),
+                        c.relkind = 'p'
                    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                   WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
                     AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -328,6 +342,7 @@ impl Catalog {
             .map(|r| {
                 let ident: String = r.col(2)?;
                 Ok(TableInfo {
+                    partitioned: r.col(6)?,
                     name: format!("{}.{}", r.col::<String>(0)?, r.col::<String>(1)?),
                     replica_identity: ident.bytes().next().unwrap_or(b'd'),
                     has_pk: r.col(3)?,

@@ -6,6 +6,16 @@ use crate::postgres::ident::{sql_ident, sql_literal};
 
 use super::*;
 
+/// A publication whose `publish_via_partition_root` differs from the connector's.
+pub(super) struct RootFix {
+    pub(super) managed: bool,
+    /// `publish_via_partition_root = true`
+    pub(super) set: String,
+    pub(super) alter: String,
+    /// The one-line problem for a publication pgcdc does not manage.
+    pub(super) problem: String,
+}
+
 pub(super) fn managed_comment(connector: &str) -> String {
     format!("managed by pgcdc connector {connector}")
 }
@@ -48,6 +58,10 @@ impl Catalog {
                 list.join(", ")
             )
         };
+        let sql = format!(
+            "{sql} WITH (publish_via_partition_root = {})",
+            conn.publish_via_partition_root
+        );
         tracing::info!(publication = %name, "creating publication");
         // The comment marks the publication as pgcdc's: tables are added to it as the
         // connector's table filter grows. A publication someone else made is never altered.
@@ -87,7 +101,14 @@ impl Catalog {
         let published: Vec<String> = self
             .client
             .query(
-                "SELECT format('%I.%I', schemaname, tablename) FROM pg_publication_tables WHERE pubname = $1",
+                // A partition counts for its partitioned root (a publication without
+                // publish_via_partition_root lists the partitions, not the root).
+                "SELECT DISTINCT format('%I.%I', n.nspname, r.relname)
+                   FROM pg_publication_tables t
+                   CROSS JOIN LATERAL (SELECT format('%I.%I', t.schemaname, t.tablename)::regclass AS rel) x
+                   JOIN pg_class r ON r.oid = coalesce(pg_partition_root(x.rel), x.rel)
+                   JOIN pg_namespace n ON n.oid = r.relnamespace
+                  WHERE t.pubname = $1",
                 &[&name],
             )
             .await
@@ -105,10 +126,88 @@ impl Catalog {
         Ok((managed, missing))
     }
 
+    /// When captured tables are partitioned and the publication's
+    /// `publish_via_partition_root` is not the connector's: what to run, and whether pgcdc
+    /// manages the publication (then it runs it at start).
+    pub(super) async fn partition_root_mismatch(
+        &self,
+        conn: &ConnectorConfig,
+    ) -> Result<Option<RootFix>> {
+        let name = conn.publication_name();
+        let Some(row) = self
+            .client
+            .query_opt(
+                "SELECT pubviaroot, coalesce(obj_description(oid, 'pg_publication'), '')
+                   FROM pg_publication WHERE pubname = $1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.err(e))?
+        else {
+            return Ok(None);
+        };
+        let (via_root, comment): (bool, String) = (row.col(0)?, row.col(1)?);
+        if via_root == conn.publish_via_partition_root {
+            return Ok(None);
+        }
+        let partitioned: Vec<String> = self
+            .captured_tables(conn)
+            .await?
+            .into_iter()
+            .filter(|t| t.partitioned)
+            .map(|t| t.quoted)
+            .collect();
+        if partitioned.is_empty() {
+            return Ok(None);
+        }
+        let set = format!(
+            "publish_via_partition_root = {}",
+            conn.publish_via_partition_root
+        );
+        let alter = format!(
+            "ALTER PUBLICATION {} SET ({set})",
+            crate::postgres::quote_ident(&name)
+        );
+        let problem = if conn.publish_via_partition_root {
+            format!(
+                "publication {} publishes the partitions of {} under their own names (publish_via_partition_root = false), \
+                 so each partition would get its own topic; run {alter}, or set publish_via_partition_root: false",
+                crate::postgres::quote_ident(&name),
+                partitioned.join(", ")
+            )
+        } else {
+            format!(
+                "publication {} publishes {} as the partitioned table (publish_via_partition_root = true) but the \
+                 connector sets publish_via_partition_root: false; run {alter}, or remove the setting",
+                crate::postgres::quote_ident(&name),
+                partitioned.join(", ")
+            )
+        };
+        Ok(Some(RootFix {
+            managed: comment == managed_comment(&conn.name),
+            set,
+            alter,
+            problem,
+        }))
+    }
+
     /// Makes every captured table part of the publication before anything is read: adds
     /// the missing ones to a publication pgcdc manages, and refuses (with the statement to
     /// run) for one it does not.
     pub async fn cover_tables(&self, conn: &ConnectorConfig) -> Result<()> {
+        if let Some(fix) = self.partition_root_mismatch(conn).await? {
+            if !fix.managed {
+                return Err(Error::permanent(
+                    Code::Preflight,
+                    format!("connector {}: {}", conn.name, fix.problem),
+                ));
+            }
+            tracing::warn!(connector = %conn.name, publication = %conn.publication_name(), "setting {} on the publication", fix.set);
+            self.client
+                .batch_execute(&fix.alter)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
         let (managed, missing) = self.publication_gaps(conn).await?;
         if missing.is_empty() {
             return Ok(());
