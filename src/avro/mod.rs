@@ -7,6 +7,7 @@ pub mod fields;
 pub mod policy;
 pub mod registry;
 pub mod schema;
+pub mod txmeta;
 
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;

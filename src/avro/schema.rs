@@ -134,7 +134,7 @@ pub struct Built {
     pub schema: Schema,
 }
 
-fn build(json: Json) -> Result<Built> {
+pub(crate) fn build(json: Json) -> Result<Built> {
     let text = json.to_string();
     let schema = Schema::parse_str(&text).map_err(|e| {
         Error::permanent(

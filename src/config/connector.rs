@@ -115,6 +115,10 @@ pub struct ConnectorConfig {
     /// Send a tombstone (null value) after each delete, for log compaction.
     #[serde(default = "default_true")]
     pub tombstones: bool,
+    /// Debezium's `provide.transaction.metadata`: BEGIN and END events of each PostgreSQL
+    /// transaction on `<topic_prefix>.transaction`, in the Kafka transaction of its changes.
+    #[serde(default)]
+    pub provide_transaction_metadata: bool,
     #[serde(default)]
     pub snapshot: SnapshotConfig,
     /// `schema.table` of the signal table (Debezium's `signal.data.collection`): a row

@@ -139,7 +139,15 @@ pub async fn run(
         toast: TxnToast::new(conn.toast, conn.toast_hold_bytes),
         toast_conn: None,
         event_counters: HashMap::new(),
+        txmeta: None,
+        meta_txn: None,
     };
+    if conn.provide_transaction_metadata {
+        let meta =
+            crate::avro::txmeta::TxMeta::register(&mut reader.registry, &conn.topic_prefix).await?;
+        reader.topics.ensure(meta.topic(), None, &[]).await?;
+        reader.txmeta = Some(meta);
+    }
     let (flushed_tx, flushed_rx) = watch::channel(Lsn::ZERO);
     let sink = Sink::new(
         producer.clone(),

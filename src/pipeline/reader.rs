@@ -59,6 +59,10 @@ pub(super) struct Reader<'a> {
     /// Events counters by (relation, op), kept so the per-event path builds no label
     /// strings; a relation's are dropped when its codec is rebuilt (a rename, say).
     pub(super) event_counters: HashMap<(u32, &'static str), metrics::Counter>,
+    /// Transaction metadata events, when `provide_transaction_metadata` is on.
+    pub(super) txmeta: Option<crate::avro::txmeta::TxMeta>,
+    /// The open transaction as its metadata events count it.
+    pub(super) meta_txn: Option<crate::avro::txmeta::OpenTxn>,
 }
 
 impl Reader<'_> {
@@ -83,6 +87,12 @@ impl Reader<'_> {
                 xid,
             } => {
                 self.toast.begin();
+                let commit_unix_us = commit_ts_us + decode::pgoutput::PG_EPOCH_OFFSET_MICROS;
+                self.meta_txn = self.txmeta.as_ref().map(|_| crate::avro::txmeta::OpenTxn {
+                    id: format!("{xid}:{}", final_lsn.0),
+                    ts_ms: commit_unix_us.div_euclid(1000),
+                    ..Default::default()
+                });
                 self.txn = Some(TxnState {
                     xid,
                     commit_lsn: final_lsn,
@@ -107,6 +117,11 @@ impl Reader<'_> {
                     if self.toast.holding() {
                         let held = self.toast.take();
                         self.deliver_held(held, txn.xid).await?;
+                    }
+                    if let (Some(meta), Some(t)) = (&self.txmeta, self.meta_txn.take()) {
+                        if t.begun {
+                            self.send(SinkMsg::Record(meta.end(&t)?)).await?;
+                        }
                     }
                     self.send(SinkMsg::TxnEnd {
                         commit_lsn,

@@ -23,3 +23,4 @@ mod smoke_registry;
 mod snapshot;
 mod stream_schema;
 mod toast;
+mod txmeta;

@@ -128,12 +128,16 @@ async fn a_publication_that_publishes_partitions_by_name_is_refused() {
     ))
     .await;
     let run = h.start("").await;
-    h.sql("INSERT INTO events VALUES (9, '2026-09-09', 'after-fix')").await;
+    h.sql("INSERT INTO events VALUES (9, '2026-09-09', 'after-fix')")
+        .await;
     let recs = h.read("events", 3, Duration::from_secs(90)).await;
     assert_eq!(recs[2].value["after"]["v"], "after-fix");
     let c = h.client().await;
     let via_root: bool = c
-        .query_one("SELECT pubviaroot FROM pg_publication WHERE pubname = $1", &[&own])
+        .query_one(
+            "SELECT pubviaroot FROM pg_publication WHERE pubname = $1",
+            &[&own],
+        )
         .await
         .unwrap()
         .get(0);

@@ -1,0 +1,195 @@
+//! Debezium's transaction metadata events (`provide_transaction_metadata`): a `BEGIN` before
+//! the first change event of a PostgreSQL transaction and an `END` after its last, on
+//! `<prefix>.transaction`, keyed by the transaction id, with Debezium's schemas
+//! (`io.debezium.connector.common.TransactionMetadataKey` / `...Value`, `event.collection`;
+//! SchemaFactory in debezium-connector-common). They are written in the same Kafka
+//! transaction as the changes they frame.
+
+use std::sync::Arc;
+
+use apache_avro::types::Value;
+use serde_json::{json, Value as Json};
+
+use crate::avro::registry::Registry;
+use crate::avro::schema::build;
+use crate::avro::Registered;
+use crate::error::Result;
+use crate::kafka::sink::Record;
+
+pub fn key_schema() -> Json {
+    json!({
+        "type": "record",
+        "name": "TransactionMetadataKey",
+        "namespace": "io.debezium.connector.common",
+        "fields": [{"name": "id", "type": "string"}],
+        "connect.version": 1,
+        "connect.name": "io.debezium.connector.common.TransactionMetadataKey"
+    })
+}
+
+pub fn value_schema() -> Json {
+    let collection = json!({
+        "type": "record",
+        "name": "collection",
+        "namespace": "event",
+        "fields": [
+            {"name": "data_collection", "type": "string"},
+            {"name": "event_count", "type": "long"}
+        ],
+        "connect.version": 1,
+        "connect.name": "event.collection"
+    });
+    json!({
+        "type": "record",
+        "name": "TransactionMetadataValue",
+        "namespace": "io.debezium.connector.common",
+        "fields": [
+            {"name": "status", "type": "string"},
+            {"name": "id", "type": "string"},
+            {"name": "event_count", "type": ["null", "long"], "default": null},
+            {"name": "data_collections", "type": ["null", {"type": "array", "items": collection}], "default": null},
+            {"name": "ts_ms", "type": "long"}
+        ],
+        "connect.version": 1,
+        "connect.name": "io.debezium.connector.common.TransactionMetadataValue"
+    })
+}
+
+/// The registered schemas and topic of a connector's transaction events.
+pub struct TxMeta {
+    topic: Arc<str>,
+    key: Registered,
+    value: Registered,
+}
+
+/// One transaction as its metadata events describe it.
+#[derive(Debug, Default)]
+pub struct OpenTxn {
+    /// Debezium's PostgreSQL transaction id: `<xid>:<commit LSN>` (the envelope's
+    /// `transaction.id`).
+    pub id: String,
+    /// The commit time, in ms since 1970.
+    pub ts_ms: i64,
+    /// The BEGIN event was sent (it goes before the transaction's first change event).
+    pub begun: bool,
+    /// Events per data collection (`schema.table`), in the order tables first appeared.
+    pub counts: Vec<(String, u64)>,
+}
+
+impl OpenTxn {
+    pub fn count(&mut self, table: &str) {
+        match self.counts.iter_mut().find(|(t, _)| t == table) {
+            Some((_, n)) => *n += 1,
+            None => self.counts.push((table.to_owned(), 1)),
+        }
+    }
+}
+
+impl TxMeta {
+    pub async fn register(registry: &mut Registry, prefix: &str) -> Result<Self> {
+        let topic = format!("{prefix}.transaction");
+        let k = build(key_schema())?;
+        let v = build(value_schema())?;
+        let kid = registry.register(&format!("{topic}-key"), &k.json).await?;
+        let vid = registry
+            .register(&format!("{topic}-value"), &v.json)
+            .await?;
+        Ok(TxMeta {
+            topic: topic.into(),
+            key: Registered::new(kid, k.schema)?,
+            value: Registered::new(vid, v.schema)?,
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn record(&self, t: &OpenTxn, value: Value) -> Result<Record> {
+        let what = || format!("transaction event {}", t.id);
+        let key = Value::Record(vec![("id".into(), Value::String(t.id.clone()))]);
+        Ok(Record {
+            topic: self.topic.clone(),
+            key: Some(self.key.encode(key, &what)?),
+            value: Some(self.value.encode(value, &what)?),
+            headers: Vec::new(),
+        })
+    }
+
+    pub(crate) fn begin(&self, t: &OpenTxn) -> Result<Record> {
+        self.record(
+            t,
+            Value::Record(vec![
+                ("status".into(), Value::String("BEGIN".into())),
+                ("id".into(), Value::String(t.id.clone())),
+                ("event_count".into(), Value::Union(0, Box::new(Value::Null))),
+                (
+                    "data_collections".into(),
+                    Value::Union(0, Box::new(Value::Null)),
+                ),
+                ("ts_ms".into(), Value::Long(t.ts_ms)),
+            ]),
+        )
+    }
+
+    pub(crate) fn end(&self, t: &OpenTxn) -> Result<Record> {
+        let total: u64 = t.counts.iter().map(|(_, n)| n).sum();
+        let collections = t
+            .counts
+            .iter()
+            .map(|(table, n)| {
+                Value::Record(vec![
+                    ("data_collection".into(), Value::String(table.clone())),
+                    ("event_count".into(), Value::Long(*n as i64)),
+                ])
+            })
+            .collect();
+        self.record(
+            t,
+            Value::Record(vec![
+                ("status".into(), Value::String("END".into())),
+                ("id".into(), Value::String(t.id.clone())),
+                (
+                    "event_count".into(),
+                    Value::Union(1, Box::new(Value::Long(total as i64))),
+                ),
+                (
+                    "data_collections".into(),
+                    Value::Union(1, Box::new(Value::Array(collections))),
+                ),
+                ("ts_ms".into(), Value::Long(t.ts_ms)),
+            ]),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn begin_and_end_fit_debeziums_schemas() {
+        let k = build(key_schema()).unwrap();
+        let v = build(value_schema()).unwrap();
+        let meta = TxMeta {
+            topic: "p.transaction".into(),
+            key: Registered::new(1, k.schema).unwrap(),
+            value: Registered::new(2, v.schema).unwrap(),
+        };
+        let mut t = OpenTxn {
+            id: "571:53736280".into(),
+            ts_ms: 1_700_000_000_000,
+            ..OpenTxn::default()
+        };
+        t.count("public.a");
+        t.count("public.b");
+        t.count("public.a");
+        assert_eq!(t.counts, [("public.a".into(), 2), ("public.b".into(), 1)]);
+        let b = meta.begin(&t).unwrap();
+        let e = meta.end(&t).unwrap();
+        assert_eq!(&*b.topic, "p.transaction");
+        assert_eq!(b.key, e.key, "both keyed by the transaction id");
+        assert_eq!(&b.value.unwrap()[..5], &[0, 0, 0, 0, 2]);
+        assert!(e.value.is_some());
+    }
+}
