@@ -47,7 +47,8 @@ pub fn value_schema() -> Json {
             {"name": "status", "type": "string"},
             {"name": "id", "type": "string"},
             {"name": "event_count", "type": ["null", "long"], "default": null},
-            {"name": "data_collections", "type": ["null", {"type": "array", "items": collection}], "default": null},
+            // Debezium's element struct is optional: its items are a ["null", record] union.
+            {"name": "data_collections", "type": ["null", {"type": "array", "items": ["null", collection]}], "default": null},
             {"name": "ts_ms", "type": "long"}
         ],
         "connect.version": 1,
@@ -138,10 +139,13 @@ impl TxMeta {
             .counts
             .iter()
             .map(|(table, n)| {
-                Value::Record(vec![
-                    ("data_collection".into(), Value::String(table.clone())),
-                    ("event_count".into(), Value::Long(*n as i64)),
-                ])
+                Value::Union(
+                    1,
+                    Box::new(Value::Record(vec![
+                        ("data_collection".into(), Value::String(table.clone())),
+                        ("event_count".into(), Value::Long(*n as i64)),
+                    ])),
+                )
             })
             .collect();
         self.record(

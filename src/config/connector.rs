@@ -98,6 +98,10 @@ pub struct ConnectorConfig {
     pub slot: Option<String>,
     #[serde(default)]
     pub publication: Option<String>,
+    /// A failover slot (PostgreSQL 17+): a standby with `sync_replication_slots = on` keeps
+    /// a copy in step, so the connector continues on it after a promotion.
+    #[serde(default)]
+    pub slot_failover: bool,
     /// Changes of a partition are published as changes of its partitioned root (the
     /// publication's `publish_via_partition_root`), so the root names the topic and a new
     /// partition makes no new topic. pgcdc sets it on the publication it creates (and on

@@ -187,7 +187,7 @@ pub async fn run(
             tracing::warn!(connector = %conn.name, slot = %slot, "dropping the replication slot pgcdc created earlier, to recreate it with a snapshot (snapshot.mode {:?})", conn.snapshot.mode);
             repl.drop_slot(&slot).await?;
         }
-        let (lsn, name) = repl.create_slot_exported(&slot).await?;
+        let (lsn, name) = repl.create_slot_exported(&slot, conn.slot_failover).await?;
         claim(lsn).await?;
         tracing::info!(connector = %conn.name, slot = %slot, lsn = %lsn, snapshot = %name, "created replication slot with an exported snapshot");
         (lsn, Some(name), SnapshotState::default())
@@ -195,7 +195,7 @@ pub async fn run(
         let slot_pos = match &existing {
             Some(s) => s.confirmed_flush.unwrap_or(Lsn::ZERO),
             None => {
-                let lsn = repl.create_slot(&slot).await?;
+                let lsn = repl.create_slot(&slot, conn.slot_failover).await?;
                 claim(lsn).await?;
                 tracing::info!(connector = %conn.name, slot = %slot, lsn = %lsn, "created replication slot");
                 lsn

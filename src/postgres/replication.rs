@@ -391,16 +391,20 @@ impl ReplicationClient {
     }
 
     /// Creates a pgoutput slot; returns its consistent point.
-    pub async fn create_slot(&mut self, slot: &str) -> Result<Lsn> {
-        Ok(self.create_slot_with(slot, "NOEXPORT_SNAPSHOT").await?.0)
+    pub async fn create_slot(&mut self, slot: &str, failover: bool) -> Result<Lsn> {
+        Ok(self.create_slot_with(slot, false, failover).await?.0)
     }
 
     /// Creates a pgoutput slot and exports the snapshot of its consistent point: every
     /// transaction that committed before the consistent point is visible in the snapshot,
     /// every later one is in the stream. The snapshot lives until the next command on this
     /// connection, so the caller reads its tables before it starts replication.
-    pub async fn create_slot_exported(&mut self, slot: &str) -> Result<(Lsn, String)> {
-        let (lsn, name) = self.create_slot_with(slot, "EXPORT_SNAPSHOT").await?;
+    pub async fn create_slot_exported(
+        &mut self,
+        slot: &str,
+        failover: bool,
+    ) -> Result<(Lsn, String)> {
+        let (lsn, name) = self.create_slot_with(slot, true, failover).await?;
         let name = name.ok_or_else(|| {
             Error::permanent(Code::PostgresProtocol, format!(
                 "PostgreSQL {}: CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT returned no snapshot name",
@@ -410,7 +414,22 @@ impl ReplicationClient {
         Ok((lsn, name))
     }
 
-    async fn create_slot_with(&mut self, slot: &str, opt: &str) -> Result<(Lsn, Option<String>)> {
+    /// `failover` (PostgreSQL 17+) makes a slot that standbys with `sync_replication_slots`
+    /// keep in step, so it survives a promotion; it needs the option-list syntax.
+    async fn create_slot_with(
+        &mut self,
+        slot: &str,
+        export: bool,
+        failover: bool,
+    ) -> Result<(Lsn, Option<String>)> {
+        let opt = match (export, failover) {
+            (true, false) => "EXPORT_SNAPSHOT".to_owned(),
+            (false, false) => "NOEXPORT_SNAPSHOT".to_owned(),
+            (e, true) => format!(
+                "(SNAPSHOT '{}', FAILOVER true)",
+                if e { "export" } else { "nothing" }
+            ),
+        };
         let rows = self
             .simple_query(&format!(
                 "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {opt}",

@@ -17,6 +17,7 @@ mod pipeline_types;
 mod python_consumer;
 mod restart;
 mod safety;
+mod slots;
 mod smoke_kafka;
 mod smoke_postgres;
 mod smoke_registry;

@@ -25,7 +25,10 @@ async fn begin_and_end_frame_each_transaction() {
 
     let topic = format!("{}.transaction", h.prefix);
     let tx = read_topic(&h.stack, &topic, 4, Duration::from_secs(90)).await;
-    let status: Vec<&str> = tx.iter().map(|r| r.value["status"].as_str().unwrap()).collect();
+    let status: Vec<&str> = tx
+        .iter()
+        .map(|r| r.value["status"].as_str().unwrap())
+        .collect();
     assert_eq!(status, ["BEGIN", "END", "BEGIN", "END"], "{tx:#?}");
     for r in &tx {
         assert_eq!(r.key["id"], r.value["id"], "keyed by the transaction id");

@@ -48,6 +48,16 @@ impl Catalog {
                 "PostgreSQL {s} is version {version}; pgcdc needs 13 or newer"
             ));
         }
+        if conn.slot_failover && version < 170_000 {
+            problems.push(format!(
+                "PostgreSQL {s} is version {version}; slot_failover needs 17 or newer (failover slots); remove slot_failover"
+            ));
+        } else if conn.slot_failover && self.show("synchronized_standby_slots").await?.is_empty() {
+            warnings.push(format!(
+                "slot_failover: PostgreSQL {s} names no standby in synchronized_standby_slots, so the failover slot \
+                 may confirm changes a standby has not received yet; list the standbys' physical slots there"
+            ));
+        }
         let wal_level = self.show("wal_level").await?;
         if wal_level != "logical" {
             problems.push(format!(

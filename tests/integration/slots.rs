@@ -1,0 +1,35 @@
+//! `slot_failover: true` creates a failover slot (PostgreSQL 17+), which streams as usual.
+
+use std::time::Duration;
+
+use crate::harness::Harness;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_failover_creates_a_failover_slot() {
+    let h = Harness::new("failover", "CREATE TABLE t (id int PRIMARY KEY);").await;
+    let c = h.client().await;
+    let version: i32 = c
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        version >= 170_000,
+        "the stack runs PostgreSQL 17; this test needs 17+"
+    );
+    let run = h.start("slot_failover: true\n").await;
+    h.sql("INSERT INTO t VALUES (1)").await;
+    let recs = h.read("t", 1, Duration::from_secs(60)).await;
+    assert_eq!(recs[0].value["after"]["id"], 1);
+    let failover: bool = c
+        .query_one(
+            "SELECT failover FROM pg_replication_slots WHERE slot_name = $1",
+            &[&h.slot()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(failover, "slot {} is not a failover slot", h.slot());
+    run.stop().await.unwrap();
+    h.drop_slot().await;
+}
