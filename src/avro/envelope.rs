@@ -262,65 +262,8 @@ impl TableCodec {
         cx: &ChangeContext,
     ) -> Value {
         let now_us = now_micros();
-        let commit_us = cx.commit_ts_us;
-        let source = Value::Record(vec![
-            (
-                "version".into(),
-                Value::String(env!("CARGO_PKG_VERSION").into()),
-            ),
-            ("connector".into(), Value::String("postgresql".into())),
-            ("name".into(), Value::String(origin.name.clone())),
-            ("ts_ms".into(), Value::Long(commit_us.div_euclid(1000))),
-            (
-                "snapshot".into(),
-                Value::Union(0, Box::new(Value::String(cx.snapshot.as_str().into()))),
-            ),
-            ("db".into(), Value::String(origin.db.clone())),
-            (
-                "sequence".into(),
-                some(Value::String(format!(
-                    "[\"{}\",\"{}\"]",
-                    cx.last_commit_lsn.0, cx.lsn.0
-                ))),
-            ),
-            ("ts_us".into(), some(Value::Long(commit_us))),
-            (
-                "ts_ns".into(),
-                some(Value::Long(commit_us.saturating_mul(1000))),
-            ),
-            ("schema".into(), Value::String(self.rel.schema.clone())),
-            ("table".into(), Value::String(self.rel.table.clone())),
-            ("txId".into(), some(Value::Long(i64::from(cx.xid)))),
-            ("lsn".into(), some(Value::Long(cx.lsn.0 as i64))),
-            ("xmin".into(), none()),
-            (
-                "origin".into(),
-                cx.repl_origin
-                    .as_ref()
-                    .map_or_else(none, |o| some(Value::String(o.name.clone()))),
-            ),
-            (
-                "origin_lsn".into(),
-                cx.repl_origin
-                    .as_ref()
-                    .map_or_else(none, |o| some(Value::Long(o.lsn.0 as i64))),
-            ),
-            (
-                "commit_lsn".into(),
-                some(Value::Long(cx.commit_lsn.0 as i64)),
-            ),
-        ]);
-        let block = Value::Record(vec![
-            (
-                "id".into(),
-                Value::String(format!("{}:{}", cx.xid, cx.commit_lsn.0)),
-            ),
-            ("total_order".into(), Value::Long(cx.total_order as i64)),
-            (
-                "data_collection_order".into(),
-                Value::Long(cx.table_order as i64),
-            ),
-        ]);
+        let source = source_value(origin, cx, &self.rel.schema, &self.rel.table);
+        let block = block_value(cx);
         Value::Record(vec![
             ("before".into(), before.map(some).unwrap_or_else(none)),
             ("after".into(), after.map(some).unwrap_or_else(none)),
@@ -387,6 +330,74 @@ impl TableCodec {
             headers,
         })
     }
+}
+
+/// The `source` block of an event: where it comes from (for a logical decoding message,
+/// `schema` and `table` are empty, as in Debezium).
+pub fn source_value(origin: &Origin, cx: &ChangeContext, schema: &str, table: &str) -> Value {
+    let commit_us = cx.commit_ts_us;
+    Value::Record(vec![
+        (
+            "version".into(),
+            Value::String(env!("CARGO_PKG_VERSION").into()),
+        ),
+        ("connector".into(), Value::String("postgresql".into())),
+        ("name".into(), Value::String(origin.name.clone())),
+        ("ts_ms".into(), Value::Long(commit_us.div_euclid(1000))),
+        (
+            "snapshot".into(),
+            Value::Union(0, Box::new(Value::String(cx.snapshot.as_str().into()))),
+        ),
+        ("db".into(), Value::String(origin.db.clone())),
+        (
+            "sequence".into(),
+            some(Value::String(format!(
+                "[\"{}\",\"{}\"]",
+                cx.last_commit_lsn.0, cx.lsn.0
+            ))),
+        ),
+        ("ts_us".into(), some(Value::Long(commit_us))),
+        (
+            "ts_ns".into(),
+            some(Value::Long(commit_us.saturating_mul(1000))),
+        ),
+        ("schema".into(), Value::String(schema.to_owned())),
+        ("table".into(), Value::String(table.to_owned())),
+        ("txId".into(), some(Value::Long(i64::from(cx.xid)))),
+        ("lsn".into(), some(Value::Long(cx.lsn.0 as i64))),
+        ("xmin".into(), none()),
+        (
+            "origin".into(),
+            cx.repl_origin
+                .as_ref()
+                .map_or_else(none, |o| some(Value::String(o.name.clone()))),
+        ),
+        (
+            "origin_lsn".into(),
+            cx.repl_origin
+                .as_ref()
+                .map_or_else(none, |o| some(Value::Long(o.lsn.0 as i64))),
+        ),
+        (
+            "commit_lsn".into(),
+            some(Value::Long(cx.commit_lsn.0 as i64)),
+        ),
+    ])
+}
+
+/// The `transaction` block: the transaction's id and the event's place in it.
+pub fn block_value(cx: &ChangeContext) -> Value {
+    Value::Record(vec![
+        (
+            "id".into(),
+            Value::String(format!("{}:{}", cx.xid, cx.commit_lsn.0)),
+        ),
+        ("total_order".into(), Value::Long(cx.total_order as i64)),
+        (
+            "data_collection_order".into(),
+            Value::Long(cx.table_order as i64),
+        ),
+    ])
 }
 
 #[cfg(test)]

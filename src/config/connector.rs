@@ -123,6 +123,9 @@ pub struct ConnectorConfig {
     /// transaction on `<topic_prefix>.transaction`, in the Kafka transaction of its changes.
     #[serde(default)]
     pub provide_transaction_metadata: bool,
+    /// Logical decoding messages (`pg_logical_emit_message`) as `op: m` events.
+    #[serde(default)]
+    pub messages: MessagesConfig,
     #[serde(default)]
     pub snapshot: SnapshotConfig,
     /// `schema.table` of the signal table (Debezium's `signal.data.collection`): a row
@@ -149,6 +152,27 @@ pub struct ConnectorConfig {
     /// `pgcdc_skipped_operations_total`). Truncates by default, as Debezium; `[]` sends all.
     #[serde(default = "default_skipped_operations")]
     pub skipped_operations: Vec<SkippedOp>,
+}
+
+/// `messages`: Debezium's message events, off unless enabled; `prefix_include` /
+/// `prefix_exclude` (Debezium's `message.prefix.include.list` / `exclude.list`) filter by
+/// prefix, exact names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessagesConfig {
+    pub enabled: bool,
+    pub prefix_include: Vec<String>,
+    pub prefix_exclude: Vec<String>,
+}
+
+impl MessagesConfig {
+    /// Whether a message with `prefix` becomes an event (pgcdc's own watermarks never do).
+    pub fn wants(&self, prefix: &str) -> bool {
+        self.enabled
+            && prefix != crate::postgres::snapshot::WATERMARK_PREFIX
+            && (self.prefix_include.is_empty() || self.prefix_include.iter().any(|p| p == prefix))
+            && !self.prefix_exclude.iter().any(|p| p == prefix)
+    }
 }
 
 /// An op that `skipped_operations` can name (snapshot reads cannot be skipped).
@@ -324,6 +348,12 @@ impl ConnectorConfig {
                     "must list at least one column".into(),
                 );
             }
+        }
+        if !self.messages.prefix_include.is_empty() && !self.messages.prefix_exclude.is_empty() {
+            return err(
+                "messages.prefix_exclude",
+                "cannot be used with messages.prefix_include; keep one of them".into(),
+            );
         }
         if !(1..=64).contains(&self.snapshot.workers) {
             return err("snapshot.workers", "must be between 1 and 64".into());

@@ -52,6 +52,9 @@ pub(crate) enum SinkMsg {
     },
     /// The server is idle at this WAL position and no transaction is open.
     Idle(Lsn),
+    /// A record outside any transaction (a non-transactional logical decoding message)
+    /// ended at this position: a boundary the sink may commit at.
+    Boundary(Lsn),
 }
 
 pub(crate) struct Sink {
@@ -182,6 +185,10 @@ impl Sink {
                         self.commit(&mut open, last_txn).await?;
                         last_commit_at = Instant::now();
                     }
+                }
+                Some(SinkMsg::Boundary(lsn)) => {
+                    at_boundary = true;
+                    self.position = self.position.max(lsn);
                 }
                 Some(SinkMsg::Idle(lsn)) => {
                     if at_boundary {

@@ -141,12 +141,20 @@ pub async fn run(
         event_counters: HashMap::new(),
         txmeta: None,
         meta_txn: None,
+        messages: None,
     };
     if conn.provide_transaction_metadata {
         let meta =
             crate::avro::txmeta::TxMeta::register(&mut reader.registry, &conn.topic_prefix).await?;
         reader.topics.ensure(meta.topic(), None, &[]).await?;
         reader.txmeta = Some(meta);
+    }
+    if conn.messages.enabled {
+        let codec =
+            crate::avro::message::MessageCodec::register(&mut reader.registry, &conn.topic_prefix)
+                .await?;
+        reader.topics.ensure(codec.topic(), None, &[]).await?;
+        reader.messages = Some(codec);
     }
     let (flushed_tx, flushed_rx) = watch::channel(Lsn::ZERO);
     let sink = Sink::new(

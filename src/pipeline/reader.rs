@@ -63,6 +63,8 @@ pub(super) struct Reader<'a> {
     pub(super) txmeta: Option<crate::avro::txmeta::TxMeta>,
     /// The open transaction as its metadata events count it.
     pub(super) meta_txn: Option<crate::avro::txmeta::OpenTxn>,
+    /// Logical decoding message events, when `messages.enabled` is on.
+    pub(super) messages: Option<crate::avro::message::MessageCodec>,
 }
 
 impl Reader<'_> {
@@ -168,10 +170,16 @@ impl Reader<'_> {
                 }
             }
             Message::Message {
-                prefix, content, ..
+                transactional,
+                lsn: msg_lsn,
+                prefix,
+                content,
             } => {
                 if prefix == WATERMARK_PREFIX && self.txn.as_ref().is_some_and(|t| !t.skip) {
                     self.watermark(&content, lsn).await?;
+                } else if self.messages.is_some() && self.conn.messages.wants(&prefix) {
+                    self.message(transactional, msg_lsn, &prefix, &content)
+                        .await?;
                 }
             }
             Message::Insert { rel, new } => {
@@ -252,6 +260,50 @@ impl Reader<'_> {
                 }
                 Change::Tombstone { key } => self.tombstone(codec, key).await?,
             }
+        }
+        Ok(())
+    }
+
+    /// A logical decoding message as an `op: m` event: in its transaction when it is
+    /// transactional, else at once, as a boundary of its own (its LSN is the end of its
+    /// record, so a restart from there does not decode it again).
+    async fn message(
+        &mut self,
+        transactional: bool,
+        msg_lsn: Lsn,
+        prefix: &str,
+        content: &[u8],
+    ) -> Result<()> {
+        if transactional && self.txn.as_ref().is_none_or(|t| t.skip) {
+            return Ok(());
+        }
+        if !transactional && msg_lsn < self.skip_before {
+            return Ok(()); // delivered before the checkpoint
+        }
+        let cx = if transactional {
+            self.next_cx(0, msg_lsn)
+        } else {
+            ChangeContext {
+                snapshot: SnapshotMark::False,
+                xid: 0,
+                commit_lsn: msg_lsn,
+                commit_ts_us: crate::avro::envelope::now_micros(),
+                lsn: msg_lsn,
+                last_commit_lsn: self.last_commit,
+                total_order: 0,
+                table_order: 0,
+                repl_origin: None,
+            }
+        };
+        let Some(codec) = &self.messages else {
+            return Ok(());
+        };
+        let record = codec.record(prefix, content, transactional, &self.origin, &cx)?;
+        self.send(SinkMsg::Record(record)).await?;
+        // Outside a transaction (always, with pgoutput's whole-transaction decoding) it
+        // is a boundary of its own; inside one it commits with it.
+        if !transactional && self.txn.is_none() {
+            self.send(SinkMsg::Boundary(msg_lsn)).await?;
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ mod fencing;
 mod harness;
 mod java_spelling;
 mod jdbc_sink;
+mod messages;
 mod partitions;
 mod pipeline_changes;
 mod pipeline_types;

@@ -1,0 +1,61 @@
+//! Logical decoding messages (`pg_logical_emit_message`) as Debezium's `op: m` events on
+//! `<prefix>.message`: transactional ones in their transaction, non-transactional ones at
+//! once, filtered by prefix; pgcdc's own watermarks never appear.
+
+use std::time::Duration;
+
+use crate::harness::{read_topic, Harness};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_arrive_as_debezium_message_events() {
+    let h = Harness::new("msgs", "CREATE TABLE t (id int PRIMARY KEY);").await;
+    let run = h
+        .start("messages:\n  enabled: true\n  prefix_exclude: [noise]\n")
+        .await;
+    h.sql("SELECT pg_logical_emit_message(false, 'audit', 'outside')")
+        .await;
+    h.sql("SELECT pg_logical_emit_message(false, 'noise', 'dropped')")
+        .await;
+    h.sql(
+        "BEGIN; INSERT INTO t VALUES (1); SELECT pg_logical_emit_message(true, 'audit', 'inside'); COMMIT",
+    )
+    .await;
+    // Rolled back: its transactional message is never decoded.
+    h.sql("BEGIN; SELECT pg_logical_emit_message(true, 'audit', 'rolled back'); ROLLBACK")
+        .await;
+    h.sql("SELECT pg_logical_emit_message(false, 'audit', 'last')")
+        .await;
+
+    let topic = format!("{}.message", h.prefix);
+    let recs = read_topic(&h.stack, &topic, 3, Duration::from_secs(90)).await;
+    let content: Vec<String> = recs
+        .iter()
+        .map(|r| {
+            assert_eq!(r.value["op"], "m");
+            assert_eq!(r.key["prefix"], "audit");
+            assert_eq!(r.value["message"]["prefix"], "audit");
+            r.value["message"]["content"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    // tail's JSON renders bytes as PostgreSQL's \x hex.
+    let hex = |s: &str| {
+        format!(
+            "\\x{}",
+            s.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    };
+    assert_eq!(
+        content,
+        [hex("outside"), hex("inside"), hex("last")],
+        "{recs:#?}"
+    );
+    assert!(recs[0].value["transaction"].is_null());
+    let row = h.read("t", 1, Duration::from_secs(30)).await;
+    assert_eq!(
+        recs[1].value["transaction"]["id"], row[0].value["transaction"]["id"],
+        "the transactional message carries its transaction"
+    );
+    assert_eq!(recs[1].value["source"]["table"], "");
+    run.stop().await.unwrap();
+    h.drop_slot().await;
+}
