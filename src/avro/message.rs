@@ -11,7 +11,7 @@ use serde_json::{json, Value as Json};
 
 use crate::avro::envelope::{block_value, now_micros, source_value, ChangeContext, Origin};
 use crate::avro::registry::Registry;
-use crate::avro::schema::{block_schema, build, none, some, source_schema};
+use crate::avro::schema::{block_schema, none, some, source_schema};
 use crate::avro::Registered;
 use crate::error::Result;
 use crate::kafka::sink::Record;
@@ -64,16 +64,12 @@ pub struct MessageCodec {
 impl MessageCodec {
     pub async fn register(registry: &mut Registry, prefix: &str) -> Result<Self> {
         let topic = format!("{prefix}.message");
-        let k = build(key_schema())?;
-        let v = build(value_schema())?;
-        let kid = registry.register(&format!("{topic}-key"), &k.json).await?;
-        let vid = registry
-            .register(&format!("{topic}-value"), &v.json)
-            .await?;
+        let (key, value) =
+            crate::avro::register_topic(registry, &topic, key_schema(), value_schema()).await?;
         Ok(MessageCodec {
             topic: topic.into(),
-            key: Registered::new(kid, k.schema)?,
-            value: Registered::new(vid, v.schema)?,
+            key,
+            value,
         })
     }
 

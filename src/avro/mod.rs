@@ -46,6 +46,26 @@ pub(crate) fn keep(schema: Schema) -> &'static Schema {
     s
 }
 
+/// Registers a fixed key and value schema for `topic` (subjects `<topic>-key` and
+/// `<topic>-value`), ready to encode: the connector-level topics (transactions, messages).
+pub(crate) async fn register_topic(
+    registry: &mut registry::Registry,
+    topic: &str,
+    key: serde_json::Value,
+    value: serde_json::Value,
+) -> Result<(Registered, Registered)> {
+    let k = schema::build(key)?;
+    let v = schema::build(value)?;
+    let kid = registry.register(&format!("{topic}-key"), &k.json).await?;
+    let vid = registry
+        .register(&format!("{topic}-value"), &v.json)
+        .await?;
+    Ok((
+        Registered::new(kid, k.schema)?,
+        Registered::new(vid, v.schema)?,
+    ))
+}
+
 impl Registered {
     /// The writer resolves the schema's names once, not per event.
     pub fn new(id: u32, schema: Schema) -> Result<Self> {

@@ -11,7 +11,6 @@ use apache_avro::types::Value;
 use serde_json::{json, Value as Json};
 
 use crate::avro::registry::Registry;
-use crate::avro::schema::build;
 use crate::avro::Registered;
 use crate::error::Result;
 use crate::kafka::sink::Record;
@@ -89,16 +88,12 @@ impl OpenTxn {
 impl TxMeta {
     pub async fn register(registry: &mut Registry, prefix: &str) -> Result<Self> {
         let topic = format!("{prefix}.transaction");
-        let k = build(key_schema())?;
-        let v = build(value_schema())?;
-        let kid = registry.register(&format!("{topic}-key"), &k.json).await?;
-        let vid = registry
-            .register(&format!("{topic}-value"), &v.json)
-            .await?;
+        let (key, value) =
+            crate::avro::register_topic(registry, &topic, key_schema(), value_schema()).await?;
         Ok(TxMeta {
             topic: topic.into(),
-            key: Registered::new(kid, k.schema)?,
-            value: Registered::new(vid, v.schema)?,
+            key,
+            value,
         })
     }
 
@@ -170,6 +165,7 @@ impl TxMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::avro::schema::build;
 
     #[test]
     fn begin_and_end_fit_debeziums_schemas() {

@@ -11,7 +11,6 @@
 mod stream;
 pub use stream::{ReplicationStream, StatusSender};
 
-
 use bytes::{Buf, Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
