@@ -28,6 +28,12 @@ pub fn key_schema() -> Json {
 }
 
 pub fn value_schema() -> Json {
+    // Spelled as Java's Avro prints it: nested names in the enclosing namespace
+    // (io.debezium.connector.postgresql: Source, Message) are written without it.
+    let mut source = source_schema();
+    if let Some(o) = source.as_object_mut() {
+        o.shift_remove("namespace");
+    }
     json!({
         "type": "record",
         "name": "MessageValue",
@@ -35,12 +41,11 @@ pub fn value_schema() -> Json {
         "fields": [
             {"name": "op", "type": "string"},
             {"name": "ts_ms", "type": ["null", "long"], "default": null},
-            {"name": "source", "type": source_schema()},
+            {"name": "source", "type": source},
             {"name": "transaction", "type": ["null", block_schema()], "default": null},
             {"name": "message", "type": {
                 "type": "record",
                 "name": "Message",
-                "namespace": "io.debezium.connector.postgresql",
                 "fields": [
                     {"name": "prefix", "type": ["null", "string"], "default": null},
                     {"name": "content", "type": ["null", "bytes"], "default": null}

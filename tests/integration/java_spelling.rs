@@ -21,21 +21,31 @@ async fn registered_schemas_are_spelled_as_javas_avro_prints_them() {
         include_str!("../../dev/debezium-ref/schema.sql")
     );
     let h = Harness::new("javaspell", &schema).await;
-    let run = h.start("").await;
+    // With the connector-level topics too: transaction metadata and messages.
+    let run = h
+        .start("provide_transaction_metadata: true\nmessages:\n  enabled: true\n")
+        .await;
     h.sql(TYPICAL).await;
     h.sql("INSERT INTO orders (customer) VALUES ('ann')").await;
+    h.sql("SELECT pg_logical_emit_message(false, 'p', 'x')")
+        .await;
     h.read("all_types", 1, Duration::from_secs(60)).await;
     h.read("orders", 1, Duration::from_secs(60)).await;
+    let message = format!("{}.message", h.prefix);
+    crate::harness::read_topic(&h.stack, &message, 1, Duration::from_secs(60)).await;
     run.stop().await.unwrap();
 
     let http = reqwest::Client::new();
     let mut texts = Vec::new();
-    let subjects = ["all_types", "orders"].iter().flat_map(|t| {
-        [
-            format!("{}-key", h.topic(t)),
-            format!("{}-value", h.topic(t)),
-        ]
-    });
+    let topics = [
+        h.topic("all_types"),
+        h.topic("orders"),
+        format!("{}.transaction", h.prefix),
+        message,
+    ];
+    let subjects = topics
+        .iter()
+        .flat_map(|t| [format!("{t}-key"), format!("{t}-value")]);
     for subject in subjects {
         let latest = get_json(&format!(
             "{}/subjects/{subject}/versions/latest",
