@@ -72,15 +72,17 @@ pub struct OpenTxn {
     pub ts_ms: i64,
     /// The BEGIN event was sent (it goes before the transaction's first change event).
     pub begun: bool,
-    /// Events per data collection (`schema.table`), in the order tables first appeared.
-    pub counts: Vec<(String, u64)>,
+    /// Events per data collection (relation oid, `schema.table`), in the order tables
+    /// first appeared.
+    pub counts: Vec<(u32, String, u64)>,
 }
 
 impl OpenTxn {
-    pub fn count(&mut self, table: &str) {
-        match self.counts.iter_mut().find(|(t, _)| t == table) {
-            Some((_, n)) => *n += 1,
-            None => self.counts.push((table.to_owned(), 1)),
+    /// Counts one event of `rel`; its name is built once per transaction, not per event.
+    pub fn count(&mut self, rel: &crate::decode::Relation) {
+        match self.counts.iter_mut().find(|(oid, _, _)| *oid == rel.oid) {
+            Some((_, _, n)) => *n += 1,
+            None => self.counts.push((rel.oid, rel.qualified_name(), 1)),
         }
     }
 }
@@ -129,11 +131,11 @@ impl TxMeta {
     }
 
     pub(crate) fn end(&self, t: &OpenTxn) -> Result<Record> {
-        let total: u64 = t.counts.iter().map(|(_, n)| n).sum();
+        let total: u64 = t.counts.iter().map(|(_, _, n)| n).sum();
         let collections = t
             .counts
             .iter()
-            .map(|(table, n)| {
+            .map(|(_, table, n)| {
                 Value::Union(
                     1,
                     Box::new(Value::Record(vec![
@@ -181,10 +183,19 @@ mod tests {
             ts_ms: 1_700_000_000_000,
             ..OpenTxn::default()
         };
-        t.count("public.a");
-        t.count("public.b");
-        t.count("public.a");
-        assert_eq!(t.counts, [("public.a".into(), 2), ("public.b".into(), 1)]);
+        let rel = |oid: u32, table: &str| crate::decode::Relation {
+            oid,
+            schema: "public".into(),
+            table: table.into(),
+            replica_identity: b'd',
+            columns: vec![],
+        };
+        let (a, b) = (rel(1, "a"), rel(2, "b"));
+        t.count(&a);
+        t.count(&b);
+        t.count(&a);
+        let counts: Vec<(&str, u64)> = t.counts.iter().map(|(_, n, c)| (n.as_str(), *c)).collect();
+        assert_eq!(counts, [("public.a", 2), ("public.b", 1)]);
         let b = meta.begin(&t).unwrap();
         let e = meta.end(&t).unwrap();
         assert_eq!(&*b.topic, "p.transaction");

@@ -112,13 +112,11 @@ impl Reader<'_> {
         )?;
         self.event_counter(&ev.codec, ev.op).inc();
         if let (Some(meta), Some(t)) = (&self.txmeta, self.meta_txn.as_mut()) {
+            t.count(&ev.codec.rel);
             if !t.begun {
                 t.begun = true;
                 let begin = meta.begin(t)?;
                 self.send(SinkMsg::Record(begin)).await?;
-            }
-            if let Some(t) = self.meta_txn.as_mut() {
-                t.count(&ev.codec.rel.qualified_name());
             }
         }
         self.send(SinkMsg::Record(Record {

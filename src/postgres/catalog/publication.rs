@@ -20,7 +20,37 @@ pub(super) fn managed_comment(connector: &str) -> String {
     format!("managed by pgcdc connector {connector}")
 }
 
+/// What pgcdc reads of the connector's publication.
+pub(super) struct PublicationInfo {
+    all_tables: bool,
+    via_root: bool,
+    /// It carries pgcdc's comment for this connector.
+    managed: bool,
+}
+
 impl Catalog {
+    /// The connector's publication, if it exists.
+    async fn publication_info(&self, conn: &ConnectorConfig) -> Result<Option<PublicationInfo>> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT puballtables, pubviaroot, coalesce(obj_description(oid, 'pg_publication'), '')
+                   FROM pg_publication WHERE pubname = $1",
+                &[&conn.publication_name()],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let comment: String = row.col(2)?;
+        Ok(Some(PublicationInfo {
+            all_tables: row.col(0)?,
+            via_root: row.col(1)?,
+            managed: comment == managed_comment(&conn.name),
+        }))
+    }
+
     pub async fn publication_exists(&self, name: &str) -> Result<bool> {
         let row = self
             .client
@@ -81,20 +111,14 @@ impl Catalog {
     /// but never streamed.
     pub async fn publication_gaps(&self, conn: &ConnectorConfig) -> Result<(bool, Vec<String>)> {
         let name = conn.publication_name();
-        let Some(row) = self
-            .client
-            .query_opt(
-                "SELECT puballtables, coalesce(obj_description(oid, 'pg_publication'), '')
-                   FROM pg_publication WHERE pubname = $1",
-                &[&name],
-            )
-            .await
-            .map_err(|e| self.err(e))?
+        let Some(PublicationInfo {
+            all_tables: all,
+            managed,
+            ..
+        }) = self.publication_info(conn).await?
         else {
             return Ok((true, Vec::new()));
         };
-        let (all, comment): (bool, String) = (row.col(0)?, row.col(1)?);
-        let managed = comment == managed_comment(&conn.name);
         if all {
             return Ok((managed, Vec::new()));
         }
@@ -134,20 +158,10 @@ impl Catalog {
         conn: &ConnectorConfig,
     ) -> Result<Option<RootFix>> {
         let name = conn.publication_name();
-        let Some(row) = self
-            .client
-            .query_opt(
-                "SELECT pubviaroot, coalesce(obj_description(oid, 'pg_publication'), '')
-                   FROM pg_publication WHERE pubname = $1",
-                &[&name],
-            )
-            .await
-            .map_err(|e| self.err(e))?
-        else {
+        let Some(info) = self.publication_info(conn).await? else {
             return Ok(None);
         };
-        let (via_root, comment): (bool, String) = (row.col(0)?, row.col(1)?);
-        if via_root == conn.publish_via_partition_root {
+        if info.via_root == conn.publish_via_partition_root {
             return Ok(None);
         }
         let partitioned: Vec<String> = self
@@ -184,7 +198,7 @@ impl Catalog {
             )
         };
         Ok(Some(RootFix {
-            managed: comment == managed_comment(&conn.name),
+            managed: info.managed,
             set,
             alter,
             problem,
