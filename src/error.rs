@@ -5,6 +5,9 @@
 //! - a stable [`Code`] for logs, `/healthz` and scripts, which never depends on a message's
 //!   wording;
 //! - a message that names the object (file and field, table, server) and says what to do;
+//! - the operator's next step as a field of its own ([`Error::next_step`]): the site's own
+//!   when it knows better, else its code's ([`Code::next_step`]), so a script or
+//!   `/healthz` reader gets it without parsing the message;
 //! - the error it came from, if any, as its `source`.
 //!
 //! Classification happens where the typed error is at hand (SQLSTATE, rdkafka's
@@ -107,6 +110,67 @@ impl Code {
     }
 }
 
+impl Code {
+    /// What an operator does first about an error of this code, when the site that raised
+    /// it says nothing more precise.
+    pub fn next_step(self) -> &'static str {
+        match self {
+            Code::Config => "correct the file and field the message names, then start pgcdc again",
+            Code::PostgresConnect => "check that PostgreSQL runs and that postgres.host and postgres.port reach it; pgcdc retries meanwhile",
+            Code::PostgresAuth => "check postgres.user and postgres.password, and the server's pg_hba.conf entry for this host",
+            Code::PostgresTls => "check postgres.sslmode and postgres.sslrootcert against the server's certificate and ssl setting",
+            Code::PostgresSql => "read PostgreSQL's message and SQLSTATE; grant what it asks for or fix the object it names",
+            Code::PostgresProtocol => "report it with the message and the PostgreSQL version; pgcdc retries from the last checkpoint",
+            Code::Preflight => "change the database setting or grant the message names (validate lists every check)",
+            Code::Slot => "inspect pg_replication_slots for the slot the message names; see snapshot.mode for what pgcdc may do about it",
+            Code::Snapshot => "read the message; the snapshot resumes from its last finished chunk on restart",
+            Code::Value => "set the policy the message names (unrepresentable, toast) or change the column; the offending row is named",
+            Code::KafkaConfig => "correct the librdkafka option the message names in config/pgcdc.yaml",
+            Code::KafkaUnavailable => "check that the brokers in kafka.bootstrap_servers run and are reachable; pgcdc retries meanwhile",
+            Code::KafkaAuthorization => "grant the ACL the message names to pgcdc's principal (README lists the ACLs it needs)",
+            Code::KafkaFenced => "another pgcdc runs the same connector: stop one of them",
+            Code::KafkaRecordTooLarge => "raise the topic's max.message.bytes (and the producer's message.max.bytes) above the size the message names",
+            Code::Kafka => "read the broker's message; pgcdc retries from the last checkpoint when it can",
+            Code::Checkpoint => "check the offsets topic the message names (kafka.offsets_topic): readable, compacted, written only by pgcdc",
+            Code::RegistryUnavailable => "check that schema_registry.url answers; pgcdc retries meanwhile",
+            Code::RegistryAuth => "check schema_registry.username and schema_registry.password",
+            Code::RegistryRefused => "read the registry's reason; change the subject's compatibility or the table so the new schema is accepted",
+            Code::Registry => "read the registry's message; pgcdc retries from the last checkpoint when it can",
+            Code::Http => "free or change http.listen in config/pgcdc.yaml",
+            Code::Usage => "run pgcdc --help and name a connector that exists in connectors/",
+            Code::Internal => "report it with the log; pgcdc restarts the connector from the last checkpoint",
+        }
+    }
+
+    /// Every code, for tests and documentation.
+    pub const ALL: &'static [Code] = &[
+        Code::Config,
+        Code::PostgresConnect,
+        Code::PostgresAuth,
+        Code::PostgresTls,
+        Code::PostgresSql,
+        Code::PostgresProtocol,
+        Code::Preflight,
+        Code::Slot,
+        Code::Snapshot,
+        Code::Value,
+        Code::KafkaConfig,
+        Code::KafkaUnavailable,
+        Code::KafkaAuthorization,
+        Code::KafkaFenced,
+        Code::KafkaRecordTooLarge,
+        Code::Kafka,
+        Code::Checkpoint,
+        Code::RegistryUnavailable,
+        Code::RegistryAuth,
+        Code::RegistryRefused,
+        Code::Registry,
+        Code::Http,
+        Code::Usage,
+        Code::Internal,
+    ];
+}
+
 impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -119,6 +183,7 @@ pub struct Error {
     kind: Kind,
     code: Code,
     message: String,
+    next_step: Option<String>,
     sqlstate: Option<String>,
     source: Option<Source>,
 }
@@ -129,6 +194,7 @@ impl Error {
             kind,
             code,
             message: msg.into(),
+            next_step: None,
             sqlstate: None,
             source: None,
         }
@@ -153,6 +219,17 @@ impl Error {
     pub fn with_source(mut self, source: impl Into<Source>) -> Self {
         self.source = Some(source.into());
         self
+    }
+
+    /// What the operator does next, when this site knows better than its code.
+    pub fn with_next_step(mut self, step: impl Into<String>) -> Self {
+        self.next_step = Some(step.into());
+        self
+    }
+
+    /// What the operator does next: this error's own step, else its code's.
+    pub fn next_step(&self) -> &str {
+        self.next_step.as_deref().unwrap_or(self.code.next_step())
     }
 
     pub fn with_sqlstate(mut self, code: &str) -> Self {
@@ -199,7 +276,8 @@ impl fmt::Debug for Error {
         let mut d = f.debug_struct("Error");
         d.field("kind", &self.kind)
             .field("code", &self.code.as_str())
-            .field("message", &self.message);
+            .field("message", &self.message)
+            .field("next_step", &self.next_step());
         if let Some(s) = &self.sqlstate {
             d.field("sqlstate", s);
         }
@@ -305,6 +383,21 @@ mod tests {
         })
         .await;
         assert_eq!(r.unwrap(), 2);
+    }
+
+    #[test]
+    fn every_code_has_a_distinct_name_and_a_next_step() {
+        let mut names: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Code::ALL.len(), "two codes share a name");
+        for c in Code::ALL {
+            assert!(c.next_step().len() > 20, "{c}: no next step");
+        }
+        let e = Error::permanent(Code::PostgresAuth, "refused");
+        assert_eq!(e.next_step(), Code::PostgresAuth.next_step());
+        let e = e.with_next_step("set postgres.password");
+        assert_eq!(e.next_step(), "set postgres.password");
     }
 
     #[test]

@@ -13,11 +13,29 @@ pub enum State {
     /// Streaming (or running its `initial_only` snapshot).
     Running,
     /// A transient error stopped the run; the supervisor restarts it after a backoff.
-    Restarting { code: &'static str, error: String },
+    Restarting(Problem),
     /// A permanent error stopped it; the operator must act.
-    Failed { code: &'static str, error: String },
+    Failed(Problem),
     /// It finished (a completed `initial_only` snapshot, or a requested shutdown).
     Stopped,
+}
+
+/// The error that stopped a run, as `/healthz` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub code: &'static str,
+    pub error: String,
+    pub next_step: String,
+}
+
+impl Problem {
+    pub fn of(e: &crate::error::Error) -> Self {
+        Problem {
+            code: e.code().as_str(),
+            error: e.to_string(),
+            next_step: e.next_step().to_owned(),
+        }
+    }
 }
 
 impl State {
@@ -25,8 +43,8 @@ impl State {
         match self {
             State::Starting => "starting",
             State::Running => "running",
-            State::Restarting { .. } => "restarting",
-            State::Failed { .. } => "failed",
+            State::Restarting(_) => "restarting",
+            State::Failed(_) => "failed",
             State::Stopped => "stopped",
         }
     }
@@ -53,9 +71,10 @@ pub fn report() -> (bool, Json) {
         .iter()
         .map(|(name, s)| {
             let mut o = json!({"name": name, "state": s.name()});
-            if let State::Restarting { code, error } | State::Failed { code, error } = s {
-                o["code"] = json!(code);
-                o["error"] = json!(error);
+            if let State::Restarting(p) | State::Failed(p) = s {
+                o["code"] = json!(p.code);
+                o["error"] = json!(p.error);
+                o["next_step"] = json!(p.next_step);
             }
             o
         })
@@ -86,13 +105,11 @@ mod tests {
         set("h-b", State::Running);
         let (_, body) = report();
         assert_eq!(connector(&body, "h-b")["state"], "running");
-        set(
-            "h-a",
-            State::Restarting {
-                code: "kafka.unavailable",
-                error: "Kafka 127.0.0.1:1 did not answer".into(),
-            },
+        let e = crate::error::Error::transient(
+            crate::error::Code::KafkaUnavailable,
+            "Kafka 127.0.0.1:1 did not answer",
         );
+        set("h-a", State::Restarting(Problem::of(&e)));
         let (ok, body) = report();
         assert!(!ok);
         assert_eq!(body["status"], "unavailable");
@@ -100,5 +117,9 @@ mod tests {
         assert_eq!(a["state"], "restarting");
         assert_eq!(a["code"], "kafka.unavailable");
         assert_eq!(a["error"], "Kafka 127.0.0.1:1 did not answer");
+        assert_eq!(
+            a["next_step"],
+            crate::error::Code::KafkaUnavailable.next_step()
+        );
     }
 }

@@ -103,15 +103,12 @@ async fn run_one(
                 metrics::count_connector(&conn.name, ConnectorEvent::Error);
                 health::set(
                     &conn.name,
-                    health::State::Restarting {
-                        code: e.code().as_str(),
-                        error: e.to_string(),
-                    },
+                    health::State::Restarting(health::Problem::of(&e)),
                 );
                 if started.elapsed() >= HEALTHY_RUN {
                     backoff = BACKOFF_START;
                 }
-                tracing::warn!(connector = %conn.name, code = %e.code(), error = %e, retry_in = ?backoff, "connector failed; restarting from the last checkpoint");
+                tracing::warn!(connector = %conn.name, code = %e.code(), error = %e, next_step = e.next_step(), retry_in = ?backoff, "connector failed; restarting from the last checkpoint");
                 tokio::select! {
                     biased;
                     _ = stop.changed() => return Ok(()),
@@ -125,12 +122,9 @@ async fn run_one(
                 metrics::count_connector(&conn.name, ConnectorEvent::Error);
                 health::set(
                     &conn.name,
-                    health::State::Failed {
-                        code: e.code().as_str(),
-                        error: e.to_string(),
-                    },
+                    health::State::Failed(health::Problem::of(&e)),
                 );
-                tracing::error!(connector = %conn.name, code = %e.code(), error = %e, "connector stopped");
+                tracing::error!(connector = %conn.name, code = %e.code(), error = %e, next_step = e.next_step(), "connector stopped");
                 return Err(e);
             }
         }

@@ -5,6 +5,11 @@
 //! failed:…(hostname mismatch)` twice, ~430 characters); an operator needs the reason, and
 //! for a name mismatch the names the certificate does hold. Those come from a second
 //! handshake that checks the chain but not the name, made only after the first one failed.
+//!
+//! The error's kind and code come from its type (native-tls's error in the source chain:
+//! permanent, `postgres.tls`). native-tls exposes no verify result, so [`Reason::of`] reads
+//! OpenSSL's fixed X.509 reason strings only to word the message; a wording it does not
+//! know keeps the first line of the library's text.
 
 use std::time::Duration;
 

@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::Harness;
+use pgcdc::error::Code;
 
 /// Login roles with passwords, made by dev/stack: pg_hba.conf asks md5 from `pgcdc_md5` and
 /// scram-sha-256 from `pgcdc_scram`; `pgcdc_norep` lacks REPLICATION.
@@ -110,14 +111,15 @@ async fn wrong_password_and_untrusted_certificate_are_permanent_errors() {
         .success();
     assert!(ok, "openssl could not make a certificate");
     let cases = [
-        ("  user: pgcdc_scram\n  password: wrong\n  sslmode: disable\n".to_owned(), "password authentication failed"),
-        ("  user: pgcdc_scram\n  sslmode: disable\n".to_owned(), "set postgres.password"),
+        ("  user: pgcdc_scram\n  password: wrong\n  sslmode: disable\n".to_owned(), "password authentication failed", Code::PostgresAuth),
+        ("  user: pgcdc_scram\n  sslmode: disable\n".to_owned(), "set postgres.password", Code::PostgresAuth),
         (
             format!("  user: pgcdc_scram\n  password: scram-secret\n  sslmode: verify-full\n  sslrootcert: {}\n", other.display()),
             "TLS handshake failed (sslmode verify-full): the server certificate is not signed by a CA in postgres.sslrootcert",
+            Code::PostgresTls,
         ),
     ];
-    for (auth, expect) in cases {
+    for (auth, expect, code) in cases {
         h.postgres_auth = auth;
         let err = h.run_once_expect_error("", Duration::from_secs(20)).await;
         assert!(
@@ -126,6 +128,8 @@ async fn wrong_password_and_untrusted_certificate_are_permanent_errors() {
         );
         let msg = err.to_string();
         assert!(msg.contains(expect), "expected {expect:?} in: {msg}");
+        assert_eq!(err.code(), code, "{msg}");
+        assert_eq!(err.next_step(), code.next_step(), "{msg}");
         assert!(
             msg.len() < 400 && !msg.contains('\n'),
             "one short line: {msg}"

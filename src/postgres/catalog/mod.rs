@@ -67,31 +67,11 @@ pub(crate) fn pg_err(server: &str, e: tokio_postgres::Error) -> Error {
         );
         return classify_sqlstate(db.code().code(), text).with_source(e);
     }
-    let text = error_chain(&e);
-    // tokio-postgres gives these two no public kind (its `Kind` is private, the cause is a
-    // plain string), so its own fixed wording is matched; every other failure before a
-    // server error is the connection's.
-    let err = if text.contains("password missing") {
-        Error::permanent(
-            Code::PostgresAuth,
-            format!(
-                "PostgreSQL {server} asks for a password; set postgres.password in the connector file"
-            ),
-        )
-    } else if text.contains("server does not support TLS") {
-        Error::permanent(
-            Code::PostgresTls,
-            format!(
-                "PostgreSQL {server} does not accept TLS but postgres.sslmode requires it; enable ssl on the server or lower sslmode"
-            ),
-        )
-    } else {
-        Error::transient(
-            Code::PostgresConnect,
-            format!("PostgreSQL {server}: {text}"),
-        )
-    };
-    err.with_source(e)
+    Error::transient(
+        Code::PostgresConnect,
+        format!("PostgreSQL {server}: {}", error_chain(&e)),
+    )
+    .with_source(e)
 }
 
 /// An error's text followed by its causes, `: `-separated.
@@ -141,6 +121,19 @@ pub(crate) async fn connect_client(
         Ok(c) => c,
         Err(e) if is_tls_failure(&e) => {
             return Err(tls::handshake_failed(cfg, &server, &error_chain(&e)).await)
+        }
+        Err(e) if e.as_db_error().is_none() => {
+            // Failed before the server sent an error: a missing password, a server without
+            // TLS, or the network. tokio-postgres's error kinds are private, so pgcdc's own
+            // protocol code asks again and classifies what it meets.
+            return Err(
+                match crate::postgres::replication::ReplicationClient::probe(cfg, application_name)
+                    .await
+                {
+                    Err(typed) if !typed.is_transient() => typed,
+                    _ => pg_err(&server, e),
+                },
+            );
         }
         Err(e) => return Err(pg_err(&server, e)),
     };

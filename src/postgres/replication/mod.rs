@@ -177,8 +177,29 @@ impl ReplicationClient {
             rbuf: BytesMut::with_capacity(64 * 1024),
             server,
         };
-        c.startup(cfg, application_name).await?;
+        c.startup(cfg, application_name, true).await?;
         Ok(c)
+    }
+
+    /// Opens an ordinary (not replication) session with pgcdc's own protocol code and
+    /// closes it. tokio-postgres reports a missing password or a server without TLS as
+    /// untyped text; after it failed before the server sent an error, this says why with
+    /// a typed [`Error`] (the same the replication connection would give).
+    pub async fn probe(cfg: &PostgresConfig, application_name: &str) -> Result<()> {
+        let server = format!("{}:{}", cfg.host, cfg.port);
+        let tcp = TcpStream::connect((cfg.host.as_str(), cfg.port))
+            .await
+            .map_err(|e| io_err(&server, "connect", e))?;
+        let io = negotiate_tls(tcp, cfg, &server).await?;
+        let mut c = ReplicationClient {
+            io,
+            rbuf: BytesMut::with_capacity(8192),
+            server,
+        };
+        c.startup(cfg, application_name, false).await?;
+        let mut b = BytesMut::new();
+        frontend::terminate(&mut b);
+        c.send(&b).await
     }
 
     async fn send(&mut self, buf: &[u8]) -> Result<()> {
@@ -196,15 +217,22 @@ impl ReplicationClient {
         read_frame(&mut self.io, &mut self.rbuf, &self.server).await
     }
 
-    async fn startup(&mut self, cfg: &PostgresConfig, application_name: &str) -> Result<()> {
+    async fn startup(
+        &mut self,
+        cfg: &PostgresConfig,
+        application_name: &str,
+        replication: bool,
+    ) -> Result<()> {
         let mut buf = BytesMut::new();
-        let params = [
+        let mut params = vec![
             ("user", cfg.user.as_str()),
             ("database", cfg.dbname.as_str()),
-            ("replication", "database"),
             ("application_name", application_name),
             ("options", SESSION_OPTIONS),
         ];
+        if replication {
+            params.push(("replication", "database"));
+        }
         frontend::startup_message(params.iter().copied(), &mut buf).map_err(|e| {
             Error::permanent(Code::PostgresProtocol, format!("startup message: {e}"))
         })?;
