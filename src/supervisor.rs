@@ -120,10 +120,7 @@ async fn run_one(
             }
             Err(e) => {
                 metrics::count_connector(&conn.name, ConnectorEvent::Error);
-                health::set(
-                    &conn.name,
-                    health::State::Failed(health::Problem::of(&e)),
-                );
+                health::set(&conn.name, health::State::Failed(health::Problem::of(&e)));
                 tracing::error!(connector = %conn.name, code = %e.code(), error = %e, next_step = e.next_step(), "connector stopped");
                 return Err(e);
             }

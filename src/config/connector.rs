@@ -45,25 +45,33 @@ impl SslMode {
     }
 }
 
+/// `host`, `user` and `dbname` have no default: empty, [`ConnectorConfig::validate`]
+/// refuses them, naming the field.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PostgresConfig {
     pub host: String,
-    #[serde(default = "default_pg_port")]
     pub port: u16,
     pub user: String,
-    #[serde(default)]
     pub password: Option<Secret>,
     pub dbname: String,
-    #[serde(default)]
     pub sslmode: SslMode,
     /// CA bundle for verify-ca / verify-full.
-    #[serde(default)]
     pub sslrootcert: Option<PathBuf>,
 }
 
-fn default_pg_port() -> u16 {
-    DEFAULT_PG_PORT
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            host: String::new(),
+            port: DEFAULT_PG_PORT,
+            user: String::new(),
+            password: None,
+            dbname: String::new(),
+            sslmode: SslMode::default(),
+            sslrootcert: None,
+        }
+    }
 }
 
 /// How a `numeric` column without a declared precision and scale is carried.
@@ -90,68 +98,81 @@ pub struct TableFilter {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Every field's default is in its `Default` impl (serde's container `default`); `name`,
+/// `topic_prefix` and `postgres`' `host`, `user` and `dbname` are empty there, which
+/// [`ConnectorConfig::validate`] refuses, naming the field.
+#[serde(default, deny_unknown_fields)]
 pub struct ConnectorConfig {
     pub name: String,
     pub postgres: PostgresConfig,
-    #[serde(default)]
     pub slot: Option<String>,
-    #[serde(default)]
     pub publication: Option<String>,
     /// A failover slot (PostgreSQL 17+): a standby with `sync_replication_slots = on` keeps
     /// a copy in step, so the connector continues on it after a promotion.
-    #[serde(default)]
     pub slot_failover: bool,
     /// Changes of a partition are published as changes of its partitioned root (the
     /// publication's `publish_via_partition_root`), so the root names the topic and a new
     /// partition makes no new topic. pgcdc sets it on the publication it creates (and on
     /// its own publication when it differs); another publication must have it already.
-    #[serde(default = "default_true")]
     pub publish_via_partition_root: bool,
-    #[serde(default)]
     pub tables: TableFilter,
     pub topic_prefix: String,
     /// Key columns for tables without a primary key, by `schema.table`.
-    #[serde(default)]
     pub key_columns: BTreeMap<TableName, Vec<String>>,
-    #[serde(default)]
     pub numeric_mode: NumericMode,
     /// Send a tombstone (null value) after each delete, for log compaction.
-    #[serde(default = "default_true")]
     pub tombstones: bool,
     /// Debezium's `provide.transaction.metadata`: BEGIN and END events of each PostgreSQL
     /// transaction on `<topic_prefix>.transaction`, in the Kafka transaction of its changes.
-    #[serde(default)]
     pub provide_transaction_metadata: bool,
     /// Logical decoding messages (`pg_logical_emit_message`) as `op: m` events.
-    #[serde(default)]
     pub messages: MessagesConfig,
-    #[serde(default)]
     pub snapshot: SnapshotConfig,
     /// `schema.table` of the signal table (Debezium's `signal.data.collection`): a row
     /// inserted there starts an ad-hoc incremental snapshot. Created when missing.
-    #[serde(default)]
     pub signal_table: Option<TableName>,
     /// What an update that leaves a TOASTed value unchanged carries for it (PostgreSQL does
     /// not send such values under REPLICA IDENTITY DEFAULT).
-    #[serde(default)]
     pub toast: ToastMode,
     /// Debezium's `unavailable.value.placeholder`: the value of a column PostgreSQL did not
     /// send and pgcdc could not complete exactly.
-    #[serde(default = "default_placeholder")]
     pub unavailable_value_placeholder: String,
     /// `toast: fetch` holds the rest of a transaction after its first incomplete update until
     /// its commit, up to this many bytes; past it, the held updates get the placeholder.
-    #[serde(default = "default_toast_hold_bytes")]
     pub toast_hold_bytes: u64,
     /// What a value PostgreSQL accepted but its Debezium-compatible Avro type cannot hold
     /// becomes (NaN in a `numeric(p,s)`, an array whose shape differs from its declaration).
-    #[serde(default)]
     pub unrepresentable: Unrepresentable,
     /// Debezium's `skipped.operations`: change events of these ops are not sent (counted in
     /// `pgcdc_skipped_operations_total`). Truncates by default, as Debezium; `[]` sends all.
-    #[serde(default = "default_skipped_operations")]
     pub skipped_operations: Vec<SkippedOp>,
+}
+
+impl Default for ConnectorConfig {
+    fn default() -> Self {
+        ConnectorConfig {
+            name: String::new(),
+            postgres: PostgresConfig::default(),
+            slot: None,
+            publication: None,
+            slot_failover: false,
+            publish_via_partition_root: true,
+            tables: TableFilter::default(),
+            topic_prefix: String::new(),
+            key_columns: BTreeMap::new(),
+            numeric_mode: NumericMode::default(),
+            tombstones: true,
+            provide_transaction_metadata: false,
+            messages: MessagesConfig::default(),
+            snapshot: SnapshotConfig::default(),
+            signal_table: None,
+            toast: ToastMode::default(),
+            unavailable_value_placeholder: DEFAULT_UNAVAILABLE_PLACEHOLDER.to_owned(),
+            toast_hold_bytes: DEFAULT_TOAST_HOLD_BYTES,
+            unrepresentable: Unrepresentable::default(),
+            skipped_operations: vec![SkippedOp::Truncate],
+        }
+    }
 }
 
 /// `messages`: Debezium's message events, off unless enabled; `prefix_include` /
@@ -186,10 +207,6 @@ pub enum SkippedOp {
     Delete,
     #[serde(rename = "t")]
     Truncate,
-}
-
-fn default_skipped_operations() -> Vec<SkippedOp> {
-    vec![SkippedOp::Truncate]
 }
 
 /// `toast`: how pgcdc completes unchanged TOASTed values.
@@ -231,13 +248,6 @@ impl<'de> Deserialize<'de> for Unrepresentable {
 
 pub const DEFAULT_UNAVAILABLE_PLACEHOLDER: &str = "__debezium_unavailable_value";
 pub const DEFAULT_TOAST_HOLD_BYTES: u64 = 64 << 20;
-
-fn default_placeholder() -> String {
-    DEFAULT_UNAVAILABLE_PLACEHOLDER.to_owned()
-}
-fn default_toast_hold_bytes() -> u64 {
-    DEFAULT_TOAST_HOLD_BYTES
-}
 
 /// When the connector reads the rows already in its tables.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -283,10 +293,6 @@ impl Default for SnapshotConfig {
     }
 }
 
-pub(crate) fn default_true() -> bool {
-    true
-}
-
 impl ConnectorConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let cfg: ConnectorConfig = parse_file(path)?;
@@ -309,6 +315,33 @@ impl ConnectorConfig {
 
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let err = |field: &str, msg: String| Err(ConfigError::new(path, field, msg));
+        for (field, v, what) in [
+            ("name", &self.name, "the connector's name, e.g. inventory"),
+            (
+                "topic_prefix",
+                &self.topic_prefix,
+                "the first part of every topic name, e.g. inventory",
+            ),
+            (
+                "postgres.host",
+                &self.postgres.host,
+                "the database server's host name or address",
+            ),
+            (
+                "postgres.user",
+                &self.postgres.user,
+                "a role with REPLICATION that owns or may read the captured tables",
+            ),
+            (
+                "postgres.dbname",
+                &self.postgres.dbname,
+                "the database whose tables are captured",
+            ),
+        ] {
+            if v.is_empty() {
+                return err(field, format!("is required: {what}"));
+            }
+        }
         if !is_identifier(&self.name) {
             return err("name", format!("{:?} must be lowercase letters, digits and _ (it names the slot and the transactional id)", self.name));
         }
@@ -324,9 +357,6 @@ impl ConnectorConfig {
         };
         ident("slot", &self.slot_name())?;
         ident("publication", &self.publication_name())?;
-        if self.postgres.host.is_empty() {
-            return err("postgres.host", "must not be empty".into());
-        }
         if self.postgres.port == 0 {
             return err("postgres.port", "must be a port number".into());
         }

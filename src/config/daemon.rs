@@ -39,51 +39,69 @@ const RESERVED_LIBRDKAFKA_KEYS: &[&str] = &[
     "enable.auto.commit",
 ];
 
+/// Every field's default is in the `Default` impls of this file (serde's container
+/// `default`); the two without one (`kafka.bootstrap_servers`, `schema_registry.url`) are
+/// empty there, which [`DaemonConfig::validate`] refuses, naming the field.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DaemonConfig {
     pub kafka: KafkaConfig,
     pub schema_registry: RegistryConfig,
-    #[serde(default)]
     pub http: HttpConfig,
-    #[serde(default)]
     pub logging: LoggingConfig,
     /// After SIGTERM/SIGINT, how long a connector may take to commit what is whole and stop;
     /// one still starting up (e.g. waiting for Kafka) is abandoned then. Nothing that was
     /// not delivered is acknowledged either way.
-    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
 }
 
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn default_shutdown_timeout() -> Duration {
-    DEFAULT_SHUTDOWN_TIMEOUT
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            kafka: KafkaConfig::default(),
+            schema_registry: RegistryConfig::default(),
+            http: HttpConfig::default(),
+            logging: LoggingConfig::default(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
 }
 
 #[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     pub bootstrap_servers: String,
-    #[serde(default = "default_compression")]
     pub compression: String,
-    #[serde(default = "default_linger", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub linger: Duration,
-    #[serde(default = "default_batch_bytes")]
     pub batch_bytes: u64,
-    #[serde(default)]
     pub topics: TopicDefaults,
-    #[serde(default)]
     pub transaction: TransactionConfig,
-    #[serde(default = "default_offsets_topic")]
     pub offsets_topic: String,
     /// Kafka transactions around events and checkpoint (the default). `false` is
     /// at-least-once: a restart may repeat events; kept to measure what transactions cost.
-    #[serde(default = "default_true")]
     pub exactly_once: bool,
     /// Extra librdkafka options for the producer and consumers (security settings, say).
-    #[serde(default)]
     pub librdkafka: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: String::new(),
+            compression: DEFAULT_COMPRESSION.to_owned(),
+            linger: DEFAULT_LINGER,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+            topics: TopicDefaults::default(),
+            transaction: TransactionConfig::default(),
+            offsets_topic: DEFAULT_OFFSETS_TOPIC.to_owned(),
+            exactly_once: true,
+            librdkafka: BTreeMap::new(),
+        }
+    }
 }
 
 /// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,
@@ -173,13 +191,11 @@ impl Default for TransactionConfig {
     }
 }
 
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
     pub url: String,
-    #[serde(default)]
     pub username: Option<String>,
-    #[serde(default)]
     pub password: Option<Secret>,
 }
 
@@ -231,19 +247,6 @@ impl Default for LoggingConfig {
     }
 }
 
-fn default_compression() -> String {
-    DEFAULT_COMPRESSION.to_owned()
-}
-fn default_linger() -> Duration {
-    DEFAULT_LINGER
-}
-fn default_batch_bytes() -> u64 {
-    DEFAULT_BATCH_BYTES
-}
-fn default_offsets_topic() -> String {
-    DEFAULT_OFFSETS_TOPIC.to_owned()
-}
-
 impl DaemonConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let cfg: DaemonConfig = parse_file(path)?;
@@ -256,7 +259,7 @@ impl DaemonConfig {
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return err(
                 "kafka.bootstrap_servers",
-                "must name at least one host:port".into(),
+                "is required: at least one host:port of the Kafka cluster".into(),
             );
         }
         const CODECS: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];
@@ -310,6 +313,13 @@ impl DaemonConfig {
                     "is set by pgcdc itself (see the kafka section's own fields); remove it".into(),
                 );
             }
+        }
+        if self.schema_registry.url.is_empty() {
+            return err(
+                "schema_registry.url",
+                "is required: the registry's Confluent-compatible URL, e.g. http://127.0.0.1:8081"
+                    .into(),
+            );
         }
         if !(self.schema_registry.url.starts_with("http://")
             || self.schema_registry.url.starts_with("https://"))

@@ -317,3 +317,52 @@ fn bad_duration_is_reported() {
     let e = daemon(&DAEMON.replace("10ms", "ten")).unwrap_err();
     assert_eq!(e.field, "kafka.linger");
 }
+
+#[test]
+fn a_missing_required_field_is_named_and_the_others_default() {
+    for (field, line) in [
+        ("name", "name: orders\n"),
+        ("topic_prefix", "topic_prefix: shop\n"),
+        ("postgres.host", "  host: ${PGHOST}\n"),
+        ("postgres.user", "  user: cdc\n"),
+        ("postgres.dbname", "  dbname: shop\n"),
+    ] {
+        let text = CONNECTOR.replace(line, "");
+        let e = connector(&text).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("connectors/orders.yaml: {field}: is required")),
+            "{field}: {e}"
+        );
+    }
+    let c = connector(&CONNECTOR.replace("  port: ${PGPORT}\n", "")).unwrap();
+    assert_eq!(c.postgres.port, DEFAULT_PG_PORT);
+    assert!(c.publish_via_partition_root);
+    assert_eq!(c.skipped_operations, vec![SkippedOp::Truncate]);
+    assert_eq!(
+        c.unavailable_value_placeholder,
+        DEFAULT_UNAVAILABLE_PLACEHOLDER
+    );
+    assert_eq!(c.toast_hold_bytes, DEFAULT_TOAST_HOLD_BYTES);
+
+    for (field, text) in [
+        (
+            "kafka.bootstrap_servers",
+            DAEMON.replace("  bootstrap_servers: 127.0.0.1:9092\n", ""),
+        ),
+        (
+            "schema_registry.url",
+            DAEMON.replace("  url: http://127.0.0.1:8081/apis/ccompat/v7\n", ""),
+        ),
+    ] {
+        let e = daemon(&text).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("config/pgcdc.yaml: {field}: is required")),
+            "{field}: {e}"
+        );
+    }
+    let d = daemon(DAEMON).unwrap();
+    assert!(d.kafka.exactly_once);
+    assert_eq!(d.kafka.offsets_topic, DEFAULT_OFFSETS_TOPIC);
+    assert_eq!(d.kafka.batch_bytes, DEFAULT_BATCH_BYTES);
+    assert_eq!(d.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
+}
