@@ -12,7 +12,8 @@
 //!        slot flush LSN ◀── checkpoint ◀── kafka (transactional producer, topics) ◀──────┘
 //! ```
 //!
-//! - [`lsn`]: the `Lsn` newtype shared by every stage.
+//! - [`lsn`]: the `Lsn` newtype shared by every stage; [`error`]: the one error type (kind,
+//!   stable code, next step, source chain) and in-place retry.
 //! - [`config`]: daemon and connector files.
 //! - [`postgres`]: replication connection, catalog connection, TLS, feedback task.
 //! - [`decode`]: pgoutput messages and the relation cache.
