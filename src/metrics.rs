@@ -80,6 +80,8 @@ struct Metrics {
     connector_errors: ByConnector,
     connector_restarts: ByConnector,
     signal_errors: ByConnector,
+    heartbeats: ByConnector,
+    heartbeat_errors: ByConnector,
     client_logs_suppressed: ByConnector,
     live: Arc<Live>,
 }
@@ -105,6 +107,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         connector_errors: Family::default(),
         connector_restarts: Family::default(),
         signal_errors: Family::default(),
+        heartbeats: Family::default(),
+        heartbeat_errors: Family::default(),
         client_logs_suppressed: Family::default(),
         live: Arc::new(Live::default()),
     };
@@ -169,6 +173,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "pgcdc_signal_errors",
         "Signals ignored because they were malformed or named a table that cannot be snapshotted.",
         m.signal_errors.clone(),
+    );
+    registry.register(
+        "pgcdc_heartbeats",
+        "Heartbeat records written to the connector's heartbeat topic.",
+        m.heartbeats.clone(),
+    );
+    registry.register(
+        "pgcdc_heartbeat_errors",
+        "Heartbeat action queries that failed (the next interval tries again).",
+        m.heartbeat_errors.clone(),
     );
     registry.register(
         "pgcdc_kafka_client_logs_suppressed",
@@ -261,6 +275,8 @@ pub enum ConnectorEvent {
     Error,
     Restart,
     SignalError,
+    Heartbeat,
+    HeartbeatError,
 }
 
 pub fn count_connector(c: &str, what: ConnectorEvent) {
@@ -269,6 +285,8 @@ pub fn count_connector(c: &str, what: ConnectorEvent) {
         ConnectorEvent::Error => &METRICS.connector_errors,
         ConnectorEvent::Restart => &METRICS.connector_restarts,
         ConnectorEvent::SignalError => &METRICS.signal_errors,
+        ConnectorEvent::Heartbeat => &METRICS.heartbeats,
+        ConnectorEvent::HeartbeatError => &METRICS.heartbeat_errors,
     };
     family.get_or_create(&connector(c)).inc();
 }

@@ -4,6 +4,7 @@
 pub mod encode;
 pub mod envelope;
 pub mod fields;
+pub mod heartbeat;
 pub mod message;
 pub mod policy;
 pub mod registry;

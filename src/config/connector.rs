@@ -127,6 +127,9 @@ pub struct ConnectorConfig {
     pub provide_transaction_metadata: bool,
     /// Logical decoding messages (`pg_logical_emit_message`) as `op: m` events.
     pub messages: MessagesConfig,
+    /// Debezium's heartbeats: records on `<topics_prefix>.<topic_prefix>` and a write that
+    /// keeps the slot moving while the captured tables are idle.
+    pub heartbeat: HeartbeatConfig,
     pub snapshot: SnapshotConfig,
     /// `schema.table` of the signal table (Debezium's `signal.data.collection`): a row
     /// inserted there starts an ad-hoc incremental snapshot. Created when missing.
@@ -164,6 +167,7 @@ impl Default for ConnectorConfig {
             tombstones: true,
             provide_transaction_metadata: false,
             messages: MessagesConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
             snapshot: SnapshotConfig::default(),
             signal_table: None,
             toast: ToastMode::default(),
@@ -191,8 +195,44 @@ impl MessagesConfig {
     pub fn wants(&self, prefix: &str) -> bool {
         self.enabled
             && prefix != crate::postgres::snapshot::WATERMARK_PREFIX
+            && prefix != crate::avro::heartbeat::MESSAGE_PREFIX
             && (self.prefix_include.is_empty() || self.prefix_include.iter().any(|p| p == prefix))
             && !self.prefix_exclude.iter().any(|p| p == prefix)
+    }
+}
+
+/// `heartbeat` (Debezium's `heartbeat.interval.ms`, `heartbeat.action.query`,
+/// `heartbeat.topics.prefix`). Off unless `interval` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// How often a heartbeat record is written and the action query runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Option<std::time::Duration>,
+    /// SQL run on the captured database at every interval (e.g. an UPDATE of a captured
+    /// heartbeat table). Unset, pgcdc writes a non-transactional logical decoding message
+    /// (`pg_logical_emit_message(false, 'pgcdc.heartbeat', '')`), which its slot decodes
+    /// and acknowledges even when every captured table is idle.
+    pub action_query: Option<String>,
+    /// The heartbeat topic is `<topics_prefix>.<topic_prefix>`.
+    pub topics_prefix: String,
+}
+
+pub const DEFAULT_HEARTBEAT_TOPICS_PREFIX: &str = "__pgcdc-heartbeat";
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            interval: None,
+            action_query: None,
+            topics_prefix: DEFAULT_HEARTBEAT_TOPICS_PREFIX.to_owned(),
+        }
+    }
+}
+
+impl HeartbeatConfig {
+    pub fn topic(&self, topic_prefix: &str) -> String {
+        format!("{}.{topic_prefix}", self.topics_prefix)
     }
 }
 
@@ -371,6 +411,30 @@ impl ConnectorConfig {
             );
         }
         validate_topic_name(&self.topic_prefix).or_else(|m| err("topic_prefix", m))?;
+        if let Some(i) = self.heartbeat.interval {
+            if i < std::time::Duration::from_millis(100) {
+                return err(
+                    "heartbeat.interval",
+                    format!(
+                        "{} is under 100ms; a few seconds is usual",
+                        humantime::format_duration(i)
+                    ),
+                );
+            }
+            validate_topic_name(&self.heartbeat.topic(&self.topic_prefix))
+                .or_else(|m| err("heartbeat.topics_prefix", m))?;
+        }
+        if self
+            .heartbeat
+            .action_query
+            .as_deref()
+            .is_some_and(|q| q.trim().is_empty())
+        {
+            return err(
+                "heartbeat.action_query",
+                "is empty; leave it out for pgcdc's own heartbeat message".into(),
+            );
+        }
         for (t, cols) in &self.key_columns {
             if cols.is_empty() {
                 return err(

@@ -319,6 +319,26 @@ fn bad_duration_is_reported() {
 }
 
 #[test]
+fn heartbeat_settings_are_checked() {
+    let c = connector(&format!("{CONNECTOR}heartbeat:\n  interval: 5s\n")).unwrap();
+    assert_eq!(c.heartbeat.interval, Some(Duration::from_secs(5)));
+    assert_eq!(c.heartbeat.topic(&c.topic_prefix), "__pgcdc-heartbeat.shop");
+    assert!(connector(CONNECTOR).unwrap().heartbeat.interval.is_none());
+    let e = connector(&format!("{CONNECTOR}heartbeat:\n  interval: 10ms\n")).unwrap_err();
+    assert_eq!(e.field, "heartbeat.interval");
+    let e = connector(&format!(
+        "{CONNECTOR}heartbeat:\n  interval: 1s\n  action_query: ' '\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.field, "heartbeat.action_query");
+    let e = connector(&format!(
+        "{CONNECTOR}heartbeat:\n  interval: 1s\n  topics_prefix: 'a b'\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.field, "heartbeat.topics_prefix");
+}
+
+#[test]
 fn a_missing_required_field_is_named_and_the_others_default() {
     for (field, line) in [
         ("name", "name: orders\n"),

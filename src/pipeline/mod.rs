@@ -42,6 +42,7 @@ use crate::toast::TxnToast;
 use crate::Lsn;
 
 mod deliver;
+mod heartbeat;
 mod initial_only;
 mod reader;
 mod signals;
@@ -142,6 +143,7 @@ pub async fn run(
         txmeta: None,
         meta_txn: None,
         messages: None,
+        heartbeat: None,
     };
     if conn.provide_transaction_metadata {
         let meta =
@@ -155,6 +157,21 @@ pub async fn run(
                 .await?;
         reader.topics.ensure(codec.topic(), None, &[]).await?;
         reader.messages = Some(codec);
+    }
+    if let Some(interval) = conn.heartbeat.interval {
+        let topic = conn.heartbeat.topic(&conn.topic_prefix);
+        let codec = crate::avro::heartbeat::HeartbeatCodec::register(
+            &mut reader.registry,
+            &topic,
+            &conn.topic_prefix,
+        )
+        .await?;
+        reader.topics.ensure(codec.topic(), None, &[]).await?;
+        reader.heartbeat = Some(heartbeat::Beat {
+            codec,
+            interval,
+            last: Instant::now(),
+        });
     }
     let (flushed_tx, flushed_rx) = watch::channel(Lsn::ZERO);
     let sink = Sink::new(
@@ -309,6 +326,10 @@ pub async fn run(
     ));
     reader.snap.attach(req_tx, chunks, messages);
     reader.next_chunk().await?;
+    let _heartbeat_action = conn
+        .heartbeat
+        .interval
+        .map(|i| heartbeat::spawn_action(conn, i));
 
     let mut publication_check = tokio::time::interval(PUBLICATION_CHECK_INTERVAL);
     publication_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -353,7 +374,10 @@ pub async fn run(
                     let _ = reply_tx.try_send(());
                 }
                 if reader.txn.is_none() {
-                    reader.send(SinkMsg::Idle(wal_end)).await
+                    match reader.send(SinkMsg::Idle(wal_end)).await {
+                        Ok(()) => reader.beat(wal_end).await,
+                        e => e,
+                    }
                 } else {
                     Ok(())
                 }

@@ -65,6 +65,8 @@ pub(super) struct Reader<'a> {
     pub(super) meta_txn: Option<crate::avro::txmeta::OpenTxn>,
     /// Logical decoding message events, when `messages.enabled` is on.
     pub(super) messages: Option<crate::avro::message::MessageCodec>,
+    /// Heartbeat records, when `heartbeat.interval` is set.
+    pub(super) heartbeat: Option<super::heartbeat::Beat>,
 }
 
 impl Reader<'_> {
@@ -133,6 +135,7 @@ impl Reader<'_> {
                     })
                     .await?;
                     metrics::count_connector(&self.conn.name, metrics::ConnectorEvent::Transaction);
+                    self.beat(end_lsn).await?;
                 }
                 self.last_commit = end_lsn;
             }
@@ -177,6 +180,13 @@ impl Reader<'_> {
             } => {
                 if prefix == WATERMARK_PREFIX && self.txn.as_ref().is_some_and(|t| !t.skip) {
                     self.watermark(&content, lsn).await?;
+                } else if prefix == crate::avro::heartbeat::MESSAGE_PREFIX {
+                    // pgcdc's own heartbeat action: a position to acknowledge when the
+                    // captured tables are idle.
+                    if !transactional && self.txn.is_none() && msg_lsn >= self.skip_before {
+                        self.send(SinkMsg::Boundary(msg_lsn)).await?;
+                        self.beat(msg_lsn).await?;
+                    }
                 } else if self.messages.is_some() && self.conn.messages.wants(&prefix) {
                     self.message(transactional, msg_lsn, &prefix, &content)
                         .await?;
@@ -305,6 +315,24 @@ impl Reader<'_> {
         if !transactional && self.txn.is_none() {
             self.send(SinkMsg::Boundary(msg_lsn)).await?;
         }
+        Ok(())
+    }
+
+    /// At a boundary `at` (everything before it handed to the sink, no transaction open):
+    /// a heartbeat record if one is due, committed with the checkpoint of `at`.
+    pub(super) async fn beat(&mut self, at: Lsn) -> Result<()> {
+        let Some(beat) = self.heartbeat.as_mut() else {
+            return Ok(());
+        };
+        if !beat.due() {
+            return Ok(());
+        }
+        let record = beat
+            .codec
+            .record(crate::avro::envelope::now_micros().div_euclid(1000))?;
+        self.send(SinkMsg::Record(record)).await?;
+        self.send(SinkMsg::Boundary(at)).await?;
+        metrics::count_connector(&self.conn.name, metrics::ConnectorEvent::Heartbeat);
         Ok(())
     }
 

@@ -21,9 +21,9 @@ async fn registered_schemas_are_spelled_as_javas_avro_prints_them() {
         include_str!("../../dev/debezium-ref/schema.sql")
     );
     let h = Harness::new("javaspell", &schema).await;
-    // With the connector-level topics too: transaction metadata and messages.
+    // With the connector-level topics too: transaction metadata, messages, heartbeats.
     let run = h
-        .start("provide_transaction_metadata: true\nmessages:\n  enabled: true\n")
+        .start("provide_transaction_metadata: true\nmessages:\n  enabled: true\nheartbeat:\n  interval: 200ms\n")
         .await;
     h.sql(TYPICAL).await;
     h.sql("INSERT INTO orders (customer) VALUES ('ann')").await;
@@ -33,6 +33,8 @@ async fn registered_schemas_are_spelled_as_javas_avro_prints_them() {
     h.read("orders", 1, Duration::from_secs(60)).await;
     let message = format!("{}.message", h.prefix);
     crate::harness::read_topic(&h.stack, &message, 1, Duration::from_secs(60)).await;
+    let heartbeat = format!("__pgcdc-heartbeat.{}", h.prefix);
+    crate::harness::read_topic(&h.stack, &heartbeat, 1, Duration::from_secs(60)).await;
     run.stop().await.unwrap();
 
     let http = reqwest::Client::new();
@@ -42,6 +44,7 @@ async fn registered_schemas_are_spelled_as_javas_avro_prints_them() {
         h.topic("orders"),
         format!("{}.transaction", h.prefix),
         message,
+        heartbeat,
     ];
     let subjects = topics
         .iter()

@@ -9,6 +9,7 @@ mod connect;
 mod debezium_schemas;
 mod fencing;
 mod harness;
+mod heartbeats;
 mod java_spelling;
 mod jdbc_sink;
 mod messages;
