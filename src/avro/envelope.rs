@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use apache_avro::types::Value;
 
+use crate::avro::columns::Rule;
 use crate::avro::fields::Shape;
 use crate::avro::policy::{placeholder_value, Marks, ValuePolicy, HEADER_LOSSY};
 use crate::avro::schema::{none, some};
@@ -45,6 +46,8 @@ pub struct TableCodec {
     pub field_names: Vec<String>,
     /// Each column's field in the `Value` record (required or optional, default).
     pub fields: Vec<crate::avro::fields::FieldSpec>,
+    /// Each column's rule (`columns.<table>`): sent, left out, masked, hashed, truncated.
+    pub rules: Vec<crate::avro::columns::Rule>,
     pub key: Option<Registered>,
     pub value: Registered,
     pub policy: Arc<ValuePolicy>,
@@ -202,13 +205,29 @@ impl TableCodec {
         self.check_width(t)?;
         let mut fields = Vec::with_capacity(t.len());
         for (i, d) in t.iter().enumerate() {
+            let rule = &self.rules[i];
+            if *rule == Rule::Drop {
+                continue;
+            }
             let col = &self.rel.columns[i];
             let spec = &self.fields[i];
             let v = if key_only && !col.identity {
                 marks.missing(i);
                 None
+            } else if rule.replaces_type() {
+                match d {
+                    TupleData::Text(b) => rule.replace(b),
+                    // Null stays null; a value PostgreSQL did not send is marked, and only
+                    // a string placeholder can stand in a string field.
+                    _ => match self.cell(i, d, marks)? {
+                        Some(Value::String(p)) if marks.unavailable.contains(&i) => {
+                            Some(Value::String(p))
+                        }
+                        _ => None,
+                    },
+                }
             } else {
-                let v = self.cell(i, d, marks)?;
+                let v = self.cell(i, d, marks)?.map(|v| rule.truncate(v));
                 if v.is_none() && spec.shape == Shape::Required && !marks.unavailable.contains(&i) {
                     // NULL in a column that is NOT NULL now (the row was written before
                     // SET NOT NULL): the required field cannot hold it.
@@ -414,9 +433,10 @@ pub(crate) mod tests {
         let key = key_schema("p", &rel)
             .unwrap()
             .map(|b| Registered::new(1, b.schema).unwrap());
+        let rules = vec![Rule::Keep; rel.columns.len()];
         let value = Registered::new(
             2,
-            envelope_schema("p", &rel, &crate::avro::fields::field_specs(&rel))
+            envelope_schema("p", &rel, &crate::avro::fields::field_specs(&rel), &rules)
                 .unwrap()
                 .schema,
         )
@@ -424,6 +444,7 @@ pub(crate) mod tests {
         Arc::new(TableCodec {
             field_names: field_names(&rel).unwrap(),
             fields: crate::avro::fields::field_specs(&rel),
+            rules,
             topic: "p.public.t".into(),
             key,
             value,

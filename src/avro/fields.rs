@@ -42,6 +42,14 @@ pub struct FieldSpec {
 }
 
 impl FieldSpec {
+    /// `["null", T]`, default null.
+    pub fn optional() -> Self {
+        FieldSpec {
+            shape: Shape::Optional,
+            default: None,
+        }
+    }
+
     /// The field's value for a converted cell. A required field given None gets
     /// [`FieldSpec::fill`]; the caller marks the event.
     pub fn wrap(&self, v: Option<Value>, ty: &PgType) -> Value {
@@ -102,13 +110,7 @@ pub fn field_specs(rel: &Relation) -> Vec<FieldSpec> {
 /// The same fields, every one `["null", T]` without default: the form subjects registered
 /// before pgcdc carried NOT NULL and defaults hold.
 pub fn all_optional(specs: &[FieldSpec]) -> Vec<FieldSpec> {
-    specs
-        .iter()
-        .map(|_| FieldSpec {
-            shape: Shape::Optional,
-            default: None,
-        })
-        .collect()
+    specs.iter().map(|_| FieldSpec::optional()).collect()
 }
 
 /// A key field: required, with the column's constant default as Debezium declares it.

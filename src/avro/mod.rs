@@ -1,6 +1,7 @@
 //! Avro: the key and envelope schemas of each table, the schema registry client, and the
 //! Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro binary body).
 
+pub mod columns;
 pub mod encode;
 pub mod envelope;
 pub mod fields;

@@ -6,6 +6,7 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use serde_json::{json, Value as Json};
 
+use crate::avro::columns::Rule;
 use crate::avro::fields::{key_field, FieldSpec};
 use crate::decode::Relation;
 use crate::error::{Code, Error, Result};
@@ -169,15 +170,31 @@ pub fn key_schema(prefix: &str, rel: &Relation) -> Result<Option<Built>> {
 
 /// The envelope schema; its `Value` fields are shaped as [`crate::avro::fields`] says
 /// (required for NOT NULL columns, with Debezium's defaults).
-pub fn envelope_schema(prefix: &str, rel: &Relation, specs: &[FieldSpec]) -> Result<Built> {
+/// Columns whose [`Rule`] drops them are left out; masked, hashed and truncated ones say so.
+pub fn envelope_schema(
+    prefix: &str,
+    rel: &Relation,
+    specs: &[FieldSpec],
+    rules: &[Rule],
+) -> Result<Built> {
     let ns = namespace(prefix, rel);
     let names = field_names(rel)?;
     let mut named = Names::default();
     let fields: Vec<Json> = specs
         .iter()
         .zip(&rel.columns)
+        .zip(rules)
         .enumerate()
-        .map(|(i, (spec, c))| spec.schema(&names[i], c.ty.avro_schema(&mut named)))
+        .filter(|(_, (_, rule))| **rule != Rule::Drop)
+        .map(|(i, ((spec, c), rule))| {
+            // A replaced type defines no named type (it would be referenced but missing).
+            let ty = if rule.replaces_type() {
+                Json::Null
+            } else {
+                c.ty.avro_schema(&mut named)
+            };
+            spec.schema(&names[i], rule.field_type(c, ty))
+        })
         .collect();
     // Spelled as Java's Avro prints it (Schema.toString(), the text Confluent's AvroConverter
     // looks up): a nested name in the enclosing namespace is written without it.
@@ -265,7 +282,13 @@ mod tests {
             "{}",
             key.json
         );
-        let env = envelope_schema("shop", &r, &crate::avro::fields::field_specs(&r)).unwrap();
+        let env = envelope_schema(
+            "shop",
+            &r,
+            &crate::avro::fields::field_specs(&r),
+            &vec![Rule::Keep; r.columns.len()],
+        )
+        .unwrap();
         assert!(env.json.contains("io.debezium.connector.postgresql.Source"));
         // Java's spelling: names in the enclosing namespace are written without it (the text
         // Confluent's AvroConverter looks up); the parsed schema still has the full name.
@@ -283,9 +306,14 @@ mod tests {
     #[test]
     fn colliding_field_names_are_an_error() {
         let r = rel(&[("a b", PgType::Int4, true), ("a_b", PgType::Text, false)]);
-        let e = envelope_schema("shop", &r, &crate::avro::fields::field_specs(&r))
-            .unwrap_err()
-            .to_string();
+        let e = envelope_schema(
+            "shop",
+            &r,
+            &crate::avro::fields::field_specs(&r),
+            &vec![Rule::Keep; r.columns.len()],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("both become Avro field"), "{e}");
     }
 
@@ -310,7 +338,13 @@ mod tests {
                 false,
             ),
         ]);
-        envelope_schema("shop", &r, &crate::avro::fields::field_specs(&r)).unwrap();
+        envelope_schema(
+            "shop",
+            &r,
+            &crate::avro::fields::field_specs(&r),
+            &vec![Rule::Keep; r.columns.len()],
+        )
+        .unwrap();
         key_schema("shop", &r).unwrap().unwrap();
     }
 }

@@ -119,6 +119,10 @@ pub struct ConnectorConfig {
     pub topic_prefix: String,
     /// Key columns for tables without a primary key, by `schema.table`.
     pub key_columns: BTreeMap<TableName, Vec<String>>,
+    /// Which columns of a table are sent, and which are masked, hashed or truncated, by
+    /// `schema.table` (Debezium's `column.include.list`, `column.exclude.list`,
+    /// `column.mask.with.N.chars`, `column.truncate.to.N.chars`, `column.mask.hash.v2.*`).
+    pub columns: BTreeMap<TableName, ColumnRules>,
     pub numeric_mode: NumericMode,
     /// Send a tombstone (null value) after each delete, for log compaction.
     pub tombstones: bool,
@@ -163,6 +167,7 @@ impl Default for ConnectorConfig {
             tables: TableFilter::default(),
             topic_prefix: String::new(),
             key_columns: BTreeMap::new(),
+            columns: BTreeMap::new(),
             numeric_mode: NumericMode::default(),
             tombstones: true,
             provide_transaction_metadata: false,
@@ -411,6 +416,11 @@ impl ConnectorConfig {
             );
         }
         validate_topic_name(&self.topic_prefix).or_else(|m| err("topic_prefix", m))?;
+        for (t, rules) in &self.columns {
+            rules
+                .validate()
+                .or_else(|(f, m)| err(&format!("columns.{t}.{f}"), m))?;
+        }
         if let Some(i) = self.heartbeat.interval {
             if i < std::time::Duration::from_millis(100) {
                 return err(

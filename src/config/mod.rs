@@ -10,13 +10,15 @@
 //! - [`names`]: table and topic names as the files spell them;
 //! - `env`: `${VAR}` substitution that keeps a value data, whatever it contains.
 
-pub mod connector;
+pub mod columns;
+mod connector;
 pub mod daemon;
 mod env;
 pub mod names;
 #[cfg(test)]
 mod tests;
 
+pub use columns::*;
 pub use connector::*;
 pub use daemon::*;
 

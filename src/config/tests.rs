@@ -386,3 +386,47 @@ fn a_missing_required_field_is_named_and_the_others_default() {
     assert_eq!(d.kafka.batch_bytes, DEFAULT_BATCH_BYTES);
     assert_eq!(d.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
 }
+
+#[test]
+fn column_rules_are_checked() {
+    let with = |rules: &str| connector(&format!("{CONNECTOR}columns:\n  public.orders:\n{rules}"));
+    let c =
+        with("    exclude: [ssn]\n    mask_with_chars: {card: 4}\n    hash: {email: s}\n").unwrap();
+    let r = &c.columns[&TableName::new("public", "orders")];
+    assert!(!r.sends("ssn") && r.sends("card"));
+    assert!(
+        !format!("{c:?}").contains("email: s\""),
+        "the salt is a secret"
+    );
+    for (rules, field) in [
+        (
+            "    include: [a]\n    exclude: [b]\n",
+            "columns.public.orders.include",
+        ),
+        (
+            "    exclude: [a]\n    mask_with_chars: {a: 3}\n",
+            "columns.public.orders.mask_with_chars",
+        ),
+        (
+            "    mask_with_chars: {a: 3}\n    hash: {a: s}\n",
+            "columns.public.orders.hash",
+        ),
+        (
+            "    truncate_to_chars: {a: 0}\n",
+            "columns.public.orders.truncate_to_chars.a",
+        ),
+        ("    hash: {a: ''}\n", "columns.public.orders.hash.a"),
+    ] {
+        assert_eq!(with(rules).unwrap_err().field, field, "{rules}");
+    }
+}
+
+#[test]
+fn the_shipped_example_files_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let c = ConnectorConfig::load(&root.join("connectors/example.yaml")).unwrap();
+    assert!(c
+        .columns
+        .contains_key(&TableName::new("public", "customers")));
+    DaemonConfig::load(&root.join("config/pgcdc.yaml")).unwrap();
+}

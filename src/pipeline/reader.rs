@@ -424,8 +424,14 @@ impl Reader<'_> {
             }
         };
         let subject = format!("{topic}-value");
+        let rules = crate::avro::columns::rules(self.conn, &rel)?;
         let mut fields = crate::avro::fields::field_specs(&rel);
-        let mut v = envelope_schema(prefix, &rel, &fields)?;
+        for (spec, rule) in fields.iter_mut().zip(&rules) {
+            if rule.replaces_type() {
+                *spec = crate::avro::fields::FieldSpec::optional();
+            }
+        }
+        let mut v = envelope_schema(prefix, &rel, &fields, &rules)?;
         let id = match self.registry.try_register(&subject, &v.json).await? {
             Ok(id) => id,
             Err(reason) => {
@@ -436,13 +442,14 @@ impl Reader<'_> {
                     "the subject's compatibility level refuses required (NOT NULL) fields; registering them optional, as before \
                      (to carry NOT NULL, set the subject's compatibility to NONE for one registration, or use a new topic prefix)");
                 fields = crate::avro::fields::all_optional(&fields);
-                v = envelope_schema(prefix, &rel, &fields)?;
+                v = envelope_schema(prefix, &rel, &fields, &rules)?;
                 self.registry.register(&subject, &v.json).await?
             }
         };
         Ok(TableCodec {
             field_names: field_names(&rel)?,
             fields,
+            rules,
             topic: topic.into(),
             key,
             value: Registered::new(id, v.schema)?,

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test tool: failing loudly is its job
 
 mod checkpoint;
+mod columns;
 mod common;
 mod connect;
 mod debezium_schemas;

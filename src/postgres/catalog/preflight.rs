@@ -225,6 +225,7 @@ impl Catalog {
                 ));
             }
         }
+        problems.extend(self.column_rule_problems(conn).await?);
         if let Some(slot) = self.slot(&conn.slot_name()).await? {
             if slot.plugin.as_deref() != Some("pgoutput") {
                 problems.push(format!(
@@ -295,6 +296,68 @@ impl Catalog {
 
     /// Per captured table: the columns that can be stored out of line and the unconstrained
     /// numeric columns (names quoted as SQL needs them).
+    /// `columns.<table>` rules that name a column the table lacks, or a key column.
+    async fn column_rule_problems(&self, conn: &ConnectorConfig) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        for (t, rules) in &conn.columns {
+            let rows = self
+                .client
+                .query(
+                    "SELECT a.attname::text, coalesce(a.attnum = ANY(i.indkey), false)
+                       FROM pg_attribute a
+                       LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+                      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+                    &[&t.quoted()],
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+            if rows.is_empty() {
+                problems.push(format!(
+                    "columns.{t}: there is no table {}; fix the name in the connector file",
+                    t.quoted()
+                ));
+                continue;
+            }
+            let cols = rows
+                .iter()
+                .map(|r| Ok((r.col::<String>(0)?, r.col::<bool>(1)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let key: Vec<&str> = match conn.key_columns.get(t) {
+                Some(k) if !cols.iter().any(|(_, pk)| *pk) => {
+                    k.iter().map(String::as_str).collect()
+                }
+                _ => cols
+                    .iter()
+                    .filter(|(_, pk)| *pk)
+                    .map(|(c, _)| c.as_str())
+                    .collect(),
+            };
+            for (field, c) in rules.named() {
+                if !cols.iter().any(|(name, _)| name == c) {
+                    problems.push(format!(
+                        "columns.{t}.{field}: table {} has no column {}; fix the connector file",
+                        t.quoted(),
+                        crate::postgres::quote_ident(c)
+                    ));
+                } else if key.contains(&c) && field != "include" {
+                    problems.push(format!(
+                        "columns.{t}.{field}: column {} is part of the event key, which is sent whole; take it out of the column rules",
+                        crate::postgres::quote_ident(c)
+                    ));
+                }
+            }
+            if !rules.include.is_empty() {
+                if let Some(k) = key.iter().find(|k| !rules.sends(k)) {
+                    problems.push(format!(
+                        "columns.{t}.include: leaves out key column {}, which every event carries; add it",
+                        crate::postgres::quote_ident(k)
+                    ));
+                }
+            }
+        }
+        Ok(problems)
+    }
+
     pub(super) async fn column_facts(&self, tables: &[TableInfo]) -> Result<Vec<ColumnFacts>> {
         if tables.is_empty() {
             return Ok(Vec::new());
