@@ -81,6 +81,8 @@ struct Metrics {
     connector_restarts: ByConnector,
     signal_errors: ByConnector,
     heartbeats: ByConnector,
+    outbox_events: ByConnector,
+    outbox_unroutable: ByConnector,
     heartbeat_errors: ByConnector,
     client_logs_suppressed: ByConnector,
     live: Arc<Live>,
@@ -108,6 +110,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         connector_restarts: Family::default(),
         signal_errors: Family::default(),
         heartbeats: Family::default(),
+        outbox_events: Family::default(),
+        outbox_unroutable: Family::default(),
         heartbeat_errors: Family::default(),
         client_logs_suppressed: Family::default(),
         live: Arc::new(Live::default()),
@@ -178,6 +182,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "pgcdc_heartbeats",
         "Heartbeat records written to the connector's heartbeat topic.",
         m.heartbeats.clone(),
+    );
+    registry.register(
+        "pgcdc_outbox_events",
+        "Outbox events routed to their aggregate's topic.",
+        m.outbox_events.clone(),
+    );
+    registry.register(
+        "pgcdc_outbox_unroutable",
+        "Outbox rows and messages that could not be routed (sent as change or message events instead).",
+        m.outbox_unroutable.clone(),
     );
     registry.register(
         "pgcdc_heartbeat_errors",
@@ -277,6 +291,8 @@ pub enum ConnectorEvent {
     SignalError,
     Heartbeat,
     HeartbeatError,
+    Outbox,
+    OutboxUnroutable,
 }
 
 pub fn count_connector(c: &str, what: ConnectorEvent) {
@@ -287,6 +303,8 @@ pub fn count_connector(c: &str, what: ConnectorEvent) {
         ConnectorEvent::SignalError => &METRICS.signal_errors,
         ConnectorEvent::Heartbeat => &METRICS.heartbeats,
         ConnectorEvent::HeartbeatError => &METRICS.heartbeat_errors,
+        ConnectorEvent::Outbox => &METRICS.outbox_events,
+        ConnectorEvent::OutboxUnroutable => &METRICS.outbox_unroutable,
     };
     family.get_or_create(&connector(c)).inc();
 }

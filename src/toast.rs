@@ -100,7 +100,12 @@ pub struct HeldEvent {
 #[allow(clippy::large_enum_variant)]
 pub enum Held {
     Event(HeldEvent),
-    Tombstone { codec: Arc<TableCodec>, key: Value },
+    Tombstone {
+        codec: Arc<TableCodec>,
+        key: Value,
+    },
+    /// A record already encoded (an outbox event), kept in its place.
+    Record(crate::kafka::sink::Record),
 }
 
 impl Held {
@@ -108,6 +113,9 @@ impl Held {
         match self {
             Held::Event(e) => e.after.as_ref().map_or(0, tuple_bytes) + 256,
             Held::Tombstone { .. } => 64,
+            Held::Record(r) => {
+                r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len) + 64
+            }
         }
     }
 }

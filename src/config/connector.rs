@@ -123,6 +123,8 @@ pub struct ConnectorConfig {
     /// `schema.table` (Debezium's `column.include.list`, `column.exclude.list`,
     /// `column.mask.with.N.chars`, `column.truncate.to.N.chars`, `column.mask.hash.v2.*`).
     pub columns: BTreeMap<TableName, ColumnRules>,
+    /// Debezium's outbox event router, built in.
+    pub outbox: OutboxConfig,
     pub numeric_mode: NumericMode,
     /// Send a tombstone (null value) after each delete, for log compaction.
     pub tombstones: bool,
@@ -168,6 +170,7 @@ impl Default for ConnectorConfig {
             topic_prefix: String::new(),
             key_columns: BTreeMap::new(),
             columns: BTreeMap::new(),
+            outbox: OutboxConfig::default(),
             numeric_mode: NumericMode::default(),
             tombstones: true,
             provide_transaction_metadata: false,
@@ -421,6 +424,30 @@ impl ConnectorConfig {
                 .validate()
                 .or_else(|(f, m)| err(&format!("columns.{t}.{f}"), m))?;
         }
+        if let Some(t) = &self.outbox.table {
+            if !self.captures(t.schema(), t.table()) {
+                return err(
+                    "outbox.table",
+                    format!("{t} is not captured (tables.include / tables.exclude); capture it so its inserts can be routed"),
+                );
+            }
+            if self.columns.contains_key(t) {
+                return err(
+                    "outbox.table",
+                    format!("{t} has column rules (columns.{t}); the outbox router reads its columns whole, so remove them"),
+                );
+            }
+        }
+        if self.outbox.message_prefix.as_deref().is_some_and(|p| {
+            p.is_empty()
+                || self.messages.wants(p) && self.messages.prefix_include.iter().any(|i| i == p)
+        }) {
+            return err(
+                "outbox.message_prefix",
+                "is empty or also a messages.prefix_include prefix; give routed messages a prefix of their own".into(),
+            );
+        }
+        validate_topic_name(&self.outbox.topic_for("x")).or_else(|m| err("outbox.topic", m))?;
         if let Some(i) = self.heartbeat.interval {
             if i < std::time::Duration::from_millis(100) {
                 return err(

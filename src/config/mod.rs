@@ -15,12 +15,14 @@ mod connector;
 pub mod daemon;
 mod env;
 pub mod names;
+mod outbox;
 #[cfg(test)]
 mod tests;
 
 pub use columns::*;
 pub use connector::*;
 pub use daemon::*;
+pub use outbox::*;
 
 pub use names::*;
 

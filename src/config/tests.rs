@@ -430,3 +430,14 @@ fn the_shipped_example_files_load() {
         .contains_key(&TableName::new("public", "customers")));
     DaemonConfig::load(&root.join("config/pgcdc.yaml")).unwrap();
 }
+
+#[test]
+fn outbox_settings_are_checked() {
+    let c = connector(&format!("{CONNECTOR}outbox:\n  table: public.orders\n")).unwrap();
+    assert!(c.outbox.is_table("public", "orders"));
+    assert_eq!(c.outbox.topic_for("order"), "outbox.event.order");
+    let e = connector(&format!("{CONNECTOR}outbox:\n  table: public.other\n")).unwrap_err();
+    assert_eq!(e.field, "outbox.table");
+    let e = connector(&format!("{CONNECTOR}outbox:\n  topic: ''\n")).unwrap_err();
+    assert_eq!(e.field, "outbox.topic");
+}

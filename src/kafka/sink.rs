@@ -24,7 +24,7 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// One Kafka record.
-pub(crate) struct Record {
+pub struct Record {
     pub topic: Arc<str>,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,

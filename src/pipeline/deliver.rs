@@ -91,10 +91,11 @@ impl Reader<'_> {
     }
 
     /// Encodes and sends one event or tombstone.
-    async fn finish(&mut self, h: Held) -> Result<()> {
+    pub(super) async fn finish(&mut self, h: Held) -> Result<()> {
         let ev = match h {
             Held::Event(ev) => ev,
             Held::Tombstone { codec, key } => return self.send_tombstone(&codec, key).await,
+            Held::Record(r) => return self.send(SinkMsg::Record(r)).await,
         };
         let mut marks = ev.marks;
         let after = match &ev.after {

@@ -44,6 +44,7 @@ use crate::Lsn;
 mod deliver;
 mod heartbeat;
 mod initial_only;
+mod outbox;
 mod reader;
 mod signals;
 use deliver::event;
@@ -144,6 +145,8 @@ pub async fn run(
         meta_txn: None,
         messages: None,
         heartbeat: None,
+        outbox: (conn.outbox.table.is_some() || conn.outbox.message_prefix.is_some())
+            .then(outbox::Outbox::default),
     };
     if conn.provide_transaction_metadata {
         let meta =

@@ -67,6 +67,8 @@ pub(super) struct Reader<'a> {
     pub(super) messages: Option<crate::avro::message::MessageCodec>,
     /// Heartbeat records, when `heartbeat.interval` is set.
     pub(super) heartbeat: Option<super::heartbeat::Beat>,
+    /// The outbox router, when `outbox.table` or `outbox.message_prefix` is set.
+    pub(super) outbox: Option<super::outbox::Outbox>,
 }
 
 impl Reader<'_> {
@@ -187,6 +189,20 @@ impl Reader<'_> {
                         self.send(SinkMsg::Boundary(msg_lsn)).await?;
                         self.beat(msg_lsn).await?;
                     }
+                } else if self.conn.outbox.message_prefix.as_deref() == Some(prefix.as_str()) {
+                    let skipped = if transactional {
+                        self.txn.as_ref().is_none_or(|t| t.skip)
+                    } else {
+                        msg_lsn < self.skip_before
+                    };
+                    if skipped {
+                    } else if self.route_message(&content).await? {
+                        self.message_boundary(transactional, msg_lsn).await?;
+                    } else {
+                        self.ensure_message_codec().await?;
+                        self.message(transactional, msg_lsn, &prefix, &content)
+                            .await?;
+                    }
                 } else if self.messages.is_some() && self.conn.messages.wants(&prefix) {
                     self.message(transactional, msg_lsn, &prefix, &content)
                         .await?;
@@ -199,6 +215,12 @@ impl Reader<'_> {
                 let Some((codec, cx)) = self.change(rel, lsn)? else {
                     return Ok(());
                 };
+                if self.is_outbox(&codec) {
+                    let r = codec.rel.clone();
+                    if self.route_insert(&r, &new).await? {
+                        return Ok(());
+                    }
+                }
                 self.snap.note_change(&codec.rel, cx.xid, &[&new]);
                 self.toast.on_insert(&codec.rel, &new);
                 let changes = change::insert(&codec, new)?;
@@ -213,6 +235,9 @@ impl Reader<'_> {
                 let Some((codec, cx)) = self.change(rel, lsn)? else {
                     return Ok(());
                 };
+                if self.is_outbox(&codec) {
+                    return Ok(()); // only inserts are routed, as Debezium's router
+                }
                 match &old {
                     Some(o) => self.snap.note_change(&codec.rel, cx.xid, &[o, &new]),
                     None => self.snap.note_change(&codec.rel, cx.xid, &[&new]),
@@ -226,6 +251,9 @@ impl Reader<'_> {
                 let Some((codec, cx)) = self.change(rel, lsn)? else {
                     return Ok(());
                 };
+                if self.is_outbox(&codec) {
+                    return Ok(());
+                }
                 self.snap.note_change(&codec.rel, cx.xid, &[&old]);
                 self.toast.on_delete(&codec.rel, &old);
                 let changes = change::delete(&codec, &old, key_only, self.conn.tombstones)?;
@@ -236,6 +264,9 @@ impl Reader<'_> {
                     let Some((codec, cx)) = self.change(rel, lsn)? else {
                         continue;
                     };
+                    if self.is_outbox(&codec) {
+                        continue;
+                    }
                     self.snap.note_truncate(&codec.rel);
                     self.toast.on_truncate(&codec.rel);
                     self.send_changes(&codec, change::truncate(), cx, rel, lsn)
@@ -314,6 +345,29 @@ impl Reader<'_> {
         // is a boundary of its own; inside one it commits with it.
         if !transactional && self.txn.is_none() {
             self.send(SinkMsg::Boundary(msg_lsn)).await?;
+        }
+        Ok(())
+    }
+
+    fn is_outbox(&self, codec: &TableCodec) -> bool {
+        self.outbox.is_some()
+            && self
+                .conn
+                .outbox
+                .is_table(&codec.rel.schema, &codec.rel.table)
+    }
+
+    /// The message codec, registered on first use when `messages` is off (an outbox message
+    /// that cannot be routed is sent as a message event).
+    async fn ensure_message_codec(&mut self) -> Result<()> {
+        if self.messages.is_none() {
+            let codec = crate::avro::message::MessageCodec::register(
+                &mut self.registry,
+                &self.conn.topic_prefix,
+            )
+            .await?;
+            self.topics.ensure(codec.topic(), None, &[]).await?;
+            self.messages = Some(codec);
         }
         Ok(())
     }
@@ -424,6 +478,11 @@ impl Reader<'_> {
             }
         };
         let subject = format!("{topic}-value");
+        if self.conn.outbox.is_table(&rel.schema, &rel.table) {
+            if let Some(ob) = self.outbox.as_mut() {
+                ob.relation(&self.conn.name, &rel, &self.conn.outbox);
+            }
+        }
         let rules = crate::avro::columns::rules(self.conn, &rel)?;
         let mut fields = crate::avro::fields::field_specs(&rel);
         for (spec, rule) in fields.iter_mut().zip(&rules) {

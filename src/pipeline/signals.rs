@@ -75,6 +75,11 @@ impl Reader<'_> {
                     continue;
                 }
             };
+            if self.conn.outbox.is_table(schema, table) {
+                metrics::count_connector(&self.conn.name, metrics::ConnectorEvent::SignalError);
+                tracing::error!(connector = %self.conn.name, signal = %id, table = %t, "signal ignored: the outbox table's rows are routed as they are inserted, not snapshotted");
+                continue;
+            }
             if !self.conn.captures(schema, table) {
                 metrics::count_connector(&self.conn.name, metrics::ConnectorEvent::SignalError);
                 tracing::error!(connector = %self.conn.name, signal = %id, table = %t, "signal ignored: the connector does not capture this table");
@@ -195,6 +200,10 @@ impl Reader<'_> {
         let names = self.catalog.captured_table_names(self.conn).await?;
         let mut out = Vec::with_capacity(names.len());
         for n in names {
+            // The outbox table's rows are routed as they are inserted, never snapshotted.
+            if crate::config::qualified(&n).is_ok_and(|(s, t)| self.conn.outbox.is_table(s, t)) {
+                continue;
+            }
             out.push(self.snap_table(&n).await?);
         }
         Ok(out)

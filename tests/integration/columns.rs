@@ -113,6 +113,10 @@ async fn rules_on_the_key_or_on_missing_columns_are_refused_at_start() {
             "columns:\n  public.customers:\n    include: [name]\n",
             "columns.public.customers.include: leaves out key column id",
         ),
+        (
+            "outbox:\n  table: public.customers\n",
+            "outbox.fields.aggregate_type: outbox table public.customers has no column aggregatetype",
+        ),
     ] {
         let err = h
             .run_once_expect_error(rules, Duration::from_secs(30))

@@ -14,6 +14,7 @@ mod heartbeats;
 mod java_spelling;
 mod jdbc_sink;
 mod messages;
+mod outbox;
 mod partitions;
 mod pipeline_changes;
 mod pipeline_types;

@@ -355,6 +355,36 @@ impl Catalog {
                 }
             }
         }
+        if let Some(t) = &conn.outbox.table {
+            let rows = self
+                .client
+                .query(
+                    "SELECT a.attname::text FROM pg_attribute a
+                      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+                    &[&t.quoted()],
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+            let cols = rows
+                .iter()
+                .map(|r| r.col::<String>(0))
+                .collect::<Result<Vec<_>>>()?;
+            let f = &conn.outbox.fields;
+            for (field, c) in [
+                ("id", &f.id),
+                ("aggregate_type", &f.aggregate_type),
+                ("aggregate_id", &f.aggregate_id),
+                ("payload", &f.payload),
+            ] {
+                if !cols.contains(c) {
+                    problems.push(format!(
+                        "outbox.fields.{field}: outbox table {} has no column {}; create it or name the column that holds it",
+                        t.quoted(),
+                        crate::postgres::quote_ident(c)
+                    ));
+                }
+            }
+        }
         Ok(problems)
     }
 
