@@ -113,6 +113,7 @@ mod tests {
             confirmed_flush: Some(at.parse().unwrap()),
             active,
             active_pid: active.then_some(4242),
+            failover: Some(false),
         }
     }
 

@@ -221,7 +221,13 @@ pub async fn run(
         (lsn, Some(name), SnapshotState::default())
     } else {
         let slot_pos = match &existing {
-            Some(s) => s.confirmed_flush.unwrap_or(Lsn::ZERO),
+            Some(s) => {
+                if s.failover.is_some_and(|f| f != conn.slot_failover) {
+                    repl.set_slot_failover(&slot, conn.slot_failover).await?;
+                    tracing::info!(connector = %conn.name, slot = %slot, failover = conn.slot_failover, "replication slot altered to follow slot_failover");
+                }
+                s.confirmed_flush.unwrap_or(Lsn::ZERO)
+            }
             None => {
                 let lsn = repl.create_slot(&slot, conn.slot_failover).await?;
                 claim(lsn).await?;

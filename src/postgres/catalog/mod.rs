@@ -34,6 +34,8 @@ pub struct SlotInfo {
     pub confirmed_flush: Option<Lsn>,
     pub active: bool,
     pub active_pid: Option<i32>,
+    /// Whether it is a failover slot (PostgreSQL 17+; None before).
+    pub failover: Option<bool>,
 }
 
 /// Reading a catalog row: a column of another type than the query promises is an error
@@ -192,8 +194,9 @@ impl Catalog {
         let row = self
             .client
             .query_opt(
-                "SELECT plugin::text, database::text, confirmed_flush_lsn::text, active, active_pid
-                   FROM pg_replication_slots WHERE slot_name = $1",
+                "SELECT plugin::text, database::text, confirmed_flush_lsn::text, active, active_pid,
+                        (to_jsonb(s) ->> 'failover')::bool
+                   FROM pg_replication_slots s WHERE slot_name = $1",
                 &[&name],
             )
             .await
@@ -205,6 +208,7 @@ impl Catalog {
                 confirmed_flush: r.col::<Option<String>>(2)?.and_then(|s| s.parse().ok()),
                 active: r.col(3)?,
                 active_pid: r.col(4)?,
+                failover: r.col(5)?,
             })
         })
         .transpose()

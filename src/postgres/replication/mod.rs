@@ -442,6 +442,17 @@ impl ReplicationClient {
         Ok((lsn, name))
     }
 
+    /// Makes an existing slot a failover slot or an ordinary one (PostgreSQL 17+; the slot
+    /// must be inactive).
+    pub async fn set_slot_failover(&mut self, slot: &str, failover: bool) -> Result<()> {
+        self.simple_query(&format!(
+            "ALTER_REPLICATION_SLOT {} (FAILOVER {failover})",
+            sql_ident(slot)
+        ))
+        .await?;
+        Ok(())
+    }
+
     /// `failover` (PostgreSQL 17+) makes a slot that standbys with `sync_replication_slots`
     /// keep in step, so it survives a promotion; it needs the option-list syntax.
     async fn create_slot_with(
