@@ -7,6 +7,7 @@ mod checkpoint;
 mod columns;
 mod common;
 mod connect;
+mod consumers;
 mod debezium_schemas;
 mod fencing;
 mod harness;
