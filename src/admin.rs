@@ -125,3 +125,24 @@ pub async fn signal_snapshot(conn: &ConnectorConfig, tables: &[String]) -> Resul
     sc.insert_signal(signal_table, &id, &data).await?;
     Ok(id)
 }
+
+/// Installs the DDL capture trigger in the connector's database; returns the database.
+pub async fn install_ddl_capture(conn: &ConnectorConfig) -> Result<String> {
+    let (client, server) =
+        crate::postgres::catalog::connect_client(&conn.postgres, "pgcdc-install-ddl-capture", None)
+            .await?;
+    crate::postgres::ddl::install(&client, &server).await.map_err(|e| {
+        if e.sqlstate() == Some("42501") {
+            Error::permanent(
+                Code::PostgresSql,
+                format!(
+                    "{e}; only a superuser may create event triggers: run this as one (postgres.user), or give a DBA the SQL of `pgcdc install-ddl-capture --print {}`",
+                    conn.name
+                ),
+            )
+        } else {
+            e
+        }
+    })?;
+    Ok(conn.postgres.dbname.clone())
+}

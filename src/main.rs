@@ -59,6 +59,17 @@ enum Command {
         #[arg(required = true)]
         tables: Vec<String>,
     },
+    /// Install the DDL capture event trigger that schema_changes needs, in the connector's
+    /// database (PostgreSQL lets only superusers create event triggers), or print its SQL.
+    InstallDdlCapture {
+        #[arg(long, default_value = "connectors")]
+        connectors_dir: PathBuf,
+        /// The connector's name.
+        connector: String,
+        /// Print the SQL instead of running it (for a DBA to run).
+        #[arg(long)]
+        print: bool,
+    },
     /// Print the events of topics as JSON, one object per line, decoded through the registry.
     Tail {
         /// Topic names, or regular expressions starting with ^.
@@ -169,6 +180,20 @@ fn main() -> ExitCode {
                 connector,
                 tables,
             } => snapshot(&connectors_dir, &connector, &tables).await,
+            Command::InstallDdlCapture { print: true, .. } => {
+                print!("{}", pgcdc::postgres::ddl::install_sql());
+                Ok(())
+            }
+            Command::InstallDdlCapture {
+                connectors_dir,
+                connector,
+                print: false,
+            } => match find_connector(&connectors_dir, &connector) {
+                Ok(c) => pgcdc::admin::install_ddl_capture(&c).await.map(|db| {
+                    println!("DDL capture installed in database {db}; set schema_changes: true in connector {connector}");
+                }),
+                Err(e) => Err(e),
+            },
             Command::Tail {
                 topics,
                 from_end,
@@ -239,20 +264,25 @@ async fn status(daemon: &DaemonConfig, dir: &Path, files: &[PathBuf]) -> Result<
     Ok(())
 }
 
-async fn snapshot(dir: &Path, connector: &str, tables: &[String]) -> Result<(), Error> {
+/// The connector named `name` in `dir`.
+fn find_connector(dir: &Path, name: &str) -> Result<ConnectorConfig, Error> {
     let all = load_connectors(dir, &[])?;
-    let Some(c) = all.iter().find(|c| c.name == connector) else {
-        let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
-        return Err(Error::permanent(
+    let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
+    all.into_iter().find(|c| c.name == name).ok_or_else(|| {
+        Error::permanent(
             Code::Usage,
             format!(
-                "{}: no connector named {connector:?} (there are: {}); name one of them",
+                "{}: no connector named {name:?} (there are: {}); name one of them",
                 dir.display(),
                 names.join(", ")
             ),
-        ));
-    };
-    let id = pgcdc::admin::signal_snapshot(c, tables).await?;
+        )
+    })
+}
+
+async fn snapshot(dir: &Path, connector: &str, tables: &[String]) -> Result<(), Error> {
+    let c = find_connector(dir, connector)?;
+    let id = pgcdc::admin::signal_snapshot(&c, tables).await?;
     println!(
         "signal {id}: incremental snapshot of {} requested from connector {connector}; follow it with pgcdc status",
         tables.join(", ")

@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod policy;
 pub mod registry;
 pub mod schema;
+pub mod schema_change;
 pub mod txmeta;
 
 use apache_avro::types::Value;

@@ -13,6 +13,7 @@ use crate::error::{retry, Code, Error, Result, IN_PLACE};
 pub struct Registry {
     settings: SrSettings,
     url: String,
+    auth: Option<(String, Option<String>)>,
     cache: HashMap<(String, String), u32>,
 }
 
@@ -37,6 +38,10 @@ impl Registry {
         Ok(Registry {
             settings: settings(cfg)?,
             url: cfg.url.clone(),
+            auth: cfg
+                .username
+                .clone()
+                .map(|u| (u, cfg.password.as_ref().map(|p| p.0.clone()))),
             cache: HashMap::new(),
         })
     }
@@ -52,6 +57,28 @@ impl Registry {
                 self.url
             ))),
         }
+    }
+
+    /// The version of schema `id` under `subject` (`GET /schemas/ids/{id}/versions`), or
+    /// None when the registry does not say.
+    pub async fn version(&self, subject: &str, id: u32) -> Option<u32> {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .ok()?;
+        let mut req = client.get(format!(
+            "{}/schemas/ids/{id}/versions",
+            self.url.trim_end_matches('/')
+        ));
+        if let Some((user, password)) = &self.auth {
+            req = req.basic_auth(user, password.as_deref());
+        }
+        let body: serde_json::Value = req.send().await.ok()?.json().await.ok()?;
+        body.as_array()?
+            .iter()
+            .find(|v| v["subject"] == subject)
+            .and_then(|v| v["version"].as_u64())
+            .map(|v| v as u32)
     }
 
     /// Registers `schema`, or gives the registry's reason when the subject's compatibility

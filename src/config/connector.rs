@@ -125,6 +125,10 @@ pub struct ConnectorConfig {
     pub columns: BTreeMap<TableName, ColumnRules>,
     /// Debezium's outbox event router, built in.
     pub outbox: OutboxConfig,
+    /// Schema change events on `<topic_prefix>.schema_changes`, from DDL captured by the
+    /// event trigger `pgcdc install-ddl-capture` installs; a table's new schemas are
+    /// registered at its DDL, before its first row of the new shape.
+    pub schema_changes: bool,
     pub numeric_mode: NumericMode,
     /// Send a tombstone (null value) after each delete, for log compaction.
     pub tombstones: bool,
@@ -171,6 +175,7 @@ impl Default for ConnectorConfig {
             key_columns: BTreeMap::new(),
             columns: BTreeMap::new(),
             outbox: OutboxConfig::default(),
+            schema_changes: false,
             numeric_mode: NumericMode::default(),
             tombstones: true,
             provide_transaction_metadata: false,
@@ -204,6 +209,7 @@ impl MessagesConfig {
         self.enabled
             && prefix != crate::postgres::snapshot::WATERMARK_PREFIX
             && prefix != crate::avro::heartbeat::MESSAGE_PREFIX
+            && prefix != crate::postgres::ddl::DDL_PREFIX
             && (self.prefix_include.is_empty() || self.prefix_include.iter().any(|p| p == prefix))
             && !self.prefix_exclude.iter().any(|p| p == prefix)
     }

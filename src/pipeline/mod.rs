@@ -41,6 +41,7 @@ use crate::startup::Start;
 use crate::toast::TxnToast;
 use crate::Lsn;
 
+mod ddl;
 mod deliver;
 mod heartbeat;
 mod initial_only;
@@ -147,7 +148,17 @@ pub async fn run(
         heartbeat: None,
         outbox: (conn.outbox.table.is_some() || conn.outbox.message_prefix.is_some())
             .then(outbox::Outbox::default),
+        schema_changes: None,
     };
+    if conn.schema_changes {
+        let codec = crate::avro::schema_change::SchemaChangeCodec::register(
+            &mut reader.registry,
+            &conn.topic_prefix,
+        )
+        .await?;
+        reader.topics.ensure(codec.topic(), None, &[]).await?;
+        reader.schema_changes = Some(codec);
+    }
     if conn.provide_transaction_metadata {
         let meta =
             crate::avro::txmeta::TxMeta::register(&mut reader.registry, &conn.topic_prefix).await?;

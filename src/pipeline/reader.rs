@@ -69,6 +69,8 @@ pub(super) struct Reader<'a> {
     pub(super) heartbeat: Option<super::heartbeat::Beat>,
     /// The outbox router, when `outbox.table` or `outbox.message_prefix` is set.
     pub(super) outbox: Option<super::outbox::Outbox>,
+    /// Schema change events, when `schema_changes` is on.
+    pub(super) schema_changes: Option<crate::avro::schema_change::SchemaChangeCodec>,
 }
 
 impl Reader<'_> {
@@ -188,6 +190,13 @@ impl Reader<'_> {
                     if !transactional && self.txn.is_none() && msg_lsn >= self.skip_before {
                         self.send(SinkMsg::Boundary(msg_lsn)).await?;
                         self.beat(msg_lsn).await?;
+                    }
+                } else if prefix == crate::postgres::ddl::DDL_PREFIX {
+                    if self.schema_changes.is_some()
+                        && transactional
+                        && self.txn.as_ref().is_some_and(|t| !t.skip)
+                    {
+                        self.schema_change(&content, msg_lsn).await?;
                     }
                 } else if self.conn.outbox.message_prefix.as_deref() == Some(prefix.as_str()) {
                     let skipped = if transactional {

@@ -3,6 +3,7 @@
 //! delivered position back to the slot.
 
 pub mod catalog;
+pub mod ddl;
 pub mod feedback;
 pub mod ident;
 pub mod replication;

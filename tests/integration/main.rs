@@ -22,6 +22,7 @@ mod pipeline_types;
 mod python_consumer;
 mod restart;
 mod safety;
+mod schema_changes;
 mod slots;
 mod smoke_kafka;
 mod smoke_postgres;

@@ -226,6 +226,21 @@ impl Catalog {
             }
         }
         problems.extend(self.column_rule_problems(conn).await?);
+        if conn.schema_changes {
+            if version < 140_000 {
+                problems.push(format!(
+                    "schema_changes: PostgreSQL {s} is version {version}; DDL capture needs 14 or newer (logical decoding messages in pgoutput); remove schema_changes"
+                ));
+            } else if !crate::postgres::ddl::installed(&self.client)
+                .await
+                .map_err(|e| self.err(e))?
+            {
+                problems.push(format!(
+                    "schema_changes: database {} has no DDL capture trigger; run `pgcdc install-ddl-capture {}` as a superuser (or leave out schema_changes)",
+                    conn.postgres.dbname, conn.name
+                ));
+            }
+        }
         if let Some(slot) = self.slot(&conn.slot_name()).await? {
             if slot.plugin.as_deref() != Some("pgoutput") {
                 problems.push(format!(
