@@ -29,6 +29,8 @@ build:
 	cargo build --locked --all-targets
 
 test: stack
+	@PG_MAJOR=14 dev/stack pg
+	@PG_MAJOR=18 dev/stack pg
 	@dev/connect/install
 	cargo test --locked --all-targets -- --test-threads=$(TEST_THREADS)
 	@echo "chaos (short): a few SIGKILLs, a SIGTERM, Kafka and PostgreSQL restarts"

@@ -115,6 +115,9 @@ pub struct ConnectorConfig {
     /// partition makes no new topic. pgcdc sets it on the publication it creates (and on
     /// its own publication when it differs); another publication must have it already.
     pub publish_via_partition_root: bool,
+    /// PostgreSQL 18's `publish_generated_columns = stored` on the publication: stored
+    /// generated columns are sent (and snapshotted) like the others.
+    pub publish_generated_columns: bool,
     pub tables: TableFilter,
     pub topic_prefix: String,
     /// Key columns for tables without a primary key, by `schema.table`.
@@ -170,6 +173,7 @@ impl Default for ConnectorConfig {
             publication: None,
             slot_failover: false,
             publish_via_partition_root: true,
+            publish_generated_columns: false,
             tables: TableFilter::default(),
             topic_prefix: String::new(),
             key_columns: BTreeMap::new(),

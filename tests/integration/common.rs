@@ -51,6 +51,23 @@ impl Stack {
         }
     }
 
+    /// The same stack with PostgreSQL `major` instead, which `make test` starts beside the
+    /// default one (`PG_MAJOR=<major> dev/stack pg`).
+    pub fn with_major(major: u32) -> Stack {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!(".stack/ports/postgres-{major}"));
+        let port = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL {major} is not in the stack ({}: {e}); run `PG_MAJOR={major} dev/stack pg` (make test does)",
+                file.display()
+            )
+        });
+        Stack {
+            pg_port: port.trim().parse().expect("a port number"),
+            ..Stack::get()
+        }
+    }
+
     pub fn pg_conn_string(&self, dbname: &str) -> String {
         format!(
             "host={} port={} user={} dbname={dbname}",

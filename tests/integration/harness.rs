@@ -70,6 +70,23 @@ impl Running {
 impl Harness {
     /// A fresh database with `schema_sql` applied.
     pub async fn new(label: &str, schema_sql: &str) -> Harness {
+        Harness::on(Stack::get(), label, schema_sql).await
+    }
+
+    /// [`Harness::new`] on another PostgreSQL major of the stack.
+    pub async fn on_major(major: u32, label: &str, schema_sql: &str) -> Harness {
+        Harness::on(Stack::with_major(major), label, schema_sql).await
+    }
+
+    /// [`Harness::new`], or [`Harness::on_major`] when a major is given.
+    pub async fn for_major(major: Option<u32>, label: &str, schema_sql: &str) -> Harness {
+        match major {
+            Some(m) => Harness::on_major(m, &format!("{label}{m}"), schema_sql).await,
+            None => Harness::new(label, schema_sql).await,
+        }
+    }
+
+    async fn on(stack: Stack, label: &str, schema_sql: &str) -> Harness {
         // PGCDC_TEST_LOG=info shows the connectors' logs (with --nocapture).
         if let Ok(f) = std::env::var("PGCDC_TEST_LOG") {
             let _ = tracing_subscriber::fmt()
@@ -77,7 +94,6 @@ impl Harness {
                 .with_test_writer()
                 .try_init();
         }
-        let stack = Stack::get();
         let db = stack.fresh_database(label).await;
         let client = stack.pg_connect(&db).await;
         client.batch_execute(schema_sql).await.expect("schema SQL");

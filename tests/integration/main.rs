@@ -10,6 +10,7 @@ mod connect;
 mod consumers;
 mod debezium_schemas;
 mod fencing;
+mod generated;
 mod harness;
 mod heartbeats;
 mod java_spelling;

@@ -8,7 +8,22 @@ use crate::harness::{read_topic, Harness};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_arrive_as_debezium_message_events() {
-    let h = Harness::new("msgs", "CREATE TABLE t (id int PRIMARY KEY);").await;
+    messages_on(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_arrive_as_debezium_message_events_on_14() {
+    messages_on(Some(14)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_arrive_as_debezium_message_events_on_18() {
+    messages_on(Some(18)).await;
+}
+
+/// The test on the stack's PostgreSQL, or on another major of it.
+async fn messages_on(major: Option<u32>) {
+    let h = Harness::for_major(major, "msgs", "CREATE TABLE t (id int PRIMARY KEY);").await;
     let run = h
         .start("messages:\n  enabled: true\n  prefix_exclude: [noise]\n")
         .await;

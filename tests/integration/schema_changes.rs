@@ -12,7 +12,22 @@ use crate::harness::{read_topic, Harness};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ddl_registers_the_new_schema_before_its_rows_and_is_an_event() {
-    let h = Harness::new("ddl", "CREATE TABLE t (id int PRIMARY KEY, n int);").await;
+    ddl_on(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ddl_registers_the_new_schema_before_its_rows_and_is_an_event_on_14() {
+    ddl_on(Some(14)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ddl_registers_the_new_schema_before_its_rows_and_is_an_event_on_18() {
+    ddl_on(Some(18)).await;
+}
+
+/// The test on the stack's PostgreSQL, or on another major of it.
+async fn ddl_on(major: Option<u32>) {
+    let h = Harness::for_major(major, "ddl", "CREATE TABLE t (id int PRIMARY KEY, n int);").await;
     let (_, conn) = h.configs("schema_changes: true\n");
     // Without the trigger the connector refuses to start, saying how to install it.
     let err = h

@@ -48,6 +48,11 @@ impl Catalog {
                 "PostgreSQL {s} is version {version}; pgcdc needs 13 or newer"
             ));
         }
+        if conn.publish_generated_columns && version < 180_000 {
+            problems.push(format!(
+                "PostgreSQL {s} is version {version}; publish_generated_columns needs 18 or newer; remove it (generated columns are then not sent)"
+            ));
+        }
         if conn.slot_failover && version < 170_000 {
             problems.push(format!(
                 "PostgreSQL {s} is version {version}; slot_failover needs 17 or newer (failover slots); remove slot_failover"

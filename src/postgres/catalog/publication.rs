@@ -24,6 +24,8 @@ pub(super) fn managed_comment(connector: &str) -> String {
 pub(super) struct PublicationInfo {
     all_tables: bool,
     via_root: bool,
+    /// `publish_generated_columns = stored` (PostgreSQL 18).
+    generated: bool,
     /// It carries pgcdc's comment for this connector.
     managed: bool,
 }
@@ -34,8 +36,9 @@ impl Catalog {
         let row = self
             .client
             .query_opt(
-                "SELECT puballtables, pubviaroot, coalesce(obj_description(oid, 'pg_publication'), '')
-                   FROM pg_publication WHERE pubname = $1",
+                "SELECT puballtables, pubviaroot, coalesce(obj_description(oid, 'pg_publication'), ''),
+                        coalesce(to_jsonb(p) ->> 'pubgencols', '') = 's'
+                   FROM pg_publication p WHERE pubname = $1",
                 &[&conn.publication_name()],
             )
             .await
@@ -47,6 +50,7 @@ impl Catalog {
         Ok(Some(PublicationInfo {
             all_tables: row.col(0)?,
             via_root: row.col(1)?,
+            generated: row.col(3)?,
             managed: comment == managed_comment(&conn.name),
         }))
     }
@@ -89,8 +93,13 @@ impl Catalog {
             )
         };
         let sql = format!(
-            "{sql} WITH (publish_via_partition_root = {})",
-            conn.publish_via_partition_root
+            "{sql} WITH (publish_via_partition_root = {}{})",
+            conn.publish_via_partition_root,
+            if conn.publish_generated_columns {
+                ", publish_generated_columns = stored"
+            } else {
+                ""
+            }
         );
         tracing::info!(publication = %name, "creating publication");
         // The comment marks the publication as pgcdc's: tables are added to it as the
@@ -209,6 +218,26 @@ impl Catalog {
     /// the missing ones to a publication pgcdc manages, and refuses (with the statement to
     /// run) for one it does not.
     pub async fn cover_tables(&self, conn: &ConnectorConfig) -> Result<()> {
+        if conn.publish_generated_columns {
+            if let Some(info) = self.publication_info(conn).await?.filter(|i| !i.generated) {
+                let alter = format!(
+                    "ALTER PUBLICATION {} SET (publish_generated_columns = stored)",
+                    crate::postgres::quote_ident(&conn.publication_name())
+                );
+                if !info.managed {
+                    return Err(Error::permanent(Code::Preflight, format!(
+                        "connector {}: publication {} does not publish generated columns but publish_generated_columns is set; run {alter}, or remove the setting",
+                        conn.name,
+                        crate::postgres::quote_ident(&conn.publication_name())
+                    )));
+                }
+                tracing::warn!(connector = %conn.name, publication = %conn.publication_name(), "setting publish_generated_columns = stored on the publication");
+                self.client
+                    .batch_execute(&alter)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+        }
         if let Some(fix) = self.partition_root_mismatch(conn).await? {
             if !fix.managed {
                 return Err(Error::permanent(

@@ -64,10 +64,13 @@ impl Catalog {
         let cols = self
             .client
             .query(
+                // Stored generated columns are published (and so snapshotted) only with
+                // publish_generated_columns (PostgreSQL 18).
                 "SELECT attname::text, atttypid, atttypmod FROM pg_attribute
-                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped
+                    AND (attgenerated = '' OR ($2 AND attgenerated = 's'))
                   ORDER BY attnum",
-                &[&oid],
+                &[&oid, &conn.publish_generated_columns],
             )
             .await
             .map_err(|e| self.err(e))?;
