@@ -7,17 +7,23 @@ use crate::harness::Harness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slot_failover_creates_a_failover_slot() {
-    let h = Harness::new("failover", "CREATE TABLE t (id int PRIMARY KEY);").await;
+    failover_on(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_failover_creates_a_failover_slot_on_18() {
+    failover_on(Some(18)).await;
+}
+
+async fn failover_on(major: Option<u32>) {
+    let h = Harness::for_major(major, "failover", "CREATE TABLE t (id int PRIMARY KEY);").await;
     let c = h.client().await;
     let version: i32 = c
         .query_one("SELECT current_setting('server_version_num')::int", &[])
         .await
         .unwrap()
         .get(0);
-    assert!(
-        version >= 170_000,
-        "the stack runs PostgreSQL 17; this test needs 17+"
-    );
+    assert!(version >= 170_000, "failover slots need PostgreSQL 17+");
     let run = h.start("slot_failover: true\n").await;
     h.sql("INSERT INTO t VALUES (1)").await;
     let recs = h.read("t", 1, Duration::from_secs(60)).await;
