@@ -2,11 +2,12 @@
 //! carry what, and one insert (or one logical decoding message) as a routed event: its
 //! aggregate type (the topic), aggregate id (the key), payload (the value) and event id (a
 //! header), with the schemas Debezium's router gives them (the columns' own, optional when
-//! the column is nullable).
+//! the column is nullable). A composite-type payload is an Avro record of its attributes.
 
 use apache_avro::types::Value;
 use serde_json::{json, Value as Json};
 
+use crate::avro::schema::avro_name;
 use crate::config::OutboxConfig;
 use crate::decode::{Relation, Tuple, TupleData};
 use crate::typemap::{Names, PgType};
@@ -20,17 +21,120 @@ pub struct Routed {
     pub value: Value,
 }
 
+/// A composite type: its schema and name, and its attributes with their types.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Composite {
+    pub schema: String,
+    pub name: String,
+    pub fields: Vec<(String, PgType)>,
+}
+
+impl Composite {
+    /// A record of the attributes, each optional (a composite's attributes can be NULL).
+    fn avro_schema(&self) -> Json {
+        let mut names = Names::default();
+        let fields: Vec<Json> = self
+            .fields
+            .iter()
+            .map(|(n, t)| json!({"name": avro_name(n), "type": ["null", t.avro_schema(&mut names)], "default": null}))
+            .collect();
+        json!({
+            "type": "record",
+            "name": avro_name(&self.name),
+            "namespace": avro_name(&self.schema),
+            "fields": fields,
+        })
+    }
+
+    fn value(&self, text: &[u8]) -> Result<Value, String> {
+        let text = std::str::from_utf8(text).map_err(|_| "is not UTF-8".to_owned())?;
+        let cells = composite_cells(text)?;
+        if cells.len() != self.fields.len() {
+            return Err(format!(
+                "has {} attributes where type {}.{} has {}",
+                cells.len(),
+                self.schema,
+                self.name,
+                self.fields.len()
+            ));
+        }
+        let mut out = Vec::with_capacity(cells.len());
+        for ((name, ty), cell) in self.fields.iter().zip(cells) {
+            let v = match cell {
+                None => Value::Union(0, Box::new(Value::Null)),
+                Some(s) => Value::Union(
+                    1,
+                    Box::new(
+                        ty.to_avro(s.as_bytes())
+                            .map_err(|e| format!("attribute {name}: {e}"))?,
+                    ),
+                ),
+            };
+            out.push((avro_name(name), v));
+        }
+        Ok(Value::Record(out))
+    }
+}
+
+/// The attribute texts of PostgreSQL's text form of a composite value, `(a,"b ""c""",)`:
+/// None for NULL (nothing between the commas), quotes and backslashes undone.
+pub fn composite_cells(text: &str) -> Result<Vec<Option<String>>, String> {
+    let inner = text
+        .strip_prefix('(')
+        .and_then(|t| t.strip_suffix(')'))
+        .ok_or("is not a composite value (no parentheses)")?;
+    let mut out = Vec::new();
+    let mut chars = inner.chars().peekable();
+    loop {
+        let (mut cell, mut quoted) = (String::new(), false);
+        while let Some(&c) = chars.peek() {
+            if c == ',' {
+                break;
+            }
+            chars.next();
+            match c {
+                '"' => {
+                    quoted = true;
+                    loop {
+                        match chars.next() {
+                            None => return Err("has an unterminated quote".into()),
+                            Some('"') if chars.peek() == Some(&'"') => {
+                                chars.next();
+                                cell.push('"');
+                            }
+                            Some('"') => break,
+                            Some('\\') => cell.push(chars.next().ok_or("ends in a backslash")?),
+                            Some(c) => cell.push(c),
+                        }
+                    }
+                }
+                '\\' => cell.push(chars.next().ok_or("ends in a backslash")?),
+                c => cell.push(c),
+            }
+        }
+        out.push((quoted || !cell.is_empty()).then_some(cell));
+        if chars.next().is_none() {
+            return Ok(out);
+        }
+    }
+}
+
 /// A column's place and type, and whether its field is a union with null.
 #[derive(Debug, Clone)]
 struct Slot {
     index: usize,
     ty: PgType,
     optional: bool,
+    /// The column's composite type, carried as a record.
+    composite: Option<Composite>,
 }
 
 impl Slot {
     fn schema(&self) -> Json {
-        let t = self.ty.avro_schema(&mut Names::default());
+        let t = match &self.composite {
+            Some(c) => c.avro_schema(),
+            None => self.ty.avro_schema(&mut Names::default()),
+        };
         if self.optional {
             json!(["null", t])
         } else {
@@ -40,7 +144,10 @@ impl Slot {
 
     fn value(&self, t: &Tuple) -> Result<Value, String> {
         let v = match t.get(self.index) {
-            Some(TupleData::Text(b)) => Some(self.ty.to_avro(b).map_err(|e| e.to_string())?),
+            Some(TupleData::Text(b)) => Some(match &self.composite {
+                Some(c) => c.value(b)?,
+                None => self.ty.to_avro(b).map_err(|e| e.to_string())?,
+            }),
             Some(TupleData::Null) => None,
             _ => return Err("arrived without a value".into()),
         };
@@ -70,24 +177,30 @@ fn text(t: &Tuple, i: usize) -> Option<String> {
 }
 
 impl OutboxPlan {
-    /// The plan for `rel`, or what is missing.
-    pub fn of(cfg: &OutboxConfig, rel: &Relation) -> Result<Self, String> {
+    /// The plan for `rel`, or what is missing; `payload_type` is the payload column's
+    /// composite type, if it is one.
+    pub fn of(
+        cfg: &OutboxConfig,
+        rel: &Relation,
+        payload_type: Option<Composite>,
+    ) -> Result<Self, String> {
         let find = |name: &str, what: &str| {
             rel.columns
                 .iter()
                 .position(|c| c.name == name)
                 .ok_or_else(|| format!("has no column {name:?} (outbox.fields.{what})"))
         };
-        let slot = |i: usize| Slot {
+        let slot = |i: usize, composite: Option<Composite>| Slot {
             index: i,
             ty: rel.columns[i].ty.clone(),
             optional: !rel.columns[i].not_null,
+            composite,
         };
         Ok(OutboxPlan {
             id: find(&cfg.fields.id, "id")?,
             aggregate_type: find(&cfg.fields.aggregate_type, "aggregate_type")?,
-            key: slot(find(&cfg.fields.aggregate_id, "aggregate_id")?),
-            value: slot(find(&cfg.fields.payload, "payload")?),
+            key: slot(find(&cfg.fields.aggregate_id, "aggregate_id")?, None),
+            value: slot(find(&cfg.fields.payload, "payload")?, payload_type),
         })
     }
 
@@ -192,7 +305,7 @@ mod tests {
     #[test]
     fn an_insert_routes_by_aggregate_type_with_the_columns_schemas() {
         let cfg = OutboxConfig::default();
-        let plan = OutboxPlan::of(&cfg, &outbox()).unwrap();
+        let plan = OutboxPlan::of(&cfg, &outbox(), None).unwrap();
         assert_eq!(plan.key_schema(), json!("string"));
         assert_eq!(plan.value_schema()[0], "null");
         let id = "7f1c2d9e-0000-4000-8000-000000000001";
@@ -219,9 +332,43 @@ mod tests {
         assert!(e.contains("names no topic"), "{e}");
         let mut missing = outbox();
         missing.columns.remove(3);
-        assert!(OutboxPlan::of(&cfg, &missing)
+        assert!(OutboxPlan::of(&cfg, &missing, None)
             .unwrap_err()
             .contains("payload"));
+    }
+
+    #[test]
+    fn composite_text_splits_into_attributes() {
+        let cells = composite_cells(r#"(1,"a ""b"", c",,"",x\,y)"#).unwrap();
+        assert_eq!(
+            cells,
+            [
+                Some("1".into()),
+                Some(r#"a "b", c"#.into()),
+                None,
+                Some(String::new()),
+                Some("x,y".into())
+            ]
+        );
+        assert!(composite_cells("1,2").is_err());
+        assert!(composite_cells(r#"("open)"#).is_err());
+        let c = Composite {
+            schema: "public".into(),
+            name: "order_event".into(),
+            fields: vec![("item".into(), PgType::Text), ("qty".into(), PgType::Int4)],
+        };
+        assert_eq!(
+            c.value(b"(book,2)").unwrap(),
+            Value::Record(vec![
+                (
+                    "item".into(),
+                    Value::Union(1, Box::new(Value::String("book".into())))
+                ),
+                ("qty".into(), Value::Union(1, Box::new(Value::Int(2)))),
+            ])
+        );
+        assert_eq!(c.avro_schema()["name"], "order_event");
+        assert!(c.value(b"(book)").is_err());
     }
 
     #[test]

@@ -40,8 +40,9 @@ impl Outbox {
         conn: &str,
         rel: &Relation,
         cfg: &crate::config::OutboxConfig,
+        payload_type: Option<crate::avro::outbox::Composite>,
     ) {
-        let plan = OutboxPlan::of(cfg, rel);
+        let plan = OutboxPlan::of(cfg, rel, payload_type);
         if let Err(why) = &plan {
             tracing::warn!(connector = conn, table = %rel.quoted_name(),
                 "outbox table {why}; its inserts are sent as change events until it has the columns");

@@ -487,9 +487,17 @@ impl Reader<'_> {
             }
         };
         let subject = format!("{topic}-value");
-        if self.conn.outbox.is_table(&rel.schema, &rel.table) {
+        if self.outbox.is_some() && self.conn.outbox.is_table(&rel.schema, &rel.table) {
+            let payload = rel
+                .columns
+                .iter()
+                .find(|c| c.name == self.conn.outbox.fields.payload);
+            let payload_type = match payload {
+                Some(c) => self.catalog.composite(c.type_oid).await?,
+                None => None,
+            };
             if let Some(ob) = self.outbox.as_mut() {
-                ob.relation(&self.conn.name, &rel, &self.conn.outbox);
+                ob.relation(&self.conn.name, &rel, &self.conn.outbox, payload_type);
             }
         }
         let rules = crate::avro::columns::rules(self.conn, &rel)?;

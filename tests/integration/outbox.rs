@@ -109,3 +109,44 @@ async fn outbox_rows_and_messages_are_routed_to_their_aggregates_topic() {
     assert_eq!(again.len(), 1);
     h.drop_slot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composite_payload_is_an_avro_record() {
+    let h = Harness::new(
+        "outboxrec",
+        "CREATE TYPE order_event AS (item text, qty int, note text);
+         CREATE TABLE outbox (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+                              aggregatetype text NOT NULL, aggregateid text NOT NULL,
+                              payload order_event NOT NULL);",
+    )
+    .await;
+    let run = h
+        .start(&format!(
+            "outbox:\n  table: public.outbox\n  topic: '{}.outbox.{{aggregatetype}}'\n",
+            h.prefix
+        ))
+        .await;
+    h.sql(
+        "INSERT INTO outbox (aggregatetype, aggregateid, payload)
+         VALUES ('order', '1', ROW('book, \"signed\"', 2, NULL))",
+    )
+    .await;
+    let topic = format!("{}.outbox.order", h.prefix);
+    let recs = read_topic(&h.stack, &topic, 1, Duration::from_secs(60)).await;
+    run.stop().await.unwrap();
+    assert_eq!(recs[0].key, json!("1"));
+    assert_eq!(
+        recs[0].value,
+        json!({"item": "book, \"signed\"", "qty": 2, "note": null}),
+        "{recs:?}"
+    );
+    let latest = crate::common::get_json(&format!(
+        "{}/subjects/{topic}-value/versions/latest",
+        h.stack.registry_url
+    ))
+    .await;
+    let schema: Json = serde_json::from_str(latest["schema"].as_str().unwrap()).unwrap();
+    assert_eq!(schema["type"], "record", "{schema}");
+    assert_eq!(schema["name"], "order_event");
+    h.drop_slot().await;
+}

@@ -153,6 +153,36 @@ impl Catalog {
         Ok(resolved)
     }
 
+    /// The attributes of composite type `oid` with their types, and its schema and name;
+    /// None when the type is not a composite.
+    pub async fn composite(&mut self, oid: u32) -> Result<Option<crate::avro::outbox::Composite>> {
+        let (info, ..) = self.type_info(oid).await?;
+        if info.typtype != b'c' {
+            return Ok(None);
+        }
+        let rows = self
+            .client
+            .query(
+                "SELECT a.attname::text, a.atttypid, a.atttypmod
+                   FROM pg_type t JOIN pg_attribute a ON a.attrelid = t.typrelid
+                  WHERE t.oid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+                  ORDER BY a.attnum",
+                &[&oid],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut fields = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let (name, ty_oid, typmod): (String, u32, i32) = (r.col(0)?, r.col(1)?, r.col(2)?);
+            fields.push((name, self.resolve_type(ty_oid, typmod).await?));
+        }
+        Ok(Some(crate::avro::outbox::Composite {
+            schema: info.schema,
+            name: info.name,
+            fields,
+        }))
+    }
+
     /// Forgets cached types (after a Type message or ALTER TYPE ... ADD VALUE).
     pub fn invalidate_type(&mut self, oid: u32) {
         self.types.retain(|(o, _), _| *o != oid);
