@@ -29,8 +29,7 @@ build:
 	cargo build --locked --all-targets
 
 test: stack
-	@PG_MAJOR=14 dev/stack pg
-	@PG_MAJOR=18 dev/stack pg
+	@for m in 14 15 16 18; do PG_MAJOR=$$m dev/stack pg || exit 1; done
 	@dev/connect/install
 	cargo test --locked --all-targets -- --test-threads=$(TEST_THREADS)
 	@echo "chaos (short): a few SIGKILLs, a SIGTERM, Kafka and PostgreSQL restarts"

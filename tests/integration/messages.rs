@@ -17,6 +17,16 @@ async fn messages_arrive_as_debezium_message_events_on_14() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_arrive_as_debezium_message_events_on_15() {
+    messages_on(Some(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_arrive_as_debezium_message_events_on_16() {
+    messages_on(Some(16)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_arrive_as_debezium_message_events_on_18() {
     messages_on(Some(18)).await;
 }
