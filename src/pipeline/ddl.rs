@@ -12,9 +12,7 @@ use std::sync::Arc;
 
 use crate::avro::schema_change::TableChange;
 use crate::error::{Code, Error, Result};
-use crate::kafka::sink::SinkMsg;
 use crate::postgres::ddl::DdlMessage;
-use crate::toast::Held;
 use crate::Lsn;
 
 use super::reader::Reader;
@@ -85,14 +83,6 @@ impl Reader<'_> {
             return Ok(());
         };
         let record = events.record(&self.origin, &cx, &msg.tag, &msg.ddl, &changes)?;
-        if self.toast.holding() {
-            if let Some(flush) = self.toast.hold(Held::Record(record)) {
-                for h in flush {
-                    self.finish(h).await?;
-                }
-            }
-            return Ok(());
-        }
-        self.send(SinkMsg::Record(record)).await
+        self.send_in_order(record).await
     }
 }

@@ -90,6 +90,20 @@ impl Reader<'_> {
         self.finish(Held::Event(ev)).await
     }
 
+    /// Sends an encoded record in its place in the transaction: held behind events waiting
+    /// for TOAST fetches when there are any, else at once.
+    pub(super) async fn send_in_order(&mut self, record: Record) -> Result<()> {
+        if self.toast.holding() {
+            if let Some(flush) = self.toast.hold(Held::Record(record)) {
+                for h in flush {
+                    self.finish(h).await?;
+                }
+            }
+            return Ok(());
+        }
+        self.send(SinkMsg::Record(record)).await
+    }
+
     /// Encodes and sends one event or tombstone.
     pub(super) async fn finish(&mut self, h: Held) -> Result<()> {
         let ev = match h {

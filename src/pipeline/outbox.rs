@@ -14,7 +14,6 @@ use crate::decode::{Relation, Tuple};
 use crate::error::Result;
 use crate::kafka::sink::{Record, SinkMsg};
 use crate::metrics::{self, ConnectorEvent};
-use crate::toast::Held;
 use crate::Lsn;
 
 use super::reader::Reader;
@@ -122,15 +121,7 @@ impl Reader<'_> {
             headers: r.id.map(|id| vec![("id", id)]).unwrap_or_default(),
         };
         metrics::count_connector(&self.conn.name, ConnectorEvent::Outbox);
-        if self.toast.holding() {
-            if let Some(flush) = self.toast.hold(Held::Record(record)) {
-                for h in flush {
-                    self.finish(h).await?;
-                }
-            }
-            return Ok(());
-        }
-        self.send(SinkMsg::Record(record)).await
+        self.send_in_order(record).await
     }
 
     async fn routed_schemas(
