@@ -4,7 +4,8 @@
 //! `<topic_prefix>.schema_changes` in the DDL's transaction. A shape the subject's
 //! compatibility refuses stops the connector at the DDL, naming it.
 //!
-//! The schemas are built from the catalog as it is when the reader meets the DDL; when
+//! The schemas are built from the catalog as it is when the reader meets the DDL, once the
+//! DDL's transaction is visible there (the walsender can send a commit before it is); when
 //! pgcdc is behind, a later DDL may already show there. The Relation message PostgreSQL
 //! sends before the next row registers exactly that row's shape either way.
 
@@ -26,6 +27,16 @@ impl Reader<'_> {
                 return Ok(());
             }
         };
+        if let Some(xid) = &msg.xid {
+            if !self
+                .catalog
+                .wait_visible(xid, std::time::Duration::from_secs(30))
+                .await?
+            {
+                tracing::warn!(connector = %self.conn.name, lsn = %lsn, xid = %xid,
+                    "the DDL's transaction was not visible after 30 s; reading the catalog as it is");
+            }
+        }
         let mut changes = Vec::new();
         for t in &msg.tables {
             if !self.conn.captures(&t.schema, &t.table)

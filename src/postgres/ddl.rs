@@ -14,9 +14,10 @@ pub const DDL_PREFIX: &str = "pgcdc.ddl";
 pub const TRIGGER: &str = "pgcdc_ddl_capture";
 
 /// The SQL that installs (or replaces) the function and the event trigger. The message is
-/// `{"tag": …, "ddl": …, "tables": [{"oid": …, "schema": …, "table": …}]}`: the command
-/// tag, the statement text, and the tables (ordinary and partitioned) the DDL created or
-/// altered.
+/// `{"tag": …, "ddl": …, "xid": …, "tables": [{"oid": …, "schema": …, "table": …}]}`: the
+/// command tag, the statement text, the DDL's transaction id (64-bit, so pgcdc can wait
+/// until the committed DDL is visible before it reads the catalog), and the tables
+/// (ordinary and partitioned) the DDL created or altered.
 pub fn install_sql() -> String {
     format!(
         r#"CREATE OR REPLACE FUNCTION public.pgcdc_ddl_capture() RETURNS event_trigger
@@ -32,7 +33,8 @@ BEGIN
     JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE c.relkind IN ('r', 'p');
   PERFORM pg_logical_emit_message(true, '{DDL_PREFIX}',
-    jsonb_build_object('tag', tg_tag, 'ddl', current_query(), 'tables', tables)::text);
+    jsonb_build_object('tag', tg_tag, 'ddl', current_query(),
+      'xid', pg_current_xact_id()::text, 'tables', tables)::text);
 END
 $fn$;
 DROP EVENT TRIGGER IF EXISTS {TRIGGER};
@@ -59,6 +61,10 @@ pub async fn installed(client: &Client) -> std::result::Result<bool, tokio_postg
 pub struct DdlMessage {
     pub tag: String,
     pub ddl: String,
+    /// The DDL's transaction (`pg_current_xact_id()`); absent from a trigger installed by
+    /// an earlier pgcdc.
+    #[serde(default)]
+    pub xid: Option<String>,
     #[serde(default)]
     pub tables: Vec<DdlTable>,
 }

@@ -168,6 +168,33 @@ impl Catalog {
         })
     }
 
+    /// Waits until transaction `xid` (a `pg_current_xact_id()` text) is visible to new
+    /// snapshots of this session, for at most `limit`; returns whether it became visible.
+    ///
+    /// The walsender decodes a commit as soon as its WAL is flushed, which can be before
+    /// the committing backend leaves the proc array: a catalog read at once on another
+    /// session may still see the state before the transaction.
+    pub async fn wait_visible(&self, xid: &str, limit: std::time::Duration) -> Result<bool> {
+        let start = std::time::Instant::now();
+        loop {
+            let row = self
+                .client
+                .query_one(
+                    "SELECT pg_visible_in_snapshot($1::text::xid8, pg_current_snapshot())",
+                    &[&xid],
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+            if row.col::<bool>(0)? {
+                return Ok(true);
+            }
+            if start.elapsed() >= limit {
+                return Ok(false);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     fn err(&self, e: tokio_postgres::Error) -> Error {
         pg_err(&self.server, e)
     }
