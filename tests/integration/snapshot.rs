@@ -216,6 +216,18 @@ async fn current_lsn(h: &Harness) -> String {
         .get(0)
 }
 
+/// Bytes of WAL written since the slot's last acknowledgement (0 before the slot exists).
+async fn slot_lag(c: &tokio_postgres::Client, slot: &str) -> i64 {
+    c.query_one(
+        "SELECT coalesce((SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 \
+           FROM pg_replication_slots WHERE slot_name = $1), 0)",
+        &[&slot],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 /// Waits until the slot acknowledged `lsn`: everything before it is committed in Kafka.
 async fn wait_flushed(h: &Harness, lsn: &str, timeout: Duration) {
     let c = h.stack.pg_connect("postgres").await;
@@ -429,18 +441,24 @@ async fn incremental_snapshot_during_heavy_updates_never_overwrites_newer_change
         let h2 = h.clone();
         writers.push(tokio::spawn(async move {
             let c = h2.client().await;
+            let slot = h2.slot();
             let mut i: i64 = 0;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
+                // Heavy, yet never further ahead of the slot than a few MB of WAL: a chunk's
+                // watermarks travel through the same stream, so a writer that outran a slow
+                // machine's stream would stretch the snapshot without end.
+                if i % 25 == 0 {
+                    while !stop.load(Ordering::Relaxed) && slot_lag(&c, &slot).await > 4 << 20 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
                 let a = (i * 7919 + ops.load(Ordering::Relaxed) as i64 * 13) % ROWS + 1;
                 c.batch_execute(&format!(
                     "UPDATE items SET v = v + 1, t = 'u' || v WHERE id BETWEEN {a} AND {a} + 4"
                 ))
                 .await
                 .unwrap();
-                // Heavy, but within what a debug build streams: the watermarks of a chunk
-                // travel through the same stream, so a stream that falls ever further behind
-                // would stretch the snapshot without end.
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 ops.fetch_add(1, Ordering::Relaxed);
             }
@@ -472,7 +490,7 @@ async fn incremental_snapshot_during_heavy_updates_never_overwrites_newer_change
     let s = wait_checkpoint(
         &h,
         "the incremental snapshot finished",
-        Duration::from_secs(300),
+        Duration::from_secs(600),
         |s| s.pending.is_empty() && s.finished.contains_key("public.items"),
     )
     .await;
