@@ -12,6 +12,7 @@ use crate::checkpoint::{Checkpoint, SlotClaim};
 use crate::config::{ConnectorConfig, SnapshotMode};
 use crate::error::{Code, Error, Result};
 use crate::postgres::catalog::SlotInfo;
+use crate::postgres::replication::SystemId;
 use crate::Lsn;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,60 @@ pub fn decide(
     })
 }
 
+/// Refuses a checkpoint written against another database cluster, and a promotion whose
+/// new primary lacks the slot (unless `snapshot.mode: when_needed` may re-read the tables).
+/// A switched timeline with the slot present goes on: the slot-behind-checkpoint check
+/// then guards the position.
+pub fn check_identity(
+    conn: &ConnectorConfig,
+    ck: Option<&Checkpoint>,
+    sys: &SystemId,
+    slot_exists: bool,
+    offsets_topic: &str,
+) -> Result<()> {
+    let Some(ck) = ck else { return Ok(()) };
+    let server = format!("{}:{}", conn.postgres.host, conn.postgres.port);
+    let tombstone = format!(
+        "to start this connector afresh on this cluster, produce a tombstone (key {:?}, null value) to {offsets_topic}",
+        conn.name
+    );
+    if let Some(id) = ck.system_id.as_deref() {
+        if id != sys.systemid {
+            return Err(Error::permanent(Code::Checkpoint, format!(
+                "connector {}: PostgreSQL {server} is database system {} (timeline {}) but the checkpoint in \
+                 {offsets_topic} (at {}) was written reading database system {id} (timeline {}): this is another \
+                 cluster (a restore, or postgres.host points elsewhere), and its WAL positions mean nothing here. \
+                 Point postgres.host at the cluster the checkpoint came from; {tombstone}",
+                conn.name,
+                sys.systemid,
+                sys.timeline,
+                ck.lsn,
+                ck.timeline.map_or_else(|| "?".to_owned(), |t| t.to_string()),
+            )));
+        }
+    }
+    let Some(tli) = ck.timeline else {
+        return Ok(());
+    };
+    if tli == sys.timeline {
+        return Ok(());
+    }
+    if !slot_exists && conn.snapshot.mode != SnapshotMode::WhenNeeded {
+        return Err(Error::permanent(Code::Slot, format!(
+            "connector {}: PostgreSQL {server} was promoted (timeline {tli} -> {}) and replication slot {} does not \
+             exist on it, so the changes after the checkpoint at {} cannot be read. To re-read every table, set \
+             snapshot.mode: when_needed; before the next failover make the slot a failover slot (slot_failover: true, \
+             PostgreSQL 17+ with sync_replication_slots = on on the standby); {tombstone}",
+            conn.name,
+            sys.timeline,
+            conn.slot_name(),
+            ck.lsn,
+        )));
+    }
+    tracing::info!(connector = %conn.name, from = tli, to = sys.timeline, "timeline switched since the checkpoint (a promotion); resuming from the slot");
+    Ok(())
+}
+
 /// `plugin pgoutput, database shop, active pid 4242, confirmed 0/16B3748`.
 fn describe(s: &SlotInfo) -> String {
     format!(
@@ -135,7 +190,57 @@ mod tests {
             xid: None,
             commit_ts_us: None,
             snapshot: None,
+            system_id: Some("7000000000000000001".into()),
+            timeline: Some(1),
         }
+    }
+
+    fn sys(id: &str, timeline: u32) -> SystemId {
+        SystemId {
+            systemid: id.into(),
+            timeline,
+            xlogpos: Lsn::ZERO,
+            dbname: None,
+        }
+    }
+
+    #[test]
+    fn another_cluster_is_refused_a_promotion_needs_the_slot() {
+        let c = ck("0/5000");
+        let here = "7000000000000000001";
+        // Same cluster, same timeline; and a record without identity (older pgcdc).
+        assert!(check_identity(&conn("initial"), Some(&c), &sys(here, 1), true, "o").is_ok());
+        let old = Checkpoint {
+            system_id: None,
+            timeline: None,
+            ..c.clone()
+        };
+        assert!(check_identity(&conn("initial"), Some(&old), &sys("9", 3), false, "o").is_ok());
+        assert!(check_identity(&conn("initial"), None, &sys("9", 3), false, "o").is_ok());
+
+        let e =
+            check_identity(&conn("initial"), Some(&c), &sys("7999", 1), true, "offs").unwrap_err();
+        let m = e.to_string();
+        assert!(!e.is_transient(), "{m}");
+        assert!(
+            m.contains("database system 7999 (timeline 1)")
+                && m.contains(&format!("database system {here} (timeline 1)"))
+                && m.contains("h:5432")
+                && m.contains("tombstone (key \"shop\", null value) to offs"),
+            "{m}"
+        );
+
+        // Promoted: goes on with the slot, stops without it unless when_needed re-reads.
+        assert!(check_identity(&conn("initial"), Some(&c), &sys(here, 2), true, "o").is_ok());
+        let e = check_identity(&conn("initial"), Some(&c), &sys(here, 2), false, "o").unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("timeline 1 -> 2")
+                && m.contains("pgcdc_shop does not exist")
+                && m.contains("snapshot.mode: when_needed"),
+            "{m}"
+        );
+        assert!(check_identity(&conn("when_needed"), Some(&c), &sys(here, 2), false, "o").is_ok());
     }
 
     #[test]

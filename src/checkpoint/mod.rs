@@ -34,6 +34,15 @@ pub struct Checkpoint {
     /// Snapshot progress: chunks committed, ranges left, rows per table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotState>,
+    /// The database system identifier and timeline `IDENTIFY_SYSTEM` reported to the run
+    /// that wrote this record: a later start against another cluster is refused, and a
+    /// timeline switch (a promotion) is told apart from it. Absent in records written
+    /// before pgcdc kept them, and by `snapshot.mode: initial_only` (no replication
+    /// connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
 }
 
 impl Checkpoint {

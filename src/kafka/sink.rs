@@ -72,6 +72,8 @@ pub(crate) struct Sink {
     last_progress_log: Instant,
     /// Positions `/metrics` reads (confirmed, open transaction, delivered commit time).
     live: Arc<metrics::Positions>,
+    /// System identifier and timeline of the database streamed, recorded in checkpoints.
+    identity: Option<(String, u32)>,
 }
 
 struct OpenTxn {
@@ -100,7 +102,14 @@ impl Sink {
             committed: Lsn::ZERO,
             snapshot: SnapshotState::default(),
             last_progress_log: Instant::now(),
+            identity: None,
         }
+    }
+
+    /// Checkpoints record the database this run streams (see [`Checkpoint::system_id`]).
+    pub(crate) fn identified(mut self, sys: &crate::postgres::replication::SystemId) -> Self {
+        self.identity = Some((sys.systemid.clone(), sys.timeline));
+        self
     }
 
     pub(crate) fn starting_at(mut self, position: Lsn, snapshot: SnapshotState) -> Self {
@@ -258,6 +267,8 @@ impl Sink {
             xid: last_txn.map(|t| t.2),
             commit_ts_us: last_txn.map(|t| t.3),
             snapshot: (self.snapshot != SnapshotState::default()).then(|| self.snapshot.clone()),
+            system_id: self.identity.as_ref().map(|i| i.0.clone()),
+            timeline: self.identity.as_ref().map(|i| i.1),
         };
         self.producer
             .send(

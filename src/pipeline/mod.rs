@@ -201,8 +201,16 @@ pub async fn run(
     }
 
     let mut repl = ReplicationClient::connect(&conn.postgres, &app).await?;
-    repl.identify_system().await?;
+    let sys = repl.identify_system().await?;
     let existing = reader.catalog.slot(&slot).await?;
+    crate::startup::check_identity(
+        conn,
+        ck.as_ref(),
+        &sys,
+        existing.is_some(),
+        &daemon.kafka.offsets_topic,
+    )?;
+    let sink = sink.identified(&sys);
     let decision = crate::startup::decide(conn, ck.as_ref(), claim.as_ref(), existing.as_ref())
         .map_err(|e| {
             if e.kind() == crate::error::Kind::Permanent {

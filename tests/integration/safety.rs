@@ -367,3 +367,70 @@ async fn validate_notes_toastable_columns_and_unconstrained_numerics() {
         "{text}"
     );
 }
+
+/// The database system identifier and current timeline of the stack's cluster `h` is on.
+async fn identity(h: &Harness) -> (String, u32) {
+    let c = h.client().await;
+    let r = c
+        .query_one(
+            "SELECT (SELECT system_identifier::text FROM pg_control_system()),
+                    (SELECT timeline_id FROM pg_control_checkpoint())::int8",
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get::<_, i64>(1) as u32)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_from_another_cluster_is_refused_naming_both() {
+    const TABLE: &str = "CREATE TABLE t (id int PRIMARY KEY, v text);";
+    let h = Harness::new("identity", TABLE).await;
+    let run = h.start("").await;
+    h.sql("INSERT INTO t VALUES (1, 'a')").await;
+    h.read("t", 1, Duration::from_secs(60)).await;
+    run.stop().await.unwrap();
+
+    // The checkpoint records the cluster it was read from.
+    let (daemon, _) = h.configs("");
+    let name = h.name.clone();
+    let ck =
+        tokio::task::spawn_blocking(move || pgcdc::checkpoint::read_last(&daemon.kafka, &name))
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("a checkpoint");
+    let (here, tli) = identity(&h).await;
+    assert_eq!(ck.system_id.as_deref(), Some(here.as_str()));
+    assert_eq!(ck.timeline, Some(tli));
+
+    // The same connector (name, offsets topic) pointed at another cluster: the stack's
+    // PostgreSQL 16, with a database of the same shape.
+    let other = Harness::on_major(16, "identity16", TABLE).await;
+    let moved = Harness {
+        stack: other.stack.clone(),
+        db: other.db.clone(),
+        ..h.clone()
+    };
+    let (there, _) = identity(&moved).await;
+    assert_ne!(here, there, "two clusters of the stack share an identifier");
+    let err = moved
+        .run_once_expect_error("", Duration::from_secs(60))
+        .await;
+    let msg = err.to_string();
+    assert!(!err.is_transient(), "{msg}");
+    assert!(
+        msg.contains(&format!("is database system {there}"))
+            && msg.contains(&format!("reading database system {here}"))
+            && msg.contains(&format!(":{}", moved.stack.pg_port))
+            && msg.contains("tombstone"),
+        "{msg}"
+    );
+    // Nothing was created on the other cluster.
+    assert_eq!(
+        slot_position(&moved).await,
+        None,
+        "no slot on the other cluster"
+    );
+    h.drop_slot().await;
+}
