@@ -62,6 +62,12 @@ pub fn set(connector: &str, state: State) {
     m.insert(connector.to_owned(), state);
 }
 
+/// Forgets a connector (its file was removed).
+pub fn remove(connector: &str) {
+    let mut m = STATES.lock().unwrap_or_else(|e| e.into_inner());
+    m.remove(connector);
+}
+
 /// Whether every connector is healthy, and a JSON body naming each one's state (and the
 /// error of those that are not).
 pub fn report() -> (bool, Json) {

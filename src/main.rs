@@ -3,10 +3,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use pgcdc::config::{connector_files, ConnectorConfig, DaemonConfig, LogFormat};
 use pgcdc::error::{Code, Error};
+use pgcdc::supervisor::Planned;
 
 #[derive(Parser)]
 #[command(
@@ -88,6 +89,17 @@ enum Command {
 }
 
 fn load_connectors(dir: &Path, files: &[PathBuf]) -> Result<Vec<ConnectorConfig>, Error> {
+    Ok(load_connector_files(dir, files)?
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect())
+}
+
+/// Each connector file (those named, else every `*.yaml` in `dir`) with its connector.
+fn load_connector_files(
+    dir: &Path,
+    files: &[PathBuf],
+) -> Result<Vec<(PathBuf, ConnectorConfig)>, Error> {
     let files = if files.is_empty() {
         connector_files(dir)?
     } else {
@@ -101,10 +113,10 @@ fn load_connectors(dir: &Path, files: &[PathBuf]) -> Result<Vec<ConnectorConfig>
         )
         .into());
     }
-    let mut out: Vec<ConnectorConfig> = Vec::new();
+    let mut out: Vec<(PathBuf, ConnectorConfig)> = Vec::new();
     for f in files {
         let c = ConnectorConfig::load(&f)?;
-        if let Some(other) = out.iter().find(|o| o.name == c.name) {
+        if let Some((_, other)) = out.iter().find(|(_, o)| o.name == c.name) {
             return Err(pgcdc::config::ConfigError::new(
                 &f,
                 "name",
@@ -115,7 +127,7 @@ fn load_connectors(dir: &Path, files: &[PathBuf]) -> Result<Vec<ConnectorConfig>
             )
             .into());
         }
-        out.push(c);
+        out.push((f, c));
     }
     Ok(out)
 }
@@ -250,18 +262,126 @@ async fn run(
     files: &[PathBuf],
     stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    let connectors = load_connectors(dir, files)?;
+    let connectors = load_planned(dir, files)?;
     let listener = pgcdc::http::bind(&daemon.http.listen).await?;
     tokio::spawn(pgcdc::http::serve(listener, stop.clone()));
     tracing::info!(connectors = connectors.len(), http = %daemon.http.listen, "pgcdc starting");
-    pgcdc::supervisor::run(daemon, connectors, stop).await
+    let reload = reload_on_sighup(dir, files);
+    pgcdc::supervisor::run_reloading(daemon, connectors, stop, reload).await
+}
+
+/// The connector files with a fingerprint of each one's text (a changed file restarts its
+/// connector on reload).
+fn load_planned(dir: &Path, files: &[PathBuf]) -> Result<Vec<Planned>, Error> {
+    use std::hash::{Hash, Hasher};
+    let mut out = Vec::new();
+    for (file, config) in load_connector_files(dir, files)? {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::fs::read(&file).unwrap_or_default().hash(&mut h);
+        out.push(Planned {
+            config,
+            fingerprint: h.finish(),
+        });
+    }
+    Ok(out)
+}
+
+/// Re-reads the connector files on each SIGHUP. A set that does not load is logged and
+/// ignored: the running connectors go on unchanged.
+fn reload_on_sighup(dir: &Path, files: &[PathBuf]) -> Option<mpsc::Receiver<Vec<Planned>>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; connector files are read at start only");
+                return None;
+            }
+        };
+        let (tx, rx) = mpsc::channel(2);
+        let (dir, files) = (dir.to_path_buf(), files.to_vec());
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match load_planned(&dir, &files) {
+                    Ok(p) => {
+                        tracing::info!(connectors = p.len(), "SIGHUP: connector files re-read");
+                        if tx.send(p).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: connector files not reloaded; the running connectors go on unchanged")
+                    }
+                }
+            }
+        });
+        Some(rx)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (dir, files);
+        None
+    }
 }
 
 async fn status(daemon: &DaemonConfig, dir: &Path, files: &[PathBuf]) -> Result<(), Error> {
+    let health = daemon_health(&daemon.http.listen).await;
     for c in load_connectors(dir, files)? {
         print!("{}", pgcdc::admin::status(daemon, &c).await?);
+        println!(
+            "{}",
+            running_state(&daemon.http.listen, health.as_ref(), &c.name)
+        );
     }
     Ok(())
+}
+
+/// The running daemon's `/healthz` body, if it answers on `http.listen`.
+async fn daemon_health(listen: &str) -> Option<serde_json::Value> {
+    let addr = listen
+        .replace("0.0.0.0:", "127.0.0.1:")
+        .replace("[::]:", "[::1]:");
+    if addr.ends_with(":0") {
+        return None;
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .ok()?;
+    let body = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .ok()?
+        .bytes()
+        .await
+        .ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// `  running: failed (postgres.slot): … ; next: …`, from the daemon's `/healthz`.
+fn running_state(listen: &str, health: Option<&serde_json::Value>, name: &str) -> String {
+    let Some(h) = health else {
+        return format!(
+            "  daemon: no answer at http://{listen}/healthz (not running here, or another http.listen)"
+        );
+    };
+    let Some(c) = h["connectors"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+    else {
+        return format!("  daemon at {listen}: does not run this connector");
+    };
+    let state = c["state"].as_str().unwrap_or("?");
+    match c["error"].as_str() {
+        Some(e) => format!(
+            "  daemon: {state} ({}): {e}; next: {}",
+            c["code"].as_str().unwrap_or("?"),
+            c["next_step"].as_str().unwrap_or("-")
+        ),
+        None => format!("  daemon: {state}"),
+    }
 }
 
 /// The connector named `name` in `dir`.

@@ -54,6 +54,9 @@ pub struct DaemonConfig {
     /// not delivered is acknowledged either way.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// A permanent error in one connector stops every connector of the process (default:
+    /// only that one stops; the others go on and `/healthz` names it).
+    pub fail_fast: bool,
 }
 
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +69,7 @@ impl Default for DaemonConfig {
             http: HttpConfig::default(),
             logging: LoggingConfig::default(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            fail_fast: false,
         }
     }
 }

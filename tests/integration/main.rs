@@ -13,6 +13,7 @@ mod fencing;
 mod generated;
 mod harness;
 mod heartbeats;
+mod isolation;
 mod java_spelling;
 mod jdbc_sink;
 mod messages;
