@@ -39,10 +39,40 @@ pub fn decide(
         (Some(s), Some(c)) => s.confirmed_flush.unwrap_or(Lsn::ZERO) > c,
         _ => false,
     };
+    let invalidated = slot.and_then(SlotInfo::invalidated);
+    let when_needed = conn.snapshot.mode == SnapshotMode::WhenNeeded;
+    let name = conn.slot_name();
+    let checkpoint = || match ck {
+        Some(c) => format!("the checkpoint of connector {} is at {}", conn.name, c.lsn),
+        None => format!("connector {} has no checkpoint", conn.name),
+    };
+    if let (Some(why), false) = (&invalidated, when_needed) {
+        let s = slot.map(describe).unwrap_or_default();
+        return Err(Error::permanent(Code::Slot, format!(
+            "replication slot {name} can no longer be read: PostgreSQL invalidated it ({why}; {s}, restart_lsn {}), \
+             and {}: the changes after it are gone from the WAL (max_slot_wal_keep_size, or 18's \
+             idle_replication_slot_timeout, while the connector was stopped or behind). To re-read every table, \
+             set snapshot.mode: when_needed (pgcdc drops the slot it created and takes a new initial snapshot); \
+             raise max_slot_wal_keep_size so that it does not happen again",
+            slot.and_then(|s| s.restart_lsn).map_or_else(|| "none".to_owned(), |l| l.to_string()),
+            checkpoint()
+        )));
+    }
+    if slot.is_none() && !when_needed && conn.snapshot.mode != SnapshotMode::InitialOnly {
+        if let Some(c) = ck {
+            return Err(Error::permanent(Code::Slot, format!(
+                "replication slot {name} does not exist, but the checkpoint of connector {} is at {}: the slot was \
+                 dropped (or did not survive a failover), and the changes after the checkpoint are gone. To re-read \
+                 every table, set snapshot.mode: when_needed; to start over without them, delete the checkpoint \
+                 (a tombstone for key {:?} in the offsets topic)",
+                conn.name, c.lsn, conn.name
+            )));
+        }
+    }
     let need_snapshot = match conn.snapshot.mode {
         SnapshotMode::Never | SnapshotMode::InitialOnly => false,
         SnapshotMode::Initial => ck.is_none(),
-        SnapshotMode::WhenNeeded => ck.is_none() || slot.is_none() || gap,
+        SnapshotMode::WhenNeeded => ck.is_none() || slot.is_none() || gap || invalidated.is_some(),
     };
     if !need_snapshot {
         return Ok(Start::Resume);
@@ -52,7 +82,6 @@ pub fn decide(
             drop_existing: false,
         });
     };
-    let name = conn.slot_name();
     let ours = claim.is_some_and(|c| {
         c.slot == name
             && c.created_lsn
@@ -169,6 +198,9 @@ mod tests {
             active,
             active_pid: active.then_some(4242),
             failover: Some(false),
+            restart_lsn: Some(at.parse().unwrap()),
+            wal_status: Some("reserved".into()),
+            invalidation_reason: None,
         }
     }
 
@@ -305,6 +337,60 @@ mod tests {
             Some(&slot(false, "0/1000"))
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_lost_or_missing_slot_stops_unless_when_needed_re_reads() {
+        let lost = SlotInfo {
+            wal_status: Some("lost".into()),
+            invalidation_reason: Some("wal_removed".into()),
+            ..slot(false, "0/5000")
+        };
+        for mode in ["initial", "never"] {
+            let e = decide(
+                &conn(mode),
+                Some(&ck("0/5000")),
+                Some(&claim("0/1000")),
+                Some(&lost),
+            )
+            .unwrap_err();
+            let m = e.to_string();
+            assert!(!e.is_transient(), "{m}");
+            assert!(
+                m.contains("pgcdc_shop can no longer be read")
+                    && m.contains("wal_status lost, invalidation_reason wal_removed")
+                    && m.contains("restart_lsn 0/5000")
+                    && m.contains("checkpoint of connector shop is at 0/5000")
+                    && m.contains("snapshot.mode: when_needed"),
+                "{m}"
+            );
+            let e = decide(&conn(mode), Some(&ck("0/5000")), None, None).unwrap_err();
+            let m = e.to_string();
+            assert!(
+                m.contains("pgcdc_shop does not exist")
+                    && m.contains("is at 0/5000")
+                    && m.contains("snapshot.mode: when_needed"),
+                "{m}"
+            );
+        }
+        assert_eq!(
+            decide(
+                &conn("when_needed"),
+                Some(&ck("0/5000")),
+                Some(&claim("0/1000")),
+                Some(&lost)
+            )
+            .unwrap(),
+            Start::Snapshot {
+                drop_existing: true
+            }
+        );
+        assert_eq!(
+            decide(&conn("when_needed"), Some(&ck("0/5000")), None, None).unwrap(),
+            Start::Snapshot {
+                drop_existing: false
+            }
+        );
     }
 
     #[test]

@@ -50,6 +50,8 @@ impl SslMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PostgresConfig {
+    /// One host, or several in libpq's style (`a,b` with a common `port`, or
+    /// `a:5432,b:5433`), tried in order: see [`PostgresConfig::endpoints`].
     pub host: String,
     pub port: u16,
     pub user: String,
@@ -58,6 +60,84 @@ pub struct PostgresConfig {
     pub sslmode: SslMode,
     /// CA bundle for verify-ca / verify-full.
     pub sslrootcert: Option<PathBuf>,
+    /// libpq's `target_session_attrs`: which of the hosts will do.
+    pub target_session_attrs: TargetSessionAttrs,
+}
+
+/// libpq's `target_session_attrs`, for a list of hosts.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetSessionAttrs {
+    /// The first host that accepts the connection.
+    #[default]
+    Any,
+    /// The first that accepts writes (`transaction_read_only` is off).
+    ReadWrite,
+    /// The first that is not in recovery (not a standby).
+    Primary,
+}
+
+impl TargetSessionAttrs {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetSessionAttrs::Any => "any",
+            TargetSessionAttrs::ReadWrite => "read-write",
+            TargetSessionAttrs::Primary => "primary",
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// One configuration per host of `host`, in order, each with its own `host` and `port`
+    /// (`[v6]:port` and `v6` literals are understood). Errors name the entry.
+    pub fn endpoints(&self) -> Result<Vec<PostgresConfig>, String> {
+        let mut out = Vec::new();
+        for entry in self.host.split(',').map(str::trim) {
+            if entry.is_empty() {
+                return Err(format!("{:?} has an empty host entry", self.host));
+            }
+            let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
+                let (h, tail) = rest
+                    .split_once(']')
+                    .ok_or_else(|| format!("{entry:?}: missing ']'"))?;
+                match tail.strip_prefix(':') {
+                    Some(p) => (h, Some(p)),
+                    None if tail.is_empty() => (h, None),
+                    None => return Err(format!("{entry:?}: expected [address]:port")),
+                }
+            } else {
+                match entry.split_once(':') {
+                    // More than one colon without brackets: an IPv6 literal, no port.
+                    Some((_, p)) if p.contains(':') => (entry, None),
+                    Some((h, p)) => (h, Some(p)),
+                    None => (entry, None),
+                }
+            };
+            let port = match port {
+                Some(p) => p
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{entry:?}: {p:?} is not a port number"))?,
+                None => self.port,
+            };
+            out.push(PostgresConfig {
+                host: host.to_owned(),
+                port,
+                ..self.clone()
+            });
+        }
+        Ok(out)
+    }
+
+    /// `host:port`, or the list as written for several hosts.
+    pub fn server(&self) -> String {
+        if self.host.contains(',') {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
 }
 
 impl Default for PostgresConfig {
@@ -70,6 +150,7 @@ impl Default for PostgresConfig {
             dbname: String::new(),
             sslmode: SslMode::default(),
             sslrootcert: None,
+            target_session_attrs: TargetSessionAttrs::Any,
         }
     }
 }
@@ -417,6 +498,12 @@ impl ConnectorConfig {
         ident("publication", &self.publication_name())?;
         if self.postgres.port == 0 {
             return err("postgres.port", "must be a port number".into());
+        }
+        if let Err(m) = self.postgres.endpoints() {
+            return err(
+                "postgres.host",
+                format!("{m}; write one host, or several as a,b or a:5432,b:5433"),
+            );
         }
         if matches!(
             self.postgres.sslmode,

@@ -441,3 +441,40 @@ fn outbox_settings_are_checked() {
     let e = connector(&format!("{CONNECTOR}outbox:\n  topic: ''\n")).unwrap_err();
     assert_eq!(e.field, "outbox.topic");
 }
+
+#[test]
+fn several_hosts_are_listed_in_libpq_style() {
+    let hosts = |host: &str| {
+        connector(&format!(
+            "name: o\npostgres: {{host: '{host}', port: 6000, user: u, dbname: d, target_session_attrs: read-write}}\ntopic_prefix: p\n"
+        ))
+    };
+    let c = hosts("a, b:5433,[::1]:7000,::2").unwrap();
+    assert_eq!(
+        c.postgres.target_session_attrs,
+        crate::config::TargetSessionAttrs::ReadWrite
+    );
+    let got: Vec<(String, u16)> = c
+        .postgres
+        .endpoints()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.host, e.port))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("a".into(), 6000),
+            ("b".into(), 5433),
+            ("::1".into(), 7000),
+            ("::2".into(), 6000)
+        ]
+    );
+    for bad in ["a,,b", "a:0", "a:x", "[::1"] {
+        let e = hosts(bad).unwrap_err().to_string();
+        assert!(
+            e.contains("connectors/orders.yaml") && e.contains("postgres.host"),
+            "{bad}: {e}"
+        );
+    }
+}

@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod ddl;
 pub mod feedback;
+pub mod hosts;
 pub mod ident;
 pub mod replication;
 pub mod snapshot;

@@ -136,3 +136,28 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Runs `dev/stack <cmd>` (the failover pair, the scratch server) with PostgreSQL 17.
+pub fn dev_stack(cmd: &str) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(root.join("dev/stack"))
+        .arg(cmd)
+        .env("PG_MAJOR", "17")
+        .output()
+        .expect("run dev/stack");
+    assert!(
+        out.status.success(),
+        "dev/stack {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The port `dev/stack` chose for `name` (.stack/ports/<name>).
+pub fn stack_port(name: &str) -> u16 {
+    let f = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(".stack/ports/{name}"));
+    std::fs::read_to_string(&f)
+        .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+        .trim()
+        .parse()
+        .expect("a port number")
+}

@@ -78,6 +78,11 @@ impl Harness {
         Harness::on(Stack::with_major(major), label, schema_sql).await
     }
 
+    /// [`Harness::new`] on another PostgreSQL server (the failover pair's primary).
+    pub async fn on_stack(stack: Stack, label: &str, schema_sql: &str) -> Harness {
+        Harness::on(stack, label, schema_sql).await
+    }
+
     /// [`Harness::new`], or [`Harness::on_major`] when a major is given.
     pub async fn for_major(major: Option<u32>, label: &str, schema_sql: &str) -> Harness {
         match major {

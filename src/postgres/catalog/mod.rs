@@ -36,6 +36,31 @@ pub struct SlotInfo {
     pub active_pid: Option<i32>,
     /// Whether it is a failover slot (PostgreSQL 17+; None before).
     pub failover: Option<bool>,
+    pub restart_lsn: Option<Lsn>,
+    /// `reserved`, `extended`, `unreserved` or `lost` (PostgreSQL 13+).
+    pub wal_status: Option<String>,
+    /// Why PostgreSQL invalidated it (17+: `wal_removed`, `rows_removed`,
+    /// `wal_level_insufficient`; 18: `idle_timeout`); on 16 `conflicting` gives
+    /// `rows_removed`.
+    pub invalidation_reason: Option<String>,
+}
+
+impl SlotInfo {
+    /// When PostgreSQL invalidated the slot (it can no longer be read): what it says why.
+    pub fn invalidated(&self) -> Option<String> {
+        let lost = self.wal_status.as_deref() == Some("lost");
+        if !lost && self.invalidation_reason.is_none() {
+            return None;
+        }
+        let mut why = Vec::new();
+        if let Some(w) = &self.wal_status {
+            why.push(format!("wal_status {w}"));
+        }
+        if let Some(r) = &self.invalidation_reason {
+            why.push(format!("invalidation_reason {r}"));
+        }
+        Some(why.join(", "))
+    }
 }
 
 /// Reading a catalog row: a column of another type than the query promises is an error
@@ -94,8 +119,34 @@ fn is_tls_failure(e: &tokio_postgres::Error) -> bool {
 }
 
 /// An ordinary connection; `options` are startup options (`-c name=value ...`). Returns the
-/// client and the server's `host:port` for messages.
+/// client and the server's `host:port` for messages. Of several hosts, the first that
+/// answers with the `target_session_attrs`.
 pub(crate) async fn connect_client(
+    cfg: &PostgresConfig,
+    application_name: &str,
+    options: Option<&str>,
+) -> Result<(Client, String)> {
+    let check = crate::postgres::hosts::check_sql(cfg.target_session_attrs);
+    crate::postgres::hosts::first_host(cfg, |one| async move {
+        let (client, server) = connect_one(&one, application_name, options).await?;
+        let Some((sql, yes)) = check else {
+            return Ok(Some((client, server)));
+        };
+        let answer = client
+            .simple_query(sql)
+            .await
+            .map_err(|e| pg_err(&server, e))?
+            .into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            });
+        Ok((answer.as_deref() == Some(yes)).then_some((client, server)))
+    })
+    .await
+}
+
+async fn connect_one(
     cfg: &PostgresConfig,
     application_name: &str,
     options: Option<&str>,
@@ -222,7 +273,9 @@ impl Catalog {
             .client
             .query_opt(
                 "SELECT plugin::text, database::text, confirmed_flush_lsn::text, active, active_pid,
-                        (to_jsonb(s) ->> 'failover')::bool
+                        (to_jsonb(s) ->> 'failover')::bool, restart_lsn::text, wal_status::text,
+                        coalesce(to_jsonb(s) ->> 'invalidation_reason',
+                                 CASE WHEN (to_jsonb(s) ->> 'conflicting')::bool THEN 'rows_removed' END)
                    FROM pg_replication_slots s WHERE slot_name = $1",
                 &[&name],
             )
@@ -236,6 +289,9 @@ impl Catalog {
                 active: r.col(3)?,
                 active_pid: r.col(4)?,
                 failover: r.col(5)?,
+                restart_lsn: r.col::<Option<String>>(6)?.and_then(|s| s.parse().ok()),
+                wal_status: r.col(7)?,
+                invalidation_reason: r.col(8)?,
             })
         })
         .transpose()

@@ -165,7 +165,23 @@ async fn read_frame<R: AsyncRead + Unpin + ?Sized>(
 }
 
 impl ReplicationClient {
+    /// A replication connection to the first host of `cfg` that answers with the
+    /// `target_session_attrs`.
     pub async fn connect(cfg: &PostgresConfig, application_name: &str) -> Result<Self> {
+        let check = crate::postgres::hosts::check_sql(cfg.target_session_attrs);
+        crate::postgres::hosts::first_host(cfg, |one| async move {
+            let mut c = Self::connect_one(&one, application_name).await?;
+            let Some((sql, yes)) = check else {
+                return Ok(Some(c));
+            };
+            let rows = c.simple_query(sql).await?;
+            let answer = rows.first().and_then(|r| r.first()).cloned().flatten();
+            Ok((answer.as_deref() == Some(yes)).then_some(c))
+        })
+        .await
+    }
+
+    async fn connect_one(cfg: &PostgresConfig, application_name: &str) -> Result<Self> {
         let server = format!("{}:{}", cfg.host, cfg.port);
         let tcp = TcpStream::connect((cfg.host.as_str(), cfg.port))
             .await
