@@ -83,6 +83,7 @@ struct Metrics {
     heartbeats: ByConnector,
     outbox_events: ByConnector,
     outbox_unroutable: ByConnector,
+    slots_lost: ByConnector,
     heartbeat_errors: ByConnector,
     client_logs_suppressed: ByConnector,
     live: Arc<Live>,
@@ -112,6 +113,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         heartbeats: Family::default(),
         outbox_events: Family::default(),
         outbox_unroutable: Family::default(),
+        slots_lost: Family::default(),
         heartbeat_errors: Family::default(),
         client_logs_suppressed: Family::default(),
         live: Arc::new(Live::default()),
@@ -187,6 +189,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "pgcdc_outbox_events",
         "Outbox events routed to their aggregate's topic.",
         m.outbox_events.clone(),
+    );
+    registry.register(
+        "pgcdc_slots_lost",
+        "Slots found lost (invalidated, gone or ahead of the checkpoint) and recreated by on_slot_lost: resnapshot.",
+        m.slots_lost.clone(),
     );
     registry.register(
         "pgcdc_outbox_unroutable",
@@ -293,6 +300,7 @@ pub enum ConnectorEvent {
     HeartbeatError,
     Outbox,
     OutboxUnroutable,
+    SlotLost,
 }
 
 pub fn count_connector(c: &str, what: ConnectorEvent) {
@@ -305,6 +313,7 @@ pub fn count_connector(c: &str, what: ConnectorEvent) {
         ConnectorEvent::HeartbeatError => &METRICS.heartbeat_errors,
         ConnectorEvent::Outbox => &METRICS.outbox_events,
         ConnectorEvent::OutboxUnroutable => &METRICS.outbox_unroutable,
+        ConnectorEvent::SlotLost => &METRICS.slots_lost,
     };
     family.get_or_create(&connector(c)).inc();
 }

@@ -9,19 +9,23 @@
 //! connector stops and says how to go on.
 
 use crate::checkpoint::{Checkpoint, SlotClaim};
-use crate::config::{ConnectorConfig, SnapshotMode};
+use crate::config::{ConnectorConfig, OnSlotLost, SnapshotMode};
 use crate::error::{Code, Error, Result};
 use crate::postgres::catalog::SlotInfo;
 use crate::postgres::replication::SystemId;
 use crate::Lsn;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
     /// Stream from the slot (created when missing), from the checkpoint if there is one.
     Resume,
     /// Create the slot with an exported snapshot and read the tables first, after dropping
     /// the existing slot (proven pgcdc's own and idle) when `drop_existing`.
     Snapshot { drop_existing: bool },
+    /// `on_slot_lost: resnapshot`: the slot lost changes after the checkpoint (`lost` says
+    /// how). Drop it when `drop_existing` (invalidated, pgcdc's own), create it when it is
+    /// missing, write a gap notice and re-read every table incrementally.
+    Resnapshot { drop_existing: bool, lost: String },
 }
 
 /// Decides how to start. Errors are the one line the operator reads.
@@ -46,13 +50,56 @@ pub fn decide(
         Some(c) => format!("the checkpoint of connector {} is at {}", conn.name, c.lsn),
         None => format!("connector {} has no checkpoint", conn.name),
     };
+    let resnapshot = conn.on_slot_lost == OnSlotLost::Resnapshot
+        && conn.snapshot.mode != SnapshotMode::InitialOnly;
+    if resnapshot {
+        if let Some(c) = ck {
+            let lost = match (slot, &invalidated) {
+                (Some(s), Some(why)) => Some((true, format!(
+                    "replication slot {name} was invalidated by PostgreSQL ({why}; restart_lsn {}), the checkpoint is at {}",
+                    s.restart_lsn.map_or_else(|| "none".to_owned(), |l| l.to_string()),
+                    c.lsn
+                ))),
+                (None, _) => Some((false, format!(
+                    "replication slot {name} does not exist, the checkpoint is at {}",
+                    c.lsn
+                ))),
+                (Some(s), None) if gap => Some((false, format!(
+                    "replication slot {name} is at {} but the checkpoint is at {}",
+                    s.confirmed_flush.map_or_else(|| "none".to_owned(), |l| l.to_string()),
+                    c.lsn
+                ))),
+                _ => None,
+            };
+            if let Some((invalid, lost)) = lost {
+                if invalid && !slot.is_some_and(|s| owned(conn, claim, s)) {
+                    return Err(Error::permanent(Code::Slot, format!(
+                        "{lost}; connector {} has no record of creating the slot, so pgcdc will not drop it: drop it \
+                         yourself (SELECT pg_drop_replication_slot('{name}')) and start again",
+                        conn.name
+                    )));
+                }
+                if slot.is_some_and(|s| s.active) {
+                    return Err(Error::transient(
+                        Code::Slot,
+                        format!("{lost}, and the slot is in use; pgcdc retries once it is free"),
+                    ));
+                }
+                return Ok(Start::Resnapshot {
+                    drop_existing: invalid,
+                    lost,
+                });
+            }
+        }
+    }
     if let (Some(why), false) = (&invalidated, when_needed) {
         let s = slot.map(describe).unwrap_or_default();
         return Err(Error::permanent(Code::Slot, format!(
             "replication slot {name} can no longer be read: PostgreSQL invalidated it ({why}; {s}, restart_lsn {}), \
              and {}: the changes after it are gone from the WAL (max_slot_wal_keep_size, or 18's \
              idle_replication_slot_timeout, while the connector was stopped or behind). To re-read every table, \
-             set snapshot.mode: when_needed (pgcdc drops the slot it created and takes a new initial snapshot); \
+             set on_slot_lost: resnapshot (a gap notice, then an incremental re-read while the stream goes on) or \
+             snapshot.mode: when_needed (pgcdc drops the slot it created and takes a new initial snapshot); \
              raise max_slot_wal_keep_size so that it does not happen again",
             slot.and_then(|s| s.restart_lsn).map_or_else(|| "none".to_owned(), |l| l.to_string()),
             checkpoint()
@@ -63,7 +110,7 @@ pub fn decide(
             return Err(Error::permanent(Code::Slot, format!(
                 "replication slot {name} does not exist, but the checkpoint of connector {} is at {}: the slot was \
                  dropped (or did not survive a failover), and the changes after the checkpoint are gone. To re-read \
-                 every table, set snapshot.mode: when_needed; to start over without them, delete the checkpoint \
+                 every table, set on_slot_lost: resnapshot or snapshot.mode: when_needed; to start over without them, delete the checkpoint \
                  (a tombstone for key {:?} in the offsets topic)",
                 conn.name, c.lsn, conn.name
             )));
@@ -82,13 +129,7 @@ pub fn decide(
             drop_existing: false,
         });
     };
-    let ours = claim.is_some_and(|c| {
-        c.slot == name
-            && c.created_lsn
-                .parse::<Lsn>()
-                .is_ok_and(|created| s.confirmed_flush.is_none_or(|f| f >= created))
-    });
-    if !ours {
+    if !owned(conn, claim, s) {
         return Err(Error::permanent(Code::Slot, format!(
             "replication slot {name} already exists ({}) and connector {} has no record of creating it, so pgcdc \
              will not drop it to take an initial snapshot (its changes may belong to another consumer); to stream \
@@ -106,6 +147,16 @@ pub fn decide(
     }
     Ok(Start::Snapshot {
         drop_existing: true,
+    })
+}
+
+/// Whether the slot claim proves `s` is the slot pgcdc created for `conn`.
+fn owned(conn: &ConnectorConfig, claim: Option<&SlotClaim>, s: &SlotInfo) -> bool {
+    claim.is_some_and(|c| {
+        c.slot == conn.slot_name()
+            && c.created_lsn
+                .parse::<Lsn>()
+                .is_ok_and(|created| s.confirmed_flush.is_none_or(|f| f >= created))
     })
 }
 
@@ -147,7 +198,10 @@ pub fn check_identity(
     if tli == sys.timeline {
         return Ok(());
     }
-    if !slot_exists && conn.snapshot.mode != SnapshotMode::WhenNeeded {
+    if !slot_exists
+        && conn.snapshot.mode != SnapshotMode::WhenNeeded
+        && conn.on_slot_lost != OnSlotLost::Resnapshot
+    {
         return Err(Error::permanent(Code::Slot, format!(
             "connector {}: PostgreSQL {server} was promoted (timeline {tli} -> {}) and replication slot {} does not \
              exist on it, so the changes after the checkpoint at {} cannot be read. To re-read every table, set \
@@ -390,6 +444,54 @@ mod tests {
             Start::Snapshot {
                 drop_existing: false
             }
+        );
+    }
+
+    #[test]
+    fn resnapshot_recreates_a_lost_slot_only_when_it_is_pgcdcs() {
+        let c: ConnectorConfig = serde_yaml_ng::from_str(
+            "name: shop\npostgres: {host: h, user: u, dbname: d}\ntopic_prefix: p\non_slot_lost: resnapshot\n",
+        )
+        .unwrap();
+        let lost = SlotInfo {
+            wal_status: Some("lost".into()),
+            ..slot(false, "0/5000")
+        };
+        let ck = ck("0/5000");
+        match decide(&c, Some(&ck), Some(&claim("0/1000")), Some(&lost)).unwrap() {
+            Start::Resnapshot {
+                drop_existing: true,
+                lost,
+            } => assert!(
+                lost.contains("invalidated") && lost.contains("0/5000"),
+                "{lost}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Not provably pgcdc's: never dropped.
+        let e = decide(&c, Some(&ck), None, Some(&lost)).unwrap_err();
+        assert!(e.to_string().contains("pg_drop_replication_slot"), "{e}");
+        // Gone, or ahead of the checkpoint (a crash right after recreating it): re-read
+        // from the slot as it is.
+        for s in [None, Some(slot(false, "0/9000"))] {
+            assert!(matches!(
+                decide(&c, Some(&ck), Some(&claim("0/1000")), s.as_ref()).unwrap(),
+                Start::Resnapshot {
+                    drop_existing: false,
+                    ..
+                }
+            ));
+        }
+        // A healthy slot resumes.
+        assert_eq!(
+            decide(
+                &c,
+                Some(&ck),
+                Some(&claim("0/1000")),
+                Some(&slot(false, "0/5000"))
+            )
+            .unwrap(),
+            Start::Resume
         );
     }
 

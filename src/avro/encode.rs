@@ -159,6 +159,18 @@ pub fn write(
             out.push(0);
             Ok(())
         }
+        (Schema::Map(m), Value::Map(entries)) => {
+            if !entries.is_empty() {
+                zigzag(entries.len() as i64, out);
+                // In the map's own order, as apache-avro writes it.
+                for (k, item) in entries {
+                    bytes(k.as_bytes(), out);
+                    write(item, &m.types, names, ns, out)?;
+                }
+            }
+            out.push(0);
+            Ok(())
+        }
         _ => Err(mismatch(v, s)),
     }
 }
@@ -179,7 +191,8 @@ mod tests {
                     {"name": "d", "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}},
                     {"name": "e", "type": ["null", {"type": "record", "name": "S", "fields": [{"name": "x", "type": "double"}]}]},
                     {"name": "f", "type": ["null", "S"]},
-                    {"name": "g", "type": "boolean"}
+                    {"name": "g", "type": "boolean"},
+                    {"name": "h", "type": {"type": "map", "values": "string"}}
                 ]}"#,
             )
             .unwrap(),
@@ -205,6 +218,10 @@ mod tests {
             ("e".into(), Value::Union(1, Box::new(s(1.5)))),
             ("f".into(), Value::Union(1, Box::new(s(-0.0)))),
             ("g".into(), Value::Boolean(true)),
+            (
+                "h".into(),
+                Value::Map([("k".to_owned(), Value::String("v".into()))].into()),
+            ),
         ]);
         let names = Names::of(schema).unwrap();
         let mut ours = Vec::new();

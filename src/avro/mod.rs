@@ -7,6 +7,7 @@ pub mod envelope;
 pub mod fields;
 pub mod heartbeat;
 pub mod message;
+pub mod notification;
 pub mod outbox;
 pub mod policy;
 pub mod registry;

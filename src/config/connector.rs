@@ -64,6 +64,18 @@ pub struct PostgresConfig {
     pub target_session_attrs: TargetSessionAttrs,
 }
 
+/// `on_slot_lost`: what a connector does when its slot lost changes it had not delivered.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnSlotLost {
+    /// Stop with one line that names the slot, why, and the checkpoint.
+    #[default]
+    Stop,
+    /// Write a gap notice to `<topic_prefix>.notifications`, recreate the slot and re-read
+    /// every table with an incremental snapshot while the stream goes on.
+    Resnapshot,
+}
+
 /// libpq's `target_session_attrs`, for a list of hosts.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -191,6 +203,9 @@ pub struct ConnectorConfig {
     /// A failover slot (PostgreSQL 17+): a standby with `sync_replication_slots = on` keeps
     /// a copy in step, so the connector continues on it after a promotion.
     pub slot_failover: bool,
+    /// What to do when the slot can no longer deliver what follows the checkpoint
+    /// (invalidated by PostgreSQL, gone, or ahead of the checkpoint).
+    pub on_slot_lost: OnSlotLost,
     /// Changes of a partition are published as changes of its partitioned root (the
     /// publication's `publish_via_partition_root`), so the root names the topic and a new
     /// partition makes no new topic. pgcdc sets it on the publication it creates (and on
@@ -253,6 +268,7 @@ impl Default for ConnectorConfig {
             slot: None,
             publication: None,
             slot_failover: false,
+            on_slot_lost: OnSlotLost::Stop,
             publish_via_partition_root: true,
             publish_generated_columns: false,
             tables: TableFilter::default(),

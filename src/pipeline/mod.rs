@@ -229,7 +229,76 @@ pub async fn run(
             lsn,
         )
     };
-    let (start, exported, state) = if let Start::Snapshot { drop_existing } = decision {
+    // `on_slot_lost: resnapshot`: the gap notice, written in the first Kafka transaction.
+    let mut gap_notice: Option<crate::avro::notification::Notification> = None;
+    let (start, exported, state) = if let Start::Resnapshot {
+        drop_existing,
+        lost,
+    } = &decision
+    {
+        if *drop_existing {
+            repl.drop_slot(&slot).await?;
+        }
+        let slot_pos = match (&existing, drop_existing) {
+            (Some(s), false) => s.confirmed_flush.unwrap_or(Lsn::ZERO),
+            _ => {
+                let lsn = repl.create_slot(&slot, conn.slot_failover).await?;
+                claim(lsn).await?;
+                lsn
+            }
+        };
+        let mut state = ck
+            .as_ref()
+            .and_then(|c| c.snapshot.clone())
+            .unwrap_or_default()
+            .resume();
+        let (keyed, keyless): (Vec<_>, Vec<_>) = reader
+            .snapshot_tables()
+            .await?
+            .into_iter()
+            .partition(|t| !t.st.pk.is_empty());
+        let names = |ts: &[crate::snapshot::initial::SnapTable]| {
+            ts.iter()
+                .map(|t| t.st.relation.qualified_name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (reread, not_reread) = (names(&keyed), names(&keyless));
+        state.add(
+            keyed
+                .iter()
+                .map(|t| {
+                    incremental::whole_table(
+                        &t.st.relation.qualified_name(),
+                        t.st.estimate.unwrap_or(0),
+                    )
+                })
+                .collect(),
+        );
+        let from = ck.as_ref().map(|c| c.lsn.clone()).unwrap_or_default();
+        tracing::error!(connector = %conn.name, slot = %slot, lost = %lost, from = %from, to = %slot_pos, tables = %reread, without_key = %not_reread,
+            "on_slot_lost: resnapshot: changes between the checkpoint and the new slot are lost; re-reading every table while streaming");
+        metrics::count_connector(&conn.name, metrics::ConnectorEvent::SlotLost);
+        let mut data = vec![
+            ("connector_name".to_owned(), conn.name.clone()),
+            ("slot".to_owned(), slot.clone()),
+            ("reason".to_owned(), lost.clone()),
+            ("lost_from_lsn".to_owned(), from),
+            ("resumed_at_lsn".to_owned(), slot_pos.to_string()),
+            ("data_collections".to_owned(), reread),
+        ];
+        if !not_reread.is_empty() {
+            data.push(("not_reread_without_primary_key".to_owned(), not_reread));
+        }
+        gap_notice = Some(crate::avro::notification::Notification {
+            id: format!("{}-slot-lost-{}", conn.name, slot_pos),
+            kind: "SLOT_LOST".to_owned(),
+            aggregate_type: "Replication Slot".to_owned(),
+            additional_data: data,
+            timestamp_ms: crate::avro::envelope::now_micros() / 1000,
+        });
+        (slot_pos, None, state)
+    } else if let Start::Snapshot { drop_existing } = decision {
         if drop_existing {
             tracing::warn!(connector = %conn.name, slot = %slot, "dropping the replication slot pgcdc created earlier, to recreate it with a snapshot (snapshot.mode {:?})", conn.snapshot.mode);
             repl.drop_slot(&slot).await?;
@@ -322,6 +391,16 @@ pub async fn run(
     } else {
         reader.snap.resume(state.pending.clone());
         sink_task = tokio::spawn(sink.starting_at(start, state).run(rx));
+    }
+    if let Some(n) = &gap_notice {
+        let codec = crate::avro::notification::NotificationCodec::register(
+            &mut reader.registry,
+            &conn.topic_prefix,
+        )
+        .await?;
+        reader.topics.ensure(codec.topic(), None, &[]).await?;
+        reader.send(SinkMsg::Record(codec.record(n)?)).await?;
+        reader.send(SinkMsg::Boundary(start)).await?;
     }
 
     let interval = feedback::status_interval(&repl.show("wal_sender_timeout").await?);

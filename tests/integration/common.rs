@@ -139,9 +139,15 @@ pub fn free_port() -> u16 {
 
 /// Runs `dev/stack <cmd>` (the failover pair, the scratch server) with PostgreSQL 17.
 pub fn dev_stack(cmd: &str) {
+    dev_stack_args(&[cmd]);
+}
+
+/// `dev/stack <args>`, e.g. `scratch-up frozen`.
+pub fn dev_stack_args(args: &[&str]) {
+    let cmd = args.join(" ");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new(root.join("dev/stack"))
-        .arg(cmd)
+        .args(args)
         .env("PG_MAJOR", "17")
         .output()
         .expect("run dev/stack");
