@@ -59,7 +59,7 @@ pub struct DaemonConfig {
     pub fail_fast: bool,
 }
 
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for DaemonConfig {
     fn default() -> Self {
