@@ -15,7 +15,8 @@
 //! - [`lsn`]: the `Lsn` newtype shared by every stage; [`error`]: the one error type (kind,
 //!   stable code, next step, source chain) and in-place retry.
 //! - [`config`]: daemon and connector files.
-//! - [`postgres`]: replication connection, catalog connection, TLS, feedback task.
+//! - [`postgres`]: replication connection, catalog connection, TLS, several hosts
+//!   (`target_session_attrs`), feedback task.
 //! - [`decode`]: pgoutput messages and the relation cache.
 //! - [`change`]: what one row change becomes as events (a key change: delete, tombstone,
 //!   create), as data.
@@ -28,8 +29,10 @@
 //!   PostgreSQL transactions and the checkpoint in one Kafka transaction.
 //! - [`checkpoint`]: the offsets record written in the same Kafka transaction as the events.
 //! - [`snapshot`]: initial and incremental snapshots, their progress in the checkpoint.
-//! - [`startup`]: resume, snapshot on a new slot, or refuse (slots pgcdc may drop).
-//! - [`pipeline`]: one connector's loop; [`supervisor`]: many connectors, restarts.
+//! - [`startup`]: resume, snapshot on a new slot, re-read after a lost slot, or refuse
+//!   (slots pgcdc may drop, another cluster's checkpoint).
+//! - [`pipeline`]: one connector's loop; [`supervisor`]: many connectors, each failing
+//!   alone, restarts, SIGHUP reloads.
 //! - [`health`], [`metrics`], [`http`]: each connector's state, its series, `/healthz` and
 //!   `/metrics`.
 //! - [`admin`]: `pgcdc status` and `pgcdc snapshot`.
