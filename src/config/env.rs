@@ -29,7 +29,11 @@ pub(crate) fn expand(s: &str, env: Env<'_>) -> Result<String, String> {
         } else if let Some(after) = tail.strip_prefix("${") {
             let end = after
                 .find('}')
-                .ok_or_else(|| format!("unterminated ${{...}} in {s:?}"))?;
+                // The value itself is not quoted back: it may be a password.
+                .ok_or_else(|| {
+                    "has a ${ without its closing }; close it, or write $${ for a literal ${"
+                        .to_owned()
+                })?;
             let expr = &after[..end];
             let (name, default) = match expr.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),

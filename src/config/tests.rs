@@ -478,3 +478,19 @@ fn several_hosts_are_listed_in_libpq_style() {
         );
     }
 }
+
+#[test]
+fn an_unterminated_variable_is_refused_without_echoing_the_value() {
+    let e = connector(
+        "name: o\npostgres: {host: h, user: u, dbname: d, password: 'hunter2${OOPS'}\ntopic_prefix: p\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("connectors/orders.yaml")
+            && e.contains("postgres.password")
+            && e.contains("closing }"),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2"), "the value leaked: {e}");
+}
