@@ -3,9 +3,15 @@
 //! standby). Every connection pgcdc opens goes through [`first_host`].
 
 use std::future::Future;
+use std::time::Duration;
 
 use crate::config::{PostgresConfig, TargetSessionAttrs};
 use crate::error::{Code, Error, Result};
+
+/// How long one host may take to accept a session (TCP, TLS, authentication, the
+/// attributes check): a host that black-holes packets, or a frozen server whose kernel
+/// still accepts the connection, is given up on after this and the next host is tried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The SQL that says whether a session has `attrs`, answered `on`/`off` or `t`/`f`, and
 /// the value that means yes.
@@ -47,7 +53,7 @@ where
             .next()
             .ok_or_else(|| Error::permanent(Code::Config, "postgres.host: no host".to_owned()))?;
         let server = format!("{}:{}", one.host, one.port);
-        return match open(one).await? {
+        return match within(&server, open(one)).await? {
             Some(t) => Ok(t),
             None => Err(Error::transient(
                 Code::PostgresConnect,
@@ -60,10 +66,22 @@ where
     }
     let mut notes = Vec::new();
     let mut permanent: Option<Error> = None;
-    for one in endpoints {
+    // The host that last did comes first: a dead first host costs its timeout once, not on
+    // every connection the connector opens. Its attributes are checked all the same.
+    let preferred = last_good(&cfg.host, None);
+    let mut order: Vec<usize> = (0..endpoints.len()).collect();
+    if let Some(p) = preferred.filter(|p| *p < order.len()) {
+        order.retain(|i| *i != p);
+        order.insert(0, p);
+    }
+    for i in order {
+        let one = endpoints[i].clone();
         let server = format!("{}:{}", one.host, one.port);
-        match open(one).await {
-            Ok(Some(t)) => return Ok(t),
+        match within(&server, open(one)).await {
+            Ok(Some(t)) => {
+                last_good(&cfg.host, Some(i));
+                return Ok(t);
+            }
             Ok(None) => notes.push(not_fit(&server)),
             Err(e) => {
                 notes.push(e.to_string());
@@ -84,4 +102,34 @@ where
             notes.join("; ")
         ),
     ))
+}
+
+/// `open`, or a transient error naming `server` after [`CONNECT_TIMEOUT`].
+async fn within<T>(server: &str, open: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(CONNECT_TIMEOUT, open)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::transient(
+                Code::PostgresConnect,
+                format!(
+                    "PostgreSQL {server}: no session within {}s (the host does not answer, or the server is frozen)",
+                    CONNECT_TIMEOUT.as_secs()
+                ),
+            ))
+        })
+}
+
+/// The index of the host of `hosts` that last gave a session; `set` records one.
+fn last_good(hosts: &str, set: Option<usize>) -> Option<usize> {
+    static LAST: std::sync::Mutex<Option<std::collections::HashMap<String, usize>>> =
+        std::sync::Mutex::new(None);
+    let mut m = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let map = m.get_or_insert_with(Default::default);
+    match set {
+        Some(i) => {
+            map.insert(hosts.to_owned(), i);
+            Some(i)
+        }
+        None => map.get(hosts).copied(),
+    }
 }

@@ -1,6 +1,7 @@
 //! SIGTERM while PostgreSQL does not answer (every process of a scratch server stopped with
 //! SIGSTOP, `dev/stack scratch-freeze frozen`): pgcdc still exits within
-//! `shutdown_timeout`, and what it had delivered stays delivered exactly once.
+//! `shutdown_timeout`, and what it had delivered stays delivered exactly once; and a
+//! connector whose host list starts with the frozen server moves on to the next host.
 
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,9 @@ use crate::harness::Harness;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_within_shutdown_timeout_while_postgres_does_not_answer() {
     dev_stack_args(&["scratch-up", "frozen"]);
+    let frozen_port = stack_port("scratch-frozen");
     let scratch = Stack {
-        pg_port: stack_port("scratch-frozen"),
+        pg_port: frozen_port,
         ..Stack::get()
     };
     let h = Harness::on_stack(
@@ -43,11 +45,27 @@ async fn sigterm_exits_within_shutdown_timeout_while_postgres_does_not_answer() 
         .success());
     let asked = Instant::now();
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    let took = asked.elapsed();
+
+    // While it is frozen: a connector whose host list starts with it gives up on it after
+    // the connect timeout and streams from the next host (the stack's PostgreSQL).
+    let other = Harness::new("frozenlist", "CREATE TABLE t (id int PRIMARY KEY);").await;
+    let mut listed = other.clone();
+    listed.stack.pg_host = format!("127.0.0.1:{},{}", frozen_port, other.stack.pg_host);
+    let (daemon_cfg, conn_cfg) = listed.configs("");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(pgcdc::supervisor::run(daemon_cfg, vec![conn_cfg], stop_rx));
+    other.wait_slot(true, || !run.is_finished()).await;
+    other.sql("INSERT INTO t VALUES (1)").await;
+    other.read("t", 1, Duration::from_secs(60)).await;
+    let _ = stop_tx.send(true);
+    run.await.unwrap().unwrap();
+    other.drop_slot().await;
+
     dev_stack_args(&["scratch-thaw", "frozen"]);
     let status = status
         .expect("pgcdc must exit on SIGTERM while PostgreSQL does not answer")
         .unwrap();
-    let took = asked.elapsed();
     assert!(status.code().is_some(), "{status:?}");
     // shutdown_timeout (3 s), the runtime's 1 s for blocking calls, and slack for a busy
     // machine: far below the 30 s the wait allows, so a hang would show.
