@@ -6,7 +6,8 @@
 //! a `validate()` pass whose errors name the file, the field path and what is allowed.
 //!
 //! - [`daemon`]: `config/pgcdc.yaml` (Kafka, the registry, HTTP, logging);
-//! - [`connector`]: one connector file (PostgreSQL, tables, snapshot, value policies);
+//! - [`connector`]: one connector file (tables, snapshot, value policies), its
+//!   `postgres:` section in `postgres`;
 //! - [`names`]: table and topic names as the files spell them;
 //! - `env`: `${VAR}` substitution that keeps a value data, whatever it contains.
 
@@ -16,6 +17,7 @@ pub mod daemon;
 mod env;
 pub mod names;
 mod outbox;
+mod postgres;
 #[cfg(test)]
 mod tests;
 
@@ -23,6 +25,7 @@ pub use columns::*;
 pub use connector::*;
 pub use daemon::*;
 pub use outbox::*;
+pub use postgres::*;
 
 pub use names::*;
 
