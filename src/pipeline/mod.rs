@@ -229,6 +229,13 @@ pub async fn run(
             lsn,
         )
     };
+    // The snapshot progress the checkpoint left, to go on with.
+    let resumed = || {
+        ck.as_ref()
+            .and_then(|c| c.snapshot.clone())
+            .unwrap_or_default()
+            .resume()
+    };
     // `on_slot_lost: resnapshot`: the gap notice, written in the first Kafka transaction.
     let mut gap_notice: Option<crate::avro::notification::Notification> = None;
     let (start, exported, state) = if let Start::Resnapshot {
@@ -247,11 +254,7 @@ pub async fn run(
                 lsn
             }
         };
-        let mut state = ck
-            .as_ref()
-            .and_then(|c| c.snapshot.clone())
-            .unwrap_or_default()
-            .resume();
+        let mut state = resumed();
         let (keyed, keyless): (Vec<_>, Vec<_>) = reader
             .snapshot_tables()
             .await?
@@ -334,11 +337,7 @@ pub async fn run(
                 )));
             }
         }
-        let state = ck
-            .as_ref()
-            .and_then(|c| c.snapshot.clone())
-            .unwrap_or_default()
-            .resume();
+        let state = resumed();
         (ck_pos.unwrap_or(Lsn::ZERO).max(slot_pos), None, state)
     };
     reader.last_commit = start;
