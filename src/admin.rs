@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 
-use crate::checkpoint;
 use crate::config::{ConnectorConfig, DaemonConfig};
 use crate::error::{Code, Error, Result};
 use crate::postgres::snapshot::SnapshotConn;
@@ -15,7 +14,7 @@ pub async fn status(daemon: &DaemonConfig, conn: &ConnectorConfig) -> Result<Str
     let mut out = String::new();
     let kcfg = daemon.kafka.clone();
     let name = conn.name.clone();
-    let ck = tokio::task::spawn_blocking(move || checkpoint::read_last(&kcfg, &name))
+    let ck = tokio::task::spawn_blocking(move || crate::kafka::offsets::read_last(&kcfg, &name))
         .await
         .map_err(|e| {
             Error::permanent(Code::Internal, format!("checkpoint reader failed: {e}"))
@@ -105,8 +104,8 @@ pub async fn signal_snapshot(conn: &ConnectorConfig, tables: &[String]) -> Resul
         if st.pk.is_empty() {
             return Err(Error::permanent(Code::Internal, format!(
                 "table {} has no primary key; incremental snapshots need one (ALTER TABLE {} ADD PRIMARY KEY (...))",
-                crate::postgres::quote_raw_table(t),
-                crate::postgres::quote_raw_table(t)
+                crate::sql::raw_table(t),
+                crate::sql::raw_table(t)
             )));
         }
     }
@@ -118,7 +117,7 @@ pub async fn signal_snapshot(conn: &ConnectorConfig, tables: &[String]) -> Resul
     let id = format!(
         "pgcdc-{:x}-{:x}",
         std::process::id(),
-        crate::avro::envelope::now_micros()
+        crate::clock::now_micros()
     );
     let data = serde_json::json!({"data-collections": tables, "type": "incremental"}).to_string();
     let sc = SnapshotConn::connect(&conn.postgres, "pgcdc-snapshot").await?;

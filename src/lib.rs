@@ -1,7 +1,10 @@
 //! pgcdc: PostgreSQL logical replication (`pgoutput`) into Kafka as Debezium-compatible Avro
 //! events, exactly once.
 //!
-//! Module map, in the order the data flows:
+//! Module map, in the order the data flows. No module imports one that imports it back
+//! (`layering` checks it from the sources): from the bottom, `sql`, `clock`, `prefix`,
+//! `metrics`, `config`, `error`, `typemap`, `decode`, `postgres`, `checkpoint`, `kafka`,
+//! `avro`, `toast`, `snapshot`, `pipeline`, `supervisor`.
 //!
 //! ```text
 //!  PostgreSQL ──pgoutput──▶ postgres ──bytes──▶ decode ──rows──▶ typemap ──values──▶ avro
@@ -13,7 +16,9 @@
 //! ```
 //!
 //! - [`lsn`]: the `Lsn` newtype shared by every stage; [`error`]: the one error type (kind,
-//!   stable code, next step, source chain) and in-place retry.
+//!   stable code, next step, source chain) and in-place retry; [`sql`]: identifiers and
+//!   literals quoted for SQL text; [`clock`]: the wall clock; [`prefix`]: the logical
+//!   message prefixes pgcdc reserves for itself.
 //! - [`config`]: daemon and connector files.
 //! - [`postgres`]: replication connection, catalog connection, TLS, several hosts
 //!   (`target_session_attrs`), feedback task.
@@ -27,8 +32,10 @@
 //!   client, envelopes, value policies, wire format.
 //! - [`kafka`]: topics, the transactional producer, and the sink that writes whole
 //!   PostgreSQL transactions and the checkpoint in one Kafka transaction.
-//! - [`checkpoint`]: the offsets record written in the same Kafka transaction as the events.
-//! - [`snapshot`]: initial and incremental snapshots, their progress in the checkpoint.
+//! - [`checkpoint`]: the offsets record written in the same Kafka transaction as the events,
+//!   with the snapshot progress it carries ([`checkpoint::progress`]); [`kafka::offsets`]
+//!   reads it back.
+//! - [`snapshot`]: initial and incremental snapshots.
 //! - [`startup`]: resume, snapshot on a new slot, re-read after a lost slot, or refuse
 //!   (slots pgcdc may drop, another cluster's checkpoint).
 //! - [`pipeline`]: one connector's loop; [`supervisor`]: many connectors, each failing
@@ -36,7 +43,8 @@
 //! - [`health`], [`metrics`], [`http`]: each connector's state, its series, `/healthz` and
 //!   `/metrics`.
 //! - [`admin`]: `pgcdc status` and `pgcdc snapshot`.
-//! - [`consume`]: reads topics back as a consumer does (read_committed, the registry);
+//! - [`consume`]: reads topics back as a consumer does (read_committed, the registry,
+//!   [`consume::json`] for the JSON rendering);
 //!   [`tail`]: `pgcdc tail` on it.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -45,6 +53,7 @@ pub mod admin;
 pub mod avro;
 pub mod change;
 pub mod checkpoint;
+pub mod clock;
 pub mod config;
 pub mod consume;
 pub mod decode;
@@ -52,11 +61,15 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod kafka;
+#[cfg(test)]
+mod layering;
 pub mod lsn;
 pub mod metrics;
 pub mod pipeline;
 pub mod postgres;
+pub mod prefix;
 pub mod snapshot;
+pub mod sql;
 pub mod startup;
 pub mod supervisor;
 pub mod tail;

@@ -420,7 +420,7 @@ async fn start_problem(
 ) -> Option<String> {
     let (kcfg, name) = (daemon.kafka.clone(), c.name.clone());
     let state =
-        tokio::task::spawn_blocking(move || pgcdc::checkpoint::read_state(&kcfg, &name)).await;
+        tokio::task::spawn_blocking(move || pgcdc::kafka::offsets::read_state(&kcfg, &name)).await;
     let (ck, claim) = match state {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Some(e.to_string()),
@@ -472,9 +472,9 @@ async fn validate(daemon: &DaemonConfig, dir: &Path, files: &[PathBuf]) -> ExitC
         {
             Ok(mut cat) => match cat.preflight(c).await {
                 Ok(p) => {
-                    match cat.schema_notes(c).await {
-                        Ok(notes) => {
-                            for n in notes {
+                    match cat.captured_relations(c).await {
+                        Ok(tables) => {
+                            for n in pgcdc::avro::fields::optional_not_null_notes(&tables) {
                                 println!("note: connector {}: {n}", c.name);
                             }
                         }

@@ -369,7 +369,7 @@ impl Live {
 }
 
 fn now_us() -> i64 {
-    crate::avro::envelope::now_micros()
+    crate::clock::now_micros()
 }
 
 /// (name, help, unit, value from a connector's positions and the time now in µs).

@@ -2,7 +2,6 @@
 //! `ts_ms` (`ts_us`, `ts_ns`), keyed by the table's key columns.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use apache_avro::types::Value;
 
@@ -122,14 +121,6 @@ pub struct ReplOrigin {
     pub lsn: Lsn,
 }
 
-/// Microseconds since the Unix epoch, now.
-pub fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 impl TableCodec {
     fn column_error(&self, i: usize, e: impl std::fmt::Display) -> Error {
         Error::permanent(
@@ -140,7 +131,7 @@ impl TableCodec {
                 self.rel
                     .columns
                     .get(i)
-                    .map(|c| crate::postgres::quote_ident(&c.name))
+                    .map(|c| crate::sql::ident(&c.name))
                     .unwrap_or_else(|| "?".into())
             ),
         )
@@ -280,7 +271,7 @@ impl TableCodec {
         origin: &Origin,
         cx: &ChangeContext,
     ) -> Value {
-        let now_us = now_micros();
+        let now_us = crate::clock::now_micros();
         let source = source_value(origin, cx, &self.rel.schema, &self.rel.table);
         let block = block_value(cx);
         Value::Record(vec![

@@ -242,6 +242,29 @@ fn zero(ty: &PgType) -> Value {
     }
 }
 
+/// For `validate`: per table, a note naming the NOT NULL columns whose fields stay
+/// optional because a value policy may need null for them (see the module docs).
+pub fn optional_not_null_notes(tables: &[(String, Relation)]) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (quoted, rel) in tables {
+        let optional: Vec<String> = field_specs(rel)
+            .iter()
+            .zip(&rel.columns)
+            .filter(|(s, c)| c.not_null && s.shape != Shape::Required)
+            .map(|(_, c)| crate::sql::ident(&c.name))
+            .collect();
+        if !optional.is_empty() {
+            notes.push(format!(
+                "table {quoted}: NOT NULL columns {} are optional fields: their types can hold values a policy \
+                 turns into null (±infinity, NaN, arrays of another shape, or unsent TOASTed values without \
+                 a placeholder form); README \"Events\" lists the types",
+                optional.join(", ")
+            ));
+        }
+    }
+    notes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,9 +12,6 @@ use crate::avro::Registered;
 use crate::error::Result;
 use crate::kafka::sink::Record;
 
-/// The prefix of the logical decoding message pgcdc writes as its default heartbeat action.
-pub const MESSAGE_PREFIX: &str = "pgcdc.heartbeat";
-
 pub fn key_schema() -> Json {
     json!({
         "type": "record",

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use apache_avro::types::Value;
 use serde_json::{json, Value as Json};
 
-use crate::avro::envelope::{block_value, now_micros, source_value, ChangeContext, Origin};
+use crate::avro::envelope::{block_value, source_value, ChangeContext, Origin};
 use crate::avro::registry::Registry;
 use crate::avro::schema::{block_schema, none, some, source_schema};
 use crate::avro::Registered;
+use crate::clock::now_micros;
 use crate::error::Result;
 use crate::kafka::sink::Record;
 

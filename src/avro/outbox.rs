@@ -10,7 +10,7 @@ use serde_json::{json, Value as Json};
 use crate::avro::schema::avro_name;
 use crate::config::OutboxConfig;
 use crate::decode::{Relation, Tuple, TupleData};
-use crate::typemap::{Names, PgType};
+use crate::typemap::{Composite, Names, PgType};
 
 /// One routed event.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,14 +19,6 @@ pub struct Routed {
     pub id: Option<String>,
     pub key: Value,
     pub value: Value,
-}
-
-/// A composite type: its schema and name, and its attributes with their types.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Composite {
-    pub schema: String,
-    pub name: String,
-    pub fields: Vec<(String, PgType)>,
 }
 
 impl Composite {

@@ -74,7 +74,7 @@ impl ValuePolicy {
             tracing::warn!(
                 connector = %self.connector,
                 table = %rel.quoted_name(),
-                column = %crate::postgres::quote_ident(&col.name),
+                column = %crate::sql::ident(&col.name),
                 "{why} (logged once per column; header {}, metric {})",
                 if kind == "lossy" { HEADER_LOSSY } else { HEADER_UNAVAILABLE },
                 if kind == "lossy" { metrics::LOSSY_VALUES.series() } else { metrics::UNAVAILABLE_VALUES.series() },

@@ -160,9 +160,9 @@ impl MessagesConfig {
     /// Whether a message with `prefix` becomes an event (pgcdc's own watermarks never do).
     pub fn wants(&self, prefix: &str) -> bool {
         self.enabled
-            && prefix != crate::postgres::snapshot::WATERMARK_PREFIX
-            && prefix != crate::avro::heartbeat::MESSAGE_PREFIX
-            && prefix != crate::postgres::ddl::DDL_PREFIX
+            && prefix != crate::prefix::WATERMARK
+            && prefix != crate::prefix::HEARTBEAT
+            && prefix != crate::prefix::DDL
             && (self.prefix_include.is_empty() || self.prefix_include.iter().any(|p| p == prefix))
             && !self.prefix_exclude.iter().any(|p| p == prefix)
     }

@@ -44,7 +44,7 @@ impl TableName {
 
     /// The name as SQL needs it: `public.orders`, `"Sales & Co"."Order Lines"`.
     pub fn quoted(&self) -> String {
-        crate::postgres::quote_qualified(&self.schema, &self.table)
+        crate::sql::qualified(&self.schema, &self.table)
     }
 }
 

@@ -70,7 +70,7 @@ impl Relation {
     /// The name as SQL needs it, for messages and hints: `public.orders`,
     /// `"Sales & Co"."Order Lines"`.
     pub fn quoted_name(&self) -> String {
-        crate::postgres::quote_qualified(&self.schema, &self.table)
+        crate::sql::qualified(&self.schema, &self.table)
     }
 
     /// Whether the event key is exactly the replica identity: old key images (primary-key

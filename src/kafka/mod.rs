@@ -1,5 +1,6 @@
 //! Kafka: client settings, topic creation and the transactional producer.
 
+pub mod offsets;
 pub mod producer;
 pub mod sink;
 pub mod topics;

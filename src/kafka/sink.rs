@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use crate::checkpoint::progress::{ChunkDone, SnapshotState, TableWork};
 use crate::checkpoint::{Checkpoint, CHECKPOINT_VERSION};
 use crate::error::Result;
 use crate::kafka::producer::TxProducer;
 use crate::metrics;
-use crate::snapshot::{ChunkDone, SnapshotState, TableWork};
 use crate::Lsn;
 
 /// With no events, a checkpoint-only Kafka transaction this often: it confirms WAL progress
@@ -226,7 +226,7 @@ impl Sink {
             self.producer.begin()?;
             self.live
                 .open_since_us
-                .store(crate::avro::envelope::now_micros(), Ordering::Relaxed);
+                .store(crate::clock::now_micros(), Ordering::Relaxed);
             *open = Some(OpenTxn {
                 started: Instant::now(),
                 events: 0,

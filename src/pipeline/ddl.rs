@@ -78,7 +78,7 @@ impl Reader<'_> {
             let subject = format!("{}-value", codec.topic);
             let version = self.registry.version(&subject, codec.value.id).await;
             changes.push(TableChange {
-                id: crate::postgres::quote_qualified(&t.schema, &t.table),
+                id: crate::sql::qualified(&t.schema, &t.table),
                 topic: codec.topic.to_string(),
                 key_schema_id: codec.key.as_ref().map(|k| k.id),
                 value_schema_id: codec.value.id,

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-use crate::avro::heartbeat::{HeartbeatCodec, MESSAGE_PREFIX};
+use crate::avro::heartbeat::HeartbeatCodec;
 use crate::config::ConnectorConfig;
 use crate::metrics::{self, ConnectorEvent};
-use crate::postgres::ident::sql_literal;
+use crate::prefix::HEARTBEAT as MESSAGE_PREFIX;
+use crate::sql::sql_literal;
 
 /// The heartbeat records of a connector: when the last one was written.
 pub(super) struct Beat {

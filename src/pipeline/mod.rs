@@ -24,6 +24,7 @@ use crate::avro::envelope::Origin;
 use crate::avro::policy::ValuePolicy;
 use crate::avro::registry::Registry;
 use crate::checkpoint;
+use crate::checkpoint::progress::SnapshotState;
 use crate::config::{ConnectorConfig, DaemonConfig, SnapshotMode};
 use crate::decode::RelationCache;
 use crate::error::{Code, Error, Result};
@@ -36,7 +37,6 @@ use crate::postgres::snapshot::SnapshotConn;
 use crate::postgres::{Catalog, ReplicationClient, StreamEvent};
 use crate::snapshot::incremental::{self, ChunkBox, Incremental};
 use crate::snapshot::initial;
-use crate::snapshot::SnapshotState;
 use crate::startup::Start;
 use crate::toast::TxnToast;
 use crate::Lsn;
@@ -107,11 +107,12 @@ pub async fn run(
         .await?;
     let kcfg = daemon.kafka.clone();
     let name = conn.name.clone();
-    let (ck, claim) = tokio::task::spawn_blocking(move || checkpoint::read_state(&kcfg, &name))
-        .await
-        .map_err(|e| {
-            Error::permanent(Code::Internal, format!("checkpoint reader failed: {e}"))
-        })??;
+    let (ck, claim) =
+        tokio::task::spawn_blocking(move || crate::kafka::offsets::read_state(&kcfg, &name))
+            .await
+            .map_err(|e| {
+                Error::permanent(Code::Internal, format!("checkpoint reader failed: {e}"))
+            })??;
     // Both sinks answer before a slot is created or a snapshot begins: a retry while one is
     // down never has anything to undo.
     crate::avro::registry::check(&daemon.schema_registry).await?;
@@ -298,7 +299,7 @@ pub async fn run(
             kind: "SLOT_LOST".to_owned(),
             aggregate_type: "Replication Slot".to_owned(),
             additional_data: data,
-            timestamp_ms: crate::avro::envelope::now_micros() / 1000,
+            timestamp_ms: crate::clock::now_micros() / 1000,
         });
         (slot_pos, None, state)
     } else if let Start::Snapshot { drop_existing } = decision {

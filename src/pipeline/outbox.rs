@@ -39,7 +39,7 @@ impl Outbox {
         conn: &str,
         rel: &Relation,
         cfg: &crate::config::OutboxConfig,
-        payload_type: Option<crate::avro::outbox::Composite>,
+        payload_type: Option<crate::typemap::Composite>,
     ) {
         let plan = OutboxPlan::of(cfg, rel, payload_type);
         if let Err(why) = &plan {

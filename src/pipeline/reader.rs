@@ -19,8 +19,9 @@ use crate::error::{Code, Error, Result};
 use crate::kafka::sink::SinkMsg;
 use crate::kafka::topics::Topics;
 use crate::metrics;
-use crate::postgres::snapshot::{SnapshotConn, WATERMARK_PREFIX};
+use crate::postgres::snapshot::SnapshotConn;
 use crate::postgres::Catalog;
+use crate::prefix::WATERMARK as WATERMARK_PREFIX;
 use crate::snapshot::incremental::Incremental;
 use crate::toast::TxnToast;
 use crate::Lsn;
@@ -184,14 +185,14 @@ impl Reader<'_> {
             } => {
                 if prefix == WATERMARK_PREFIX && self.txn.as_ref().is_some_and(|t| !t.skip) {
                     self.watermark(&content, lsn).await?;
-                } else if prefix == crate::avro::heartbeat::MESSAGE_PREFIX {
+                } else if prefix == crate::prefix::HEARTBEAT {
                     // pgcdc's own heartbeat action: a position to acknowledge when the
                     // captured tables are idle.
                     if !transactional && self.txn.is_none() && msg_lsn >= self.skip_before {
                         self.send(SinkMsg::Boundary(msg_lsn)).await?;
                         self.beat(msg_lsn).await?;
                     }
-                } else if prefix == crate::postgres::ddl::DDL_PREFIX {
+                } else if prefix == crate::prefix::DDL {
                     if self.schema_changes.is_some()
                         && transactional
                         && self.txn.as_ref().is_some_and(|t| !t.skip)
@@ -337,7 +338,7 @@ impl Reader<'_> {
                 snapshot: SnapshotMark::False,
                 xid: 0,
                 commit_lsn: msg_lsn,
-                commit_ts_us: crate::avro::envelope::now_micros(),
+                commit_ts_us: crate::clock::now_micros(),
                 lsn: msg_lsn,
                 last_commit_lsn: self.last_commit,
                 total_order: 0,
@@ -392,7 +393,7 @@ impl Reader<'_> {
         }
         let record = beat
             .codec
-            .record(crate::avro::envelope::now_micros().div_euclid(1000))?;
+            .record(crate::clock::now_micros().div_euclid(1000))?;
         self.send(SinkMsg::Record(record)).await?;
         self.send(SinkMsg::Boundary(at)).await?;
         metrics::count_connector(&self.conn.name, metrics::ConnectorEvent::Heartbeat);

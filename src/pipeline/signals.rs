@@ -120,7 +120,7 @@ impl Reader<'_> {
                 "connector {}: table {} has snapshot work left (an interrupted initial snapshot or a signal), \
                  and finishing it consistently needs logical decoding messages, which pgoutput sends from \
                  PostgreSQL 14 on; upgrade, or delete the checkpoint to snapshot again from scratch",
-                self.conn.name, crate::postgres::quote_raw_table(&w.table)
+                self.conn.name, crate::sql::raw_table(&w.table)
             )));
         }
         let t = self.snap_table(&w.table).await?;
@@ -129,7 +129,7 @@ impl Reader<'_> {
                 "connector {}: the initial snapshot of table {} was interrupted, and a table without a primary \
                  key cannot be finished consistently while streaming; add a primary key, or delete the checkpoint \
                  to snapshot again from scratch",
-                self.conn.name, crate::postgres::quote_raw_table(&w.table)
+                self.conn.name, crate::sql::raw_table(&w.table)
             )));
         }
         self.snap

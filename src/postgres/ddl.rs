@@ -1,5 +1,5 @@
 //! DDL capture (`schema_changes: true`): a `ddl_command_end` event trigger that writes each
-//! DDL as a transactional logical decoding message (prefix [`DDL_PREFIX`]), so the DDL
+//! DDL as a transactional logical decoding message (prefix [`crate::prefix::DDL`]), so the DDL
 //! arrives in the WAL stream inline, in order, in its own transaction. The pattern of
 //! xataio/pgstream and supabase/etl. `pgcdc install-ddl-capture` installs it (a superuser
 //! must: PostgreSQL lets only superusers create event triggers).
@@ -7,9 +7,8 @@
 use tokio_postgres::Client;
 
 use crate::error::Result;
+use crate::prefix::DDL;
 
-/// The prefix of the messages the trigger writes.
-pub const DDL_PREFIX: &str = "pgcdc.ddl";
 /// The event trigger's name.
 pub const TRIGGER: &str = "pgcdc_ddl_capture";
 
@@ -32,7 +31,7 @@ BEGIN
     JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid
     JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE c.relkind IN ('r', 'p');
-  PERFORM pg_logical_emit_message(true, '{DDL_PREFIX}',
+  PERFORM pg_logical_emit_message(true, '{DDL}',
     jsonb_build_object('tag', tg_tag, 'ddl', current_query(),
       'xid', pg_current_xact_id()::text, 'tables', tables)::text);
 END

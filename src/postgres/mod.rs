@@ -6,12 +6,10 @@ pub mod catalog;
 pub mod ddl;
 pub mod feedback;
 pub mod hosts;
-pub mod ident;
 pub mod replication;
 pub mod snapshot;
 pub mod tls;
 pub mod toast;
 
 pub use catalog::Catalog;
-pub use ident::{ident as quote_ident, qualified as quote_qualified, raw_table as quote_raw_table};
 pub use replication::{ReplicationClient, ReplicationStream, StatusSender, StreamEvent};

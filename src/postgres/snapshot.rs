@@ -21,12 +21,9 @@ use crate::config::PostgresConfig;
 use crate::decode::{Tuple, TupleData};
 use crate::error::{Code, Error, Result};
 use crate::postgres::catalog::{connect_client, pg_err, SnapshotTable};
-use crate::postgres::ident::{sql_ident, sql_literal};
 use crate::postgres::replication::SESSION_OPTIONS;
+use crate::sql::{sql_ident, sql_literal};
 use crate::Lsn;
-
-/// The prefix of pgcdc's logical decoding messages.
-pub const WATERMARK_PREFIX: &str = "pgcdc.watermark";
 
 /// A primary-key value: the text of each key column, in index order.
 pub type Key = Vec<String>;
@@ -277,7 +274,7 @@ impl SnapshotConn {
         let rows = self
             .rows(&format!(
                 "SELECT pg_logical_emit_message(true, {}, {})",
-                sql_literal(WATERMARK_PREFIX),
+                sql_literal(crate::prefix::WATERMARK),
                 sql_literal(content)
             ))
             .await?;
@@ -396,7 +393,7 @@ pub fn pk_positions(t: &SnapshotTable) -> Result<Vec<usize>> {
                         format!(
                             "table {}: primary-key column {} is not published",
                             t.relation.quoted_name(),
-                            crate::postgres::quote_ident(name)
+                            crate::sql::ident(name)
                         ),
                     )
                 })

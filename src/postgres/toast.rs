@@ -10,8 +10,8 @@ use bytes::Bytes;
 
 use crate::decode::Relation;
 use crate::error::{Code, Error, Result};
-use crate::postgres::ident::{sql_ident, sql_literal};
 use crate::postgres::snapshot::SnapshotConn;
+use crate::sql::{sql_ident, sql_literal};
 
 /// The key columns' text, in column order: how a row is named across the stream and the
 /// table.

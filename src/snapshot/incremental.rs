@@ -29,11 +29,11 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::checkpoint::progress::{ChunkDone, Kind, SnapshotState, TableWork};
 use crate::decode::{Relation, Tuple, TupleData};
 use crate::error::{Code, Error, Result};
 use crate::postgres::snapshot::{key_of, Key, KeyRange, SnapshotConn, TxSnapshot};
 use crate::snapshot::initial::SnapTable;
-use crate::snapshot::{ChunkDone, Kind, SnapshotState, TableWork};
 
 /// Chunks read (with the snapshot they were read in) and waiting for their high
 /// watermark, by watermark id.
@@ -285,11 +285,7 @@ impl Incremental {
 
     fn next_id(&mut self) -> String {
         if self.run.is_empty() {
-            self.run = format!(
-                "{:x}-{:x}",
-                std::process::id(),
-                crate::avro::envelope::now_micros()
-            );
+            self.run = format!("{:x}-{:x}", std::process::id(), crate::clock::now_micros());
         }
         self.seq += 1;
         format!("{}-{}", self.run, self.seq)

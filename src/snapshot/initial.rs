@@ -13,15 +13,16 @@ use std::time::Instant;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::avro::envelope::{now_micros, ChangeContext, Op, Origin, SnapshotMark, TableCodec};
+use crate::avro::envelope::{ChangeContext, Op, Origin, SnapshotMark, TableCodec};
 use crate::avro::policy::Marks as ValueMarks;
+use crate::checkpoint::progress::{ChunkDone, SnapshotState, TableProgress, TableWork};
+use crate::clock::now_micros;
 use crate::config::PostgresConfig;
 use crate::decode::Tuple;
 use crate::error::{Code, Error, Result};
 use crate::kafka::sink::{Record, SinkMsg};
 use crate::postgres::catalog::SnapshotTable;
 use crate::postgres::snapshot::{key_of, pk_positions, KeyRange, SnapshotConn};
-use crate::snapshot::{ChunkDone, SnapshotState, TableProgress, TableWork};
 use crate::Lsn;
 
 /// A captured table with its codec.

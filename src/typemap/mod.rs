@@ -29,6 +29,14 @@ pub use value::ValueError;
 
 use crate::config::NumericMode;
 
+/// A composite type: its schema and name, and its attributes with their types.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Composite {
+    pub schema: String,
+    pub name: String,
+    pub fields: Vec<(String, PgType)>,
+}
+
 /// How one PostgreSQL column type is carried. Domains are resolved to their base type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PgType {

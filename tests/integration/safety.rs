@@ -395,7 +395,7 @@ async fn a_checkpoint_from_another_cluster_is_refused_naming_both() {
     let (daemon, _) = h.configs("");
     let name = h.name.clone();
     let ck =
-        tokio::task::spawn_blocking(move || pgcdc::checkpoint::read_last(&daemon.kafka, &name))
+        tokio::task::spawn_blocking(move || pgcdc::kafka::offsets::read_last(&daemon.kafka, &name))
             .await
             .unwrap()
             .unwrap()

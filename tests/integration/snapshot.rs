@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apache_avro::types::Value;
-use pgcdc::snapshot::{Kind, SnapshotState};
+use pgcdc::checkpoint::progress::{Kind, SnapshotState};
 use rdkafka::Message;
 
 use crate::common::Stack;
@@ -261,7 +261,7 @@ async fn checkpoint_state(h: &Harness) -> Option<SnapshotState> {
     std::fs::write(&path, h.daemon_yaml()).unwrap();
     let daemon = pgcdc::config::DaemonConfig::load(&path).unwrap();
     let name = h.name.clone();
-    tokio::task::spawn_blocking(move || pgcdc::checkpoint::read_last(&daemon.kafka, &name))
+    tokio::task::spawn_blocking(move || pgcdc::kafka::offsets::read_last(&daemon.kafka, &name))
         .await
         .unwrap()
         .ok()

@@ -3,7 +3,7 @@
 
 use crate::config::{ConnectorConfig, NumericMode};
 use crate::error::Result;
-use crate::postgres::ident::sql_ident;
+use crate::sql::sql_ident;
 
 use super::*;
 
@@ -271,32 +271,19 @@ impl Catalog {
         })
     }
 
-    /// For `validate`: per captured table, the NOT NULL columns whose fields stay optional
-    /// because a value policy may need null for them ([`crate::avro::fields`]).
-    pub async fn schema_notes(&mut self, conn: &ConnectorConfig) -> Result<Vec<String>> {
-        let mut notes = Vec::new();
+    /// For `validate`: each captured table (as SQL names it) with its relation as a
+    /// snapshot would read it; tables that cannot be read are left out (preflight names them).
+    pub async fn captured_relations(
+        &mut self,
+        conn: &ConnectorConfig,
+    ) -> Result<Vec<(String, crate::decode::Relation)>> {
+        let mut out = Vec::new();
         for t in self.captured_tables(conn).await? {
-            let Ok(st) = self.snapshot_table(&t.name, conn).await else {
-                continue;
-            };
-            let rel = &st.relation;
-            let optional: Vec<String> = crate::avro::fields::field_specs(rel)
-                .iter()
-                .zip(&rel.columns)
-                .filter(|(s, c)| c.not_null && s.shape != crate::avro::fields::Shape::Required)
-                .map(|(_, c)| crate::postgres::quote_ident(&c.name))
-                .collect();
-            if !optional.is_empty() {
-                notes.push(format!(
-                    "table {}: NOT NULL columns {} are optional fields: their types can hold values a policy \
-                     turns into null (±infinity, NaN, arrays of another shape, or unsent TOASTed values without \
-                     a placeholder form); README \"Events\" lists the types",
-                    t.quoted,
-                    optional.join(", ")
-                ));
+            if let Ok(st) = self.snapshot_table(&t.name, conn).await {
+                out.push((t.quoted, st.relation));
             }
         }
-        Ok(notes)
+        Ok(out)
     }
 
     pub(super) async fn publication_all_tables(&self, name: &str) -> Result<bool> {
@@ -357,12 +344,12 @@ impl Catalog {
                     problems.push(format!(
                         "columns.{t}.{field}: table {} has no column {}; fix the connector file",
                         t.quoted(),
-                        crate::postgres::quote_ident(c)
+                        crate::sql::ident(c)
                     ));
                 } else if key.contains(&c) && field != "include" {
                     problems.push(format!(
                         "columns.{t}.{field}: column {} is part of the event key, which is sent whole; take it out of the column rules",
-                        crate::postgres::quote_ident(c)
+                        crate::sql::ident(c)
                     ));
                 }
             }
@@ -370,7 +357,7 @@ impl Catalog {
                 if let Some(k) = key.iter().find(|k| !rules.sends(k)) {
                     problems.push(format!(
                         "columns.{t}.include: leaves out key column {}, which every event carries; add it",
-                        crate::postgres::quote_ident(k)
+                        crate::sql::ident(k)
                     ));
                 }
             }
@@ -400,7 +387,7 @@ impl Catalog {
                     problems.push(format!(
                         "outbox.fields.{field}: outbox table {} has no column {}; create it or name the column that holds it",
                         t.quoted(),
-                        crate::postgres::quote_ident(c)
+                        crate::sql::ident(c)
                     ));
                 }
             }

@@ -2,7 +2,7 @@
 
 use crate::config::{ConnectorConfig, TableName};
 use crate::error::{Code, Error, Result};
-use crate::postgres::ident::{sql_ident, sql_literal};
+use crate::sql::{sql_ident, sql_literal};
 
 use super::*;
 
@@ -187,22 +187,19 @@ impl Catalog {
             "publish_via_partition_root = {}",
             conn.publish_via_partition_root
         );
-        let alter = format!(
-            "ALTER PUBLICATION {} SET ({set})",
-            crate::postgres::quote_ident(&name)
-        );
+        let alter = format!("ALTER PUBLICATION {} SET ({set})", crate::sql::ident(&name));
         let problem = if conn.publish_via_partition_root {
             format!(
                 "publication {} publishes the partitions of {} under their own names (publish_via_partition_root = false), \
                  so each partition would get its own topic; run {alter}, or set publish_via_partition_root: false",
-                crate::postgres::quote_ident(&name),
+                crate::sql::ident(&name),
                 partitioned.join(", ")
             )
         } else {
             format!(
                 "publication {} publishes {} as the partitioned table (publish_via_partition_root = true) but the \
                  connector sets publish_via_partition_root: false; run {alter}, or remove the setting",
-                crate::postgres::quote_ident(&name),
+                crate::sql::ident(&name),
                 partitioned.join(", ")
             )
         };
@@ -222,13 +219,13 @@ impl Catalog {
             if let Some(info) = self.publication_info(conn).await?.filter(|i| !i.generated) {
                 let alter = format!(
                     "ALTER PUBLICATION {} SET (publish_generated_columns = stored)",
-                    crate::postgres::quote_ident(&conn.publication_name())
+                    crate::sql::ident(&conn.publication_name())
                 );
                 if !info.managed {
                     return Err(Error::permanent(Code::Preflight, format!(
                         "connector {}: publication {} does not publish generated columns but publish_generated_columns is set; run {alter}, or remove the setting",
                         conn.name,
-                        crate::postgres::quote_ident(&conn.publication_name())
+                        crate::sql::ident(&conn.publication_name())
                     )));
                 }
                 tracing::warn!(connector = %conn.name, publication = %conn.publication_name(), "setting publish_generated_columns = stored on the publication");
@@ -265,7 +262,7 @@ impl Catalog {
                 "connector {}: publication {} does not publish {} (captured by tables.include), so its changes would \
                  never be streamed; run {sql}, or remove the table from tables.include",
                 conn.name,
-                crate::postgres::quote_ident(&conn.publication_name()),
+                crate::sql::ident(&conn.publication_name()),
                 missing.join(", ")
             )));
         }

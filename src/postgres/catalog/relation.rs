@@ -155,7 +155,7 @@ impl Catalog {
 
     /// The attributes of composite type `oid` with their types, and its schema and name;
     /// None when the type is not a composite.
-    pub async fn composite(&mut self, oid: u32) -> Result<Option<crate::avro::outbox::Composite>> {
+    pub async fn composite(&mut self, oid: u32) -> Result<Option<crate::typemap::Composite>> {
         let (info, ..) = self.type_info(oid).await?;
         if info.typtype != b'c' {
             return Ok(None);
@@ -176,7 +176,7 @@ impl Catalog {
             let (name, ty_oid, typmod): (String, u32, i32) = (r.col(0)?, r.col(1)?, r.col(2)?);
             fields.push((name, self.resolve_type(ty_oid, typmod).await?));
         }
-        Ok(Some(crate::avro::outbox::Composite {
+        Ok(Some(crate::typemap::Composite {
             schema: info.schema,
             name: info.name,
             fields,
@@ -233,8 +233,8 @@ impl Catalog {
                     if !msg.columns.iter().any(|mc| &mc.name == c) {
                         return Err(Error::permanent(Code::PostgresSql, format!(
                             "key_columns.{qualified}: table {} has no column {}; fix the connector file",
-                            crate::postgres::quote_qualified(&msg.namespace, &msg.name),
-                            crate::postgres::quote_ident(c)
+                            crate::sql::qualified(&msg.namespace, &msg.name),
+                            crate::sql::ident(c)
                         )));
                     }
                 }

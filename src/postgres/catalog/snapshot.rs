@@ -54,7 +54,7 @@ impl Catalog {
                     format!(
                         "PostgreSQL {}: table {} does not exist; check the table name",
                         self.server,
-                        crate::postgres::quote_qualified(schema, table)
+                        crate::sql::qualified(schema, table)
                     ),
                 )
             })?;

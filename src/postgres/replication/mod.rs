@@ -24,8 +24,8 @@ use tokio::net::TcpStream;
 
 use crate::config::{PostgresConfig, SslMode};
 use crate::error::{Code, Error, Result};
-use crate::postgres::ident::{sql_ident, sql_literal};
 use crate::postgres::tls;
+use crate::sql::{sql_ident, sql_literal};
 use crate::Lsn;
 
 /// Output settings pinned for the replication session, so that pgoutput's text values have

@@ -3,6 +3,8 @@
 //! integration tests, the benchmark consumer and the chaos checker all read through this
 //! one reader, so what they check is what a microservice sees.
 
+pub mod json;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,7 +31,7 @@ pub enum Start {
     End,
 }
 
-/// One record with its key and value decoded to JSON ([`crate::tail::to_json`]'s rendering).
+/// One record with its key and value decoded to JSON ([`json::to_json`]'s rendering).
 #[derive(Debug, Clone)]
 pub struct Decoded {
     pub topic: String,
@@ -92,7 +94,7 @@ impl Reader {
         let group = format!(
             "{group}-{}-{}",
             std::process::id(),
-            crate::avro::envelope::now_micros()
+            crate::clock::now_micros()
         );
         let consumer: StreamConsumer = cfg
             .set("group.id", &group)
@@ -194,8 +196,8 @@ impl Reader {
 
     /// Decodes a record's key and value to JSON and reads its headers.
     pub async fn decode(&self, m: &BorrowedMessage<'_>) -> Result<Decoded> {
-        let key = crate::tail::decode_json(&self.decoder, m.key()).await?;
-        let value = crate::tail::decode_json(&self.decoder, m.payload()).await?;
+        let key = json::decode_json(&self.decoder, m.key()).await?;
+        let value = json::decode_json(&self.decoder, m.payload()).await?;
         let headers = m
             .headers()
             .map(|hs| {

@@ -143,9 +143,9 @@ pub fn qualified(schema: &str, table: &str) -> String {
 
 /// A raw `schema.table` (as the config and the checkpoint hold it) as SQL needs it.
 pub fn raw_table(name: &str) -> String {
-    match crate::config::qualified(name) {
-        Ok((s, t)) => qualified(s, t),
-        Err(_) => name.to_owned(),
+    match name.split_once('.') {
+        Some((s, t)) if !s.is_empty() && !t.is_empty() && !t.contains('.') => qualified(s, t),
+        _ => name.to_owned(),
     }
 }
 
