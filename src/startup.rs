@@ -122,6 +122,22 @@ pub fn decide(
         SnapshotMode::WhenNeeded => ck.is_none() || slot.is_none() || gap || invalidated.is_some(),
     };
     if !need_snapshot {
+        if let (true, Some(s), Some(c)) = (
+            gap && conn.snapshot.mode != SnapshotMode::InitialOnly,
+            slot,
+            ck,
+        ) {
+            return Err(Error::permanent(Code::Slot, format!(
+                "replication slot {name} is at {} but the last checkpoint of connector {} is at {}: changes between \
+                 them were acknowledged without being delivered (was the slot dropped and recreated?). pgcdc stops \
+                 rather than skip them. To re-read every table, set on_slot_lost: resnapshot or snapshot.mode: \
+                 when_needed; to start over, delete the checkpoint (a tombstone for key {:?} in the offsets topic)",
+                s.confirmed_flush.map_or_else(|| "none".to_owned(), |l| l.to_string()),
+                conn.name,
+                c.lsn,
+                conn.name
+            )));
+        }
         return Ok(Start::Resume);
     }
     let Some(s) = slot else {
@@ -327,6 +343,40 @@ mod tests {
             "{m}"
         );
         assert!(check_identity(&conn("when_needed"), Some(&c), &sys(here, 2), false, "o").is_ok());
+    }
+
+    #[test]
+    fn a_slot_ahead_of_the_checkpoint_stops_unless_a_policy_re_reads() {
+        let c = ck("0/5000");
+        let ahead = slot(false, "0/9000");
+        for mode in ["initial", "never"] {
+            let e = decide(&conn(mode), Some(&c), None, Some(&ahead)).unwrap_err();
+            let m = e.to_string();
+            assert!(!e.is_transient(), "{m}");
+            assert!(
+                m.contains("pgcdc_shop is at 0/9000")
+                    && m.contains("checkpoint of connector shop is at 0/5000")
+                    && m.contains("on_slot_lost: resnapshot"),
+                "{mode}: {m}"
+            );
+        }
+        // At or behind the checkpoint: resume (PostgreSQL skips what was delivered).
+        for at in ["0/5000", "0/4000"] {
+            assert!(matches!(
+                decide(&conn("initial"), Some(&c), None, Some(&slot(false, at))),
+                Ok(Start::Resume)
+            ));
+        }
+        // initial_only reads no slot; when_needed would take a new snapshot, but not by
+        // dropping a slot pgcdc has no record of creating.
+        assert!(matches!(
+            decide(&conn("initial_only"), Some(&c), None, Some(&ahead)),
+            Ok(Start::Resume)
+        ));
+        let m = decide(&conn("when_needed"), Some(&c), None, Some(&ahead))
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("no record of creating it"), "{m}");
     }
 
     #[test]

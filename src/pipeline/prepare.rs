@@ -1,0 +1,176 @@
+//! Before a slot is touched: the database passes preflight and publishes every captured
+//! table, Kafka answers (producer initialised, offsets topic there, the checkpoint read
+//! back), the registry answers, and the side topics' codecs are registered. A failure here
+//! has nothing to undo.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::avro::envelope::Origin;
+use crate::avro::policy::ValuePolicy;
+use crate::avro::registry::Registry;
+use crate::checkpoint::{Checkpoint, SlotClaim};
+use crate::config::{ConnectorConfig, DaemonConfig};
+use crate::decode::RelationCache;
+use crate::error::{Code, Error, Result};
+use crate::kafka::producer::{transactional_id, TxProducer};
+use crate::kafka::sink::SinkMsg;
+use crate::kafka::topics::Topics;
+use crate::postgres::Catalog;
+use crate::snapshot::incremental::Incremental;
+use crate::toast::TxnToast;
+use crate::Lsn;
+
+use super::reader::Reader;
+use super::{heartbeat, outbox};
+
+/// Preflight (the first problem stops the connector, `pgcdc validate` lists them all), then
+/// the publication and signal table. Returns whether the server sends logical decoding
+/// messages (14+).
+pub(super) async fn database(conn: &ConnectorConfig, catalog: &Catalog) -> Result<bool> {
+    let pre = catalog.preflight(conn).await?;
+    for w in &pre.warnings {
+        tracing::warn!(connector = %conn.name, "{w}");
+    }
+    let problems = pre.problems;
+    if let Some(first) = problems.first() {
+        let more = if problems.len() > 1 {
+            format!(" (and {} more; run pgcdc validate)", problems.len() - 1)
+        } else {
+            String::new()
+        };
+        return Err(Error::permanent(
+            Code::Preflight,
+            format!("connector {}: {first}{more}", conn.name),
+        ));
+    }
+    catalog.ensure_publication(conn).await?;
+    catalog.cover_tables(conn).await?;
+    catalog.ensure_signal_table(conn).await?;
+    Ok(catalog.server_version_num().await? >= 140_000)
+}
+
+/// What Kafka holds for this connector, with the producer that writes it.
+pub(super) struct KafkaState {
+    pub(super) producer: TxProducer,
+    pub(super) topics: Topics,
+    pub(super) ck: Option<Checkpoint>,
+    pub(super) claim: Option<SlotClaim>,
+}
+
+/// Kafka and the registry both answer before a slot is created or a snapshot begins: a
+/// retry while one is down never has anything to undo.
+pub(super) async fn kafka(daemon: &DaemonConfig, conn: &ConnectorConfig) -> Result<KafkaState> {
+    // A property librdkafka refuses is permanent; then Kafka answers within 10 s, or the
+    // operator reads pgcdc's own line (not librdkafka's retries) and the connector retries.
+    crate::kafka::check_config(&daemon.kafka, &conn.name)?;
+    crate::kafka::check_brokers(&daemon.kafka, &conn.name).await?;
+    let producer = TxProducer::new(&daemon.kafka, &transactional_id(&conn.name), &conn.name)?;
+    producer.init().await?;
+    let mut topics = Topics::new(&daemon.kafka, &conn.name)?;
+    topics
+        .ensure(
+            &daemon.kafka.offsets_topic,
+            Some(1),
+            &[("cleanup.policy", "compact")],
+        )
+        .await?;
+    let kcfg = daemon.kafka.clone();
+    let name = conn.name.clone();
+    let (ck, claim) =
+        tokio::task::spawn_blocking(move || crate::kafka::offsets::read_state(&kcfg, &name))
+            .await
+            .map_err(|e| {
+                Error::permanent(Code::Internal, format!("checkpoint reader failed: {e}"))
+            })??;
+    crate::avro::registry::check(&daemon.schema_registry).await?;
+    Ok(KafkaState {
+        producer,
+        topics,
+        ck,
+        claim,
+    })
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at the start of the stream, with the codecs of the side topics the
+    /// connector's settings turn on registered and their topics there.
+    pub(super) async fn new(
+        conn: &'a ConnectorConfig,
+        daemon: &DaemonConfig,
+        catalog: Catalog,
+        topics: Topics,
+        tx: mpsc::Sender<SinkMsg>,
+        origin: Arc<Origin>,
+    ) -> Result<Reader<'a>> {
+        let mut reader = Reader {
+            conn,
+            catalog,
+            registry: Registry::new(&daemon.schema_registry)?,
+            topics,
+            relations: RelationCache::default(),
+            codecs: HashMap::new(),
+            txn: None,
+            last_commit: Lsn::ZERO,
+            skip_before: Lsn::ZERO,
+            tx,
+            origin,
+            snap: Incremental::default(),
+            policy: Arc::new(ValuePolicy::of(conn)),
+            toast: TxnToast::new(conn.toast, conn.toast_hold_bytes),
+            toast_conn: None,
+            event_counters: HashMap::new(),
+            txmeta: None,
+            meta_txn: None,
+            messages: None,
+            heartbeat: None,
+            outbox: (conn.outbox.table.is_some() || conn.outbox.message_prefix.is_some())
+                .then(outbox::Outbox::default),
+            schema_changes: None,
+        };
+        reader.register_side_topics().await?;
+        Ok(reader)
+    }
+
+    async fn register_side_topics(&mut self) -> Result<()> {
+        let conn = self.conn;
+        let prefix = &conn.topic_prefix;
+        if conn.schema_changes {
+            let codec =
+                crate::avro::schema_change::SchemaChangeCodec::register(&mut self.registry, prefix)
+                    .await?;
+            self.topics.ensure(codec.topic(), None, &[]).await?;
+            self.schema_changes = Some(codec);
+        }
+        if conn.provide_transaction_metadata {
+            let meta = crate::avro::txmeta::TxMeta::register(&mut self.registry, prefix).await?;
+            self.topics.ensure(meta.topic(), None, &[]).await?;
+            self.txmeta = Some(meta);
+        }
+        if conn.messages.enabled {
+            let codec =
+                crate::avro::message::MessageCodec::register(&mut self.registry, prefix).await?;
+            self.topics.ensure(codec.topic(), None, &[]).await?;
+            self.messages = Some(codec);
+        }
+        if let Some(interval) = conn.heartbeat.interval {
+            let topic = conn.heartbeat.topic(prefix);
+            let codec = crate::avro::heartbeat::HeartbeatCodec::register(
+                &mut self.registry,
+                &topic,
+                prefix,
+            )
+            .await?;
+            self.topics.ensure(codec.topic(), None, &[]).await?;
+            self.heartbeat = Some(heartbeat::Beat {
+                codec,
+                interval,
+                last: Instant::now(),
+            });
+        }
+        Ok(())
+    }
+}
