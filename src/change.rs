@@ -11,11 +11,13 @@
 //!
 //! Tombstones follow the connector's `tombstones` setting. Images of the old row are
 //! converted here (their [`Marks`] name what a key-only image lacked); new rows stay
-//! pgoutput text, converted at delivery once unchanged TOAST values are settled.
+//! pgoutput text, converted at delivery once unchanged TOAST values are settled, when
+//! [`Event::encode`] makes the key and the Debezium envelope (unit-tested here by reading the
+//! bytes back with the registered schema).
 
 use apache_avro::types::Value;
 
-use crate::avro::envelope::{Op, TableCodec};
+use crate::avro::envelope::{ChangeContext, Encoded, Op, Origin, TableCodec};
 use crate::avro::policy::Marks;
 use crate::decode::Tuple;
 use crate::error::Result;
@@ -44,6 +46,25 @@ pub struct Event {
     /// The second event of a primary-key change: it gets its own position in the
     /// transaction (`total_order`), as Debezium's create after the delete does.
     pub follows: bool,
+}
+
+impl Event {
+    /// The event as the sink sends it: `after` converted (its marks joined to those of
+    /// `before`), key and Debezium envelope in the Confluent wire format, and the headers
+    /// naming the columns a policy touched.
+    pub fn encode(
+        self,
+        codec: &TableCodec,
+        origin: &Origin,
+        cx: &ChangeContext,
+    ) -> Result<Encoded> {
+        let mut marks = self.marks;
+        let after = match &self.after {
+            Some(t) => Some(codec.row(t, false, &mut marks)?),
+            None => None,
+        };
+        codec.encode_event(self.op, self.key, self.before, after, &marks, origin, cx)
+    }
 }
 
 fn event(op: Op, key: Option<Value>, before: Option<Value>, after: Option<Tuple>) -> Event {
@@ -129,6 +150,7 @@ pub fn truncate() -> Vec<Change> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::avro::envelope::SnapshotMark;
     use crate::decode::{Column, Relation, TupleData};
     use crate::typemap::PgType;
 
@@ -146,6 +168,179 @@ mod tests {
     fn row(id: &str, v: Option<&str>) -> Tuple {
         let text = |s: &str| TupleData::Text(bytes::Bytes::from(s.to_owned()));
         vec![text(id), v.map_or(TupleData::Null, text)]
+    }
+
+    fn cx(snapshot: SnapshotMark) -> ChangeContext {
+        ChangeContext {
+            snapshot,
+            xid: 742,
+            commit_lsn: "0/16B3748".parse().unwrap(),
+            commit_ts_us: 1_764_000_000_123_456,
+            lsn: "0/16B3700".parse().unwrap(),
+            last_commit_lsn: "0/16B3000".parse().unwrap(),
+            total_order: 3,
+            table_order: 2,
+            repl_origin: None,
+        }
+    }
+
+    const ORIGIN: fn() -> Origin = || Origin {
+        name: "p".into(),
+        db: "d".into(),
+    };
+
+    /// Reads back one record in the Confluent wire format with its schema.
+    fn decode(bytes: &[u8], registered: &crate::avro::Registered) -> Value {
+        assert_eq!(bytes[0], 0, "magic byte");
+        assert_eq!(
+            u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]),
+            registered.id
+        );
+        let reader = apache_avro::reader::datum::GenericDatumReader::builder(registered.schema())
+            .build()
+            .unwrap();
+        let mut body = &bytes[5..];
+        let v = reader.read_value(&mut body).unwrap();
+        assert!(body.is_empty(), "trailing bytes after the record");
+        v
+    }
+
+    /// The value at `path` (`source.table`), unions unwrapped; Null for a null union.
+    fn at<'v>(v: &'v Value, path: &str) -> &'v Value {
+        let mut cur = v;
+        for part in path.split('.') {
+            while let Value::Union(_, inner) = cur {
+                cur = inner;
+            }
+            let Value::Record(fields) = cur else {
+                panic!("{path}: {cur:?} is not a record")
+            };
+            cur = &fields
+                .iter()
+                .find(|(n, _)| n == part)
+                .unwrap_or_else(|| panic!("{path}: no {part}"))
+                .1;
+        }
+        while let Value::Union(_, inner) = cur {
+            cur = inner;
+        }
+        cur
+    }
+
+    fn encoded(
+        c: &TableCodec,
+        ch: Change,
+        mark: SnapshotMark,
+    ) -> (Value, Value, Vec<(&'static str, String)>) {
+        let Change::Event(e) = ch else {
+            panic!("not an event")
+        };
+        let enc = e.encode(c, &ORIGIN(), &cx(mark)).unwrap();
+        let key = decode(enc.key.as_deref().unwrap(), c.key.as_ref().unwrap());
+        (key, decode(&enc.value, &c.value), enc.headers)
+    }
+
+    #[test]
+    fn an_insert_is_debeziums_create_envelope() {
+        let c = codec();
+        let mut out = insert(&c, row("1", Some("7"))).unwrap();
+        let (key, value, headers) = encoded(&c, out.remove(0), SnapshotMark::False);
+        assert_eq!(at(&key, "id"), &Value::Int(1));
+        assert_eq!(at(&value, "op"), &Value::String("c".into()));
+        assert_eq!(at(&value, "before"), &Value::Null);
+        assert_eq!(at(&value, "after.id"), &Value::Int(1));
+        assert_eq!(at(&value, "after.v"), &Value::Int(7));
+        for (path, want) in [
+            ("source.connector", Value::String("postgresql".into())),
+            ("source.name", Value::String("p".into())),
+            ("source.db", Value::String("d".into())),
+            ("source.schema", Value::String("public".into())),
+            ("source.table", Value::String("t".into())),
+            ("source.snapshot", Value::String("false".into())),
+            ("source.txId", Value::Long(742)),
+            ("source.lsn", Value::Long(0x16B3700)),
+            ("source.commit_lsn", Value::Long(0x16B3748)),
+            ("source.ts_ms", Value::Long(1_764_000_000_123)),
+            ("source.ts_us", Value::Long(1_764_000_000_123_456)),
+            ("source.origin", Value::Null),
+            (
+                "source.sequence",
+                Value::String(format!("[\"{}\",\"{}\"]", 0x16B3000, 0x16B3700)),
+            ),
+            (
+                "transaction.id",
+                Value::String(format!("742:{}", 0x16B3748)),
+            ),
+            ("transaction.total_order", Value::Long(3)),
+            ("transaction.data_collection_order", Value::Long(2)),
+        ] {
+            assert_eq!(at(&value, path), &want, "{path}");
+        }
+        let Value::Long(ts) = at(&value, "ts_ms") else {
+            panic!()
+        };
+        assert!(
+            *ts > 1_700_000_000_000,
+            "ts_ms is the time of processing: {ts}"
+        );
+        assert!(headers.is_empty(), "{headers:?}");
+    }
+
+    #[test]
+    fn a_key_change_encodes_as_delete_with_a_marked_key_only_before_then_create() {
+        let c = codec();
+        let out = update(&c, Some(&row("1", None)), true, row("2", Some("7")), true).unwrap();
+        let mut it = out.into_iter();
+        let (key, del, headers) = encoded(&c, it.next().unwrap(), SnapshotMark::False);
+        assert_eq!(at(&key, "id"), &Value::Int(1));
+        assert_eq!(at(&del, "op"), &Value::String("d".into()));
+        assert_eq!(at(&del, "before.id"), &Value::Int(1));
+        assert_eq!(
+            at(&del, "before.v"),
+            &Value::Null,
+            "a key-only image lacks v"
+        );
+        assert_eq!(at(&del, "after"), &Value::Null);
+        assert_eq!(
+            headers,
+            vec![(
+                crate::avro::policy::HEADER_UNAVAILABLE,
+                r#"["v"]"#.to_owned()
+            )],
+            "the header names what the old image lacked"
+        );
+        assert!(matches!(
+            it.next(),
+            Some(Change::Tombstone {
+                key: Value::Record(_)
+            })
+        ));
+        let (key, create, headers) = encoded(&c, it.next().unwrap(), SnapshotMark::False);
+        assert_eq!(at(&key, "id"), &Value::Int(2));
+        assert_eq!(at(&create, "op"), &Value::String("c".into()));
+        assert_eq!(at(&create, "after.v"), &Value::Int(7));
+        assert!(headers.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_row_is_a_read_in_no_transaction() {
+        let c = codec();
+        let mut out = insert(&c, row("4", None)).unwrap();
+        let Change::Event(mut e) = out.remove(0) else {
+            panic!()
+        };
+        e.op = Op::Read;
+        let enc = e
+            .encode(&c, &ORIGIN(), &cx(SnapshotMark::Incremental))
+            .unwrap();
+        let value = decode(&enc.value, &c.value);
+        assert_eq!(at(&value, "op"), &Value::String("r".into()));
+        assert_eq!(
+            at(&value, "source.snapshot"),
+            &Value::String("incremental".into())
+        );
+        assert_eq!(at(&value, "transaction"), &Value::Null);
+        assert_eq!(at(&value, "after.v"), &Value::Null);
     }
 
     /// What a list of changes says, compactly: `c1` (op and key), `~1` (tombstone).

@@ -95,6 +95,11 @@ impl Registered {
         })
     }
 
+    /// The schema as registered.
+    pub fn schema(&self) -> &'static Schema {
+        self.schema
+    }
+
     /// Encodes `value` in the Confluent wire format, refusing a value that does not fit the
     /// schema.
     pub fn encode(&self, value: Value, what: &dyn Fn() -> String) -> Result<Vec<u8>> {

@@ -111,20 +111,15 @@ impl Reader<'_> {
             Held::Tombstone { codec, key } => return self.send_tombstone(&codec, key).await,
             Held::Record(r) => return self.send(SinkMsg::Record(r)).await,
         };
-        let mut marks = ev.marks;
-        let after = match &ev.after {
-            Some(t) => Some(ev.codec.row(t, false, &mut marks)?),
-            None => None,
-        };
-        let enc = ev.codec.encode_event(
-            ev.op,
-            ev.key,
-            ev.before,
-            after,
-            &marks,
-            &self.origin,
-            &ev.cx,
-        )?;
+        let enc = crate::change::Event {
+            op: ev.op,
+            key: ev.key,
+            before: ev.before,
+            after: ev.after,
+            marks: ev.marks,
+            follows: false,
+        }
+        .encode(&ev.codec, &self.origin, &ev.cx)?;
         self.event_counter(&ev.codec, ev.op).inc();
         if let (Some(meta), Some(t)) = (&self.txmeta, self.meta_txn.as_mut()) {
             t.count(&ev.codec.rel);
