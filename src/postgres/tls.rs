@@ -7,9 +7,10 @@
 //! handshake that checks the chain but not the name, made only after the first one failed.
 //!
 //! The error's kind and code come from its type (native-tls's error in the source chain:
-//! permanent, `postgres.tls`). native-tls exposes no verify result, so [`Reason::of`] reads
-//! OpenSSL's fixed X.509 reason strings only to word the message; a wording it does not
-//! know keeps the first line of the library's text.
+//! permanent, `postgres.tls`). native-tls keeps OpenSSL's X.509 verify result to itself, so
+//! the reason comes from a probe handshake with the same checks made directly with OpenSSL,
+//! whose typed verify result [`Reason::of`] maps; when the probe names none (the handshake
+//! failed for another reason), the first line of the library's text is kept.
 
 use std::time::Duration;
 
@@ -76,9 +77,26 @@ fn builder(cfg: &PostgresConfig, mode: SslMode) -> Result<native_tls::TlsConnect
 }
 
 /// The permanent error for a failed handshake with `server` (`host:port`); `text` is the TLS
-/// library's message with its causes.
+/// library's message with its causes, used only when OpenSSL names no verify failure.
 pub async fn handshake_failed(cfg: &PostgresConfig, server: &str, text: &str) -> Error {
-    let reason = match Reason::of(text) {
+    let probe = cfg.clone();
+    let why = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        tokio::task::spawn_blocking(move || verify_failure(&probe)),
+    )
+    .await;
+    let reason = match why {
+        Ok(Ok(Some((code, words)))) => Reason::of(code, &words),
+        _ => Reason::Other(
+            text.lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect(),
+        ),
+    };
+    let reason = match reason {
         Reason::NameMismatch => {
             let names = match tokio::time::timeout(PROBE_TIMEOUT, certificate_names(cfg)).await {
                 Ok(Some(names)) if !names.is_empty() => names.join(", "),
@@ -111,33 +129,86 @@ enum Reason {
     NameMismatch,
     Expired,
     UnknownCa,
-    /// The first line of the library's text, cut at 200 characters.
+    /// OpenSSL's words for another verify failure, or the first line of the library's text
+    /// (cut at 200 characters) when the handshake failed for another reason.
     Other(String),
 }
 
+// OpenSSL's X.509 verify results (`include/openssl/x509_vfy.h`), stable across versions.
+const X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT: i32 = 2;
+const X509_V_ERR_CERT_HAS_EXPIRED: i32 = 10;
+const X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: i32 = 18;
+const X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN: i32 = 19;
+const X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY: i32 = 20;
+const X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: i32 = 21;
+const X509_V_ERR_HOSTNAME_MISMATCH: i32 = 62;
+const X509_V_ERR_IP_ADDRESS_MISMATCH: i32 = 64;
+
 impl Reason {
-    fn of(text: &str) -> Reason {
-        let t = text.to_lowercase();
-        if t.contains("hostname mismatch") || t.contains("ip address mismatch") {
-            Reason::NameMismatch
-        } else if t.contains("certificate has expired") {
-            Reason::Expired
-        } else if t.contains("self-signed certificate")
-            || t.contains("self signed certificate")
-            || t.contains("unable to get local issuer certificate")
-            || t.contains("certificate verify failed")
-        {
-            Reason::UnknownCa
-        } else {
-            Reason::Other(
-                text.lines()
-                    .next()
-                    .unwrap_or("")
-                    .chars()
-                    .take(200)
-                    .collect(),
-            )
+    /// `code` is the verify result's number, `words` OpenSSL's text for it.
+    fn of(code: i32, words: &str) -> Reason {
+        match code {
+            X509_V_ERR_HOSTNAME_MISMATCH | X509_V_ERR_IP_ADDRESS_MISMATCH => Reason::NameMismatch,
+            X509_V_ERR_CERT_HAS_EXPIRED => Reason::Expired,
+            X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT
+            | X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+            | X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
+            | X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+            | X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE => Reason::UnknownCa,
+            _ => Reason::Other(format!("certificate verify failed: {words}")),
         }
+    }
+}
+
+/// OpenSSL's verify result for the server's certificate under `cfg`'s checks (the same CA
+/// file and name check as the connection): a second handshake, made only to word the
+/// error, since native-tls keeps the result to itself. None when verification passed or
+/// the probe could not get that far.
+fn verify_failure(cfg: &PostgresConfig) -> Option<(i32, String)> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+
+    use openssl::ssl::{HandshakeError, SslConnector, SslMethod, SslVerifyMode};
+    use openssl::x509::store::X509StoreBuilder;
+    use openssl::x509::{X509VerifyResult, X509};
+
+    if !matches!(cfg.sslmode, SslMode::VerifyCa | SslMode::VerifyFull) {
+        return None;
+    }
+    let addr = (cfg.host.as_str(), cfg.port)
+        .to_socket_addrs()
+        .ok()?
+        .next()?;
+    let mut tcp = std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).ok()?;
+    tcp.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
+    tcp.set_write_timeout(Some(PROBE_TIMEOUT)).ok()?;
+    let mut b = BytesMut::new();
+    frontend::ssl_request(&mut b);
+    tcp.write_all(&b).ok()?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).ok()?;
+    if answer[0] != b'S' {
+        return None;
+    }
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).ok()?;
+    builder.set_verify(SslVerifyMode::PEER);
+    if let Some(path) = &cfg.sslrootcert {
+        // As the connection: only this file's certificates are trusted.
+        let pem = std::fs::read(path).ok()?;
+        let mut store = X509StoreBuilder::new().ok()?;
+        for cert in X509::stack_from_pem(&pem).ok()? {
+            store.add_cert(cert).ok()?;
+        }
+        builder.set_cert_store(store.build());
+    }
+    let mut conf = builder.build().configure().ok()?;
+    conf.set_verify_hostname(cfg.sslmode == SslMode::VerifyFull);
+    match conf.connect(&cfg.host, tcp) {
+        Err(HandshakeError::Failure(mid)) => {
+            let r = mid.ssl().verify_result();
+            (r != X509VerifyResult::OK).then(|| (r.as_raw(), r.error_string().to_owned()))
+        }
+        _ => None,
     }
 }
 
@@ -194,17 +265,18 @@ mod tests {
     use super::Reason;
 
     #[test]
-    fn openssl_text_becomes_one_reason() {
-        let openssl = "error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed:../ssl/statem/statem_clnt.c:1889: (hostname mismatch) error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed:../ssl/statem/statem_clnt.c:1889: (hostname mismatch)";
-        assert_eq!(Reason::of(openssl), Reason::NameMismatch);
-        assert_eq!(
-            Reason::of("certificate verify failed: (self-signed certificate in certificate chain)"),
-            Reason::UnknownCa
-        );
-        assert_eq!(Reason::of("certificate has expired"), Reason::Expired);
-        assert_eq!(
-            Reason::of("connection reset\nmore"),
-            Reason::Other("connection reset".into())
+    fn openssl_verify_results_become_one_reason() {
+        let of = |c| Reason::of(c, "certificate is not yet valid");
+        assert_eq!(of(62), Reason::NameMismatch);
+        assert_eq!(of(64), Reason::NameMismatch);
+        assert_eq!(of(10), Reason::Expired);
+        for c in [2, 18, 19, 20, 21] {
+            assert_eq!(of(c), Reason::UnknownCa, "{c}");
+        }
+        let Reason::Other(m) = of(9) else { panic!() };
+        assert!(
+            m.starts_with("certificate verify failed: certificate is not yet valid"),
+            "{m}"
         );
     }
 }
