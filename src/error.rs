@@ -237,6 +237,12 @@ impl Error {
         self
     }
 
+    /// The same error with `suffix` after its message (say, the ACL a refusal lacked).
+    pub fn suffixed(mut self, suffix: impl fmt::Display) -> Self {
+        self.message = format!("{}; {suffix}", self.message);
+        self
+    }
+
     /// The same error with `prefix` in front of its message (say, the connector's name).
     pub fn context(mut self, prefix: impl fmt::Display) -> Self {
         self.message = format!("{prefix}: {}", self.message);

@@ -35,6 +35,7 @@ const RESERVED_LIBRDKAFKA_KEYS: &[&str] = &[
     "linger.ms",
     "queue.buffering.max.ms",
     "batch.size",
+    "queue.buffering.max.kbytes",
     "isolation.level",
     "enable.auto.commit",
 ];
@@ -59,6 +60,15 @@ pub struct DaemonConfig {
     pub fail_fast: bool,
 }
 
+/// The largest record pgcdc produces; topics it creates accept as much (max.message.bytes),
+/// and librdkafka's queue must hold one.
+pub const MAX_RECORD_BYTES: usize = 10 * 1024 * 1024;
+
+/// Reader → producer buffer: 32 MiB.
+pub const DEFAULT_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
+/// librdkafka's queue: 64 MiB (librdkafka's own default is 1 GiB).
+pub const DEFAULT_PRODUCER_QUEUE_BYTES: u64 = 64 * 1024 * 1024;
+
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for DaemonConfig {
@@ -82,6 +92,11 @@ pub struct KafkaConfig {
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
     pub batch_bytes: u64,
+    /// Bytes of encoded events between the reader and the Kafka producer.
+    pub buffer_bytes: u64,
+    /// librdkafka's queue of records not yet acknowledged by the brokers, in bytes
+    /// (`queue.buffering.max.kbytes`).
+    pub producer_queue_bytes: u64,
     pub topics: TopicDefaults,
     pub transaction: TransactionConfig,
     pub offsets_topic: String,
@@ -99,6 +114,8 @@ impl Default for KafkaConfig {
             compression: DEFAULT_COMPRESSION.to_owned(),
             linger: DEFAULT_LINGER,
             batch_bytes: DEFAULT_BATCH_BYTES,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
+            producer_queue_bytes: DEFAULT_PRODUCER_QUEUE_BYTES,
             topics: TopicDefaults::default(),
             transaction: TransactionConfig::default(),
             offsets_topic: DEFAULT_OFFSETS_TOPIC.to_owned(),
@@ -147,6 +164,8 @@ impl fmt::Debug for KafkaConfig {
             .field("compression", &self.compression)
             .field("linger", &self.linger)
             .field("batch_bytes", &self.batch_bytes)
+            .field("buffer_bytes", &self.buffer_bytes)
+            .field("producer_queue_bytes", &self.producer_queue_bytes)
             .field("topics", &self.topics)
             .field("transaction", &self.transaction)
             .field("offsets_topic", &self.offsets_topic)
@@ -291,6 +310,20 @@ impl DaemonConfig {
             return err(
                 "kafka.batch_bytes",
                 "must be between 1 and 2147483647 (librdkafka's batch.size)".into(),
+            );
+        }
+        const MIB: u64 = 1024 * 1024;
+        if !(MIB..=u64::from(u32::MAX)).contains(&self.kafka.buffer_bytes) {
+            return err(
+                "kafka.buffer_bytes",
+                "must be between 1048576 (1 MiB) and 4294967295 bytes".into(),
+            );
+        }
+        let least = MAX_RECORD_BYTES as u64 + 64 * 1024;
+        if !(least..=2_147_483_647 * 1024).contains(&self.kafka.producer_queue_bytes) {
+            return err(
+                "kafka.producer_queue_bytes",
+                format!("must be at least {least} bytes (pgcdc's largest record) and at most 2147483647 KiB (librdkafka's queue.buffering.max.kbytes)"),
             );
         }
         if self.kafka.topics.partitions < 1 {

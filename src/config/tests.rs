@@ -494,3 +494,34 @@ fn an_unterminated_variable_is_refused_without_echoing_the_value() {
     );
     assert!(!e.contains("hunter2"), "the value leaked: {e}");
 }
+
+#[test]
+fn memory_bounds_are_bytes_within_what_librdkafka_and_the_largest_record_allow() {
+    let d = daemon(DAEMON).unwrap();
+    assert_eq!(d.kafka.buffer_bytes, DEFAULT_BUFFER_BYTES);
+    assert_eq!(d.kafka.producer_queue_bytes, DEFAULT_PRODUCER_QUEUE_BYTES);
+    let with = |extra: &str| daemon(&DAEMON.replace("kafka:\n", &format!("kafka:\n{extra}")));
+    let d = with("  buffer_bytes: 8388608\n  producer_queue_bytes: 33554432\n").unwrap();
+    assert_eq!(
+        (d.kafka.buffer_bytes, d.kafka.producer_queue_bytes),
+        (8 << 20, 32 << 20)
+    );
+    for (extra, field) in [
+        ("  buffer_bytes: 1000\n", "kafka.buffer_bytes"),
+        (
+            "  producer_queue_bytes: 1048576\n",
+            "kafka.producer_queue_bytes",
+        ),
+    ] {
+        let e = with(extra).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("config/pgcdc.yaml: {field}: must be")),
+            "{e}"
+        );
+    }
+    // librdkafka's own key for the queue is refused: pgcdc sets it from the YAML key.
+    let e = with("  librdkafka:\n    queue.buffering.max.kbytes: \"1024\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("queue.buffering.max.kbytes"), "{e}");
+}

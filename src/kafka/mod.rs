@@ -98,6 +98,22 @@ pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// The principal pgcdc authenticates as, for messages: `User:<sasl.username>`.
+pub fn principal(cfg: &KafkaConfig) -> String {
+    cfg.librdkafka
+        .get("sasl.username")
+        .map_or_else(|| "pgcdc's principal".to_owned(), |u| format!("User:{u}"))
+}
+
+/// An authorization refusal restated with the ACL the operation needs (`Write and Describe
+/// on TransactionalId pgcdc-shop`); other errors pass unchanged.
+pub fn missing_acl(e: Error, principal: &str, acl: impl std::fmt::Display) -> Error {
+    if e.code() != Code::KafkaAuthorization {
+        return e;
+    }
+    e.suffixed(format_args!("grant {principal} {acl}"))
+}
+
 /// Sorts a Kafka error into the daemon's classes: fenced (another instance took over),
 /// permanent (authorization, configuration) or transient (abort, rewind to the checkpoint,
 /// try again).
@@ -115,6 +131,29 @@ pub fn classify(brokers: &str, what: &str, e: KafkaError) -> Error {
         );
     }
     let text = format!("Kafka {brokers}: {what}: {e}");
+    // A refusal is permanent whatever state it left the transaction in: retrying cannot
+    // grant an ACL.
+    let refused = match &e {
+        KafkaError::Transaction(t) => Some(t.code()),
+        other => other.rdkafka_error_code(),
+    };
+    match refused {
+        Some(RDKafkaErrorCode::SaslAuthenticationFailed) => {
+            return Error::permanent(
+                Code::KafkaAuthorization,
+                format!("{text}; check sasl.username, sasl.password and sasl.mechanisms under kafka.librdkafka"),
+            )
+            .with_next_step("fix the SASL credentials in the kafka section of the daemon config")
+            .with_source(e);
+        }
+        Some(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed,
+        ) => return Error::permanent(Code::KafkaAuthorization, text).with_source(e),
+        _ => {}
+    }
     let code = match &e {
         KafkaError::Transaction(t) => {
             if matches!(
@@ -144,16 +183,6 @@ pub fn classify(brokers: &str, what: &str, e: KafkaError) -> Error {
             ),
         ),
         Some(
-            RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::GroupAuthorizationFailed
-            | RDKafkaErrorCode::ClusterAuthorizationFailed
-            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
-            | RDKafkaErrorCode::SaslAuthenticationFailed,
-        ) => Error::permanent(
-            Code::KafkaAuthorization,
-            format!("{text}; check the broker ACLs and the kafka section of the daemon config"),
-        ),
-        Some(
             RDKafkaErrorCode::InvalidConfig
             | RDKafkaErrorCode::InvalidReplicationFactor
             | RDKafkaErrorCode::PolicyViolation,
@@ -172,6 +201,7 @@ fn yaml_key(property: &str) -> String {
     match property {
         "linger.ms" => "kafka.linger".into(),
         "batch.size" => "kafka.batch_bytes".into(),
+        "queue.buffering.max.kbytes" => "kafka.producer_queue_bytes".into(),
         "compression.type" => "kafka.compression".into(),
         "bootstrap.servers" => "kafka.bootstrap_servers".into(),
         other => format!("kafka.librdkafka.{other}"),

@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::checkpoint::{Checkpoint, SlotClaim};
 use crate::config::KafkaConfig;
 use crate::error::{Code, Error, Result};
-use crate::kafka::{base_config, classify, QuietContext};
+use crate::kafka::{base_config, classify, missing_acl, principal, QuietContext};
 
 /// Reads the newest committed checkpoint of `connector` from the offsets topic (None when
 /// the topic or the connector's record does not exist yet).
@@ -24,8 +25,11 @@ pub fn read_state(
 ) -> Result<(Option<Checkpoint>, Option<SlotClaim>)> {
     let claim_key = SlotClaim::key(connector);
     let brokers = &cfg.bootstrap_servers;
+    // librdkafka assigns partitions only within a group; this one never joins or commits,
+    // but finding its coordinator needs Describe on it.
+    let group = format!("pgcdc-checkpoint-reader-{connector}");
     let consumer: BaseConsumer<QuietContext> = base_config(cfg)
-        .set("group.id", format!("pgcdc-checkpoint-reader-{connector}"))
+        .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false")
@@ -38,6 +42,23 @@ pub fn read_state(
     let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
         return Ok((None, None));
     };
+    // A topic pgcdc may not read would look empty: never take that for "no checkpoint".
+    let read_acl = || {
+        format!(
+            "Read and Describe on Topic {topic} (without them the checkpoint cannot be read back)"
+        )
+    };
+    match t.error() {
+        None | Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {}
+        Some(code) => {
+            let e = classify(
+                brokers,
+                &format!("reading metadata of {topic}"),
+                rdkafka::error::KafkaError::MetadataFetch(code.into()),
+            );
+            return Err(missing_acl(e, &principal(cfg), read_acl()));
+        }
+    }
     if t.partitions().is_empty() {
         return Ok((None, None));
     }
@@ -96,7 +117,17 @@ pub fn read_state(
                         None => last = None, // a tombstone resets the connector
                     }
                 }
-                Some(Err(e)) => return Err(classify(brokers, &format!("reading {topic}"), e)),
+                Some(Err(e)) => {
+                    let acl = if e.rdkafka_error_code()
+                        == Some(RDKafkaErrorCode::GroupAuthorizationFailed)
+                    {
+                        format!("Describe on Group {group} (the checkpoint reader's)")
+                    } else {
+                        read_acl()
+                    };
+                    let e = classify(brokers, &format!("reading {topic}"), e);
+                    return Err(missing_acl(e, &principal(cfg), acl));
+                }
                 None => {}
             }
         }

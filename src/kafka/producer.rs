@@ -23,8 +23,7 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 /// ceiling (transaction.max.timeout.ms): one PostgreSQL transaction must stream into Kafka
 /// within it, or it is retried from the checkpoint.
 const TRANSACTION_TIMEOUT_MS: &str = "900000";
-/// The largest record pgcdc produces; topics it creates accept as much (max.message.bytes).
-pub const MAX_RECORD_BYTES: usize = 10 * 1024 * 1024;
+pub use crate::config::MAX_RECORD_BYTES;
 
 /// Waits until every queued record has its delivery report. rust-rdkafka's flush (which
 /// commit_transaction calls first) polls in fixed 100 ms slices whenever anything is still in
@@ -68,7 +67,16 @@ pub struct Deliveries {
     connector: std::sync::Arc<str>,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// The topic of the first record the broker refused for want of an ACL: a transaction
+    /// fails at its commit, and this names what to grant.
+    first_denied: Mutex<Option<String>>,
+    /// The topics of the open transaction (up to [`TXN_TOPICS_NAMED`]), for a refusal that
+    /// names no topic (AddPartitionsToTxn).
+    txn_topics: Mutex<Vec<String>>,
 }
+
+/// How many of a transaction's topics a refusal names.
+const TXN_TOPICS_NAMED: usize = 8;
 
 impl ClientContext for Deliveries {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
@@ -89,7 +97,12 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
+        if let Err((e, m)) = result {
+            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAuthorizationFailed) {
+                if let Ok(mut first) = self.first_denied.lock() {
+                    first.get_or_insert_with(|| rdkafka::Message::topic(m).to_owned());
+                }
+            }
             self.failed.fetch_add(1, Ordering::AcqRel);
             if let Ok(mut first) = self.first_error.lock() {
                 first.get_or_insert_with(|| e.to_string());
@@ -105,6 +118,9 @@ pub struct TxProducer {
     inner: Arc<Inner>,
     brokers: Arc<str>,
     transactional: bool,
+    transactional_id: Arc<str>,
+    /// Who the broker sees, for the ACL a refusal names.
+    principal: Arc<str>,
 }
 
 impl TxProducer {
@@ -123,7 +139,10 @@ impl TxProducer {
                 "batch.size",
                 cfg.batch_bytes.min(i32::MAX as u64).to_string(),
             )
-            .set("queue.buffering.max.kbytes", "262144")
+            .set(
+                "queue.buffering.max.kbytes",
+                (cfg.producer_queue_bytes / 1024).to_string(),
+            )
             .set("queue.buffering.max.messages", "200000")
             // Headroom over MAX_RECORD_BYTES for the record batch framing.
             .set(
@@ -135,12 +154,16 @@ impl TxProducer {
                 connector: connector.into(),
                 failed: AtomicU64::new(0),
                 first_error: Mutex::new(None),
+                first_denied: Mutex::new(None),
+                txn_topics: Mutex::new(Vec::new()),
             })
             .map_err(|e| classify(&cfg.bootstrap_servers, "creating the producer", e))?;
         Ok(TxProducer {
             inner: Arc::new(inner),
             brokers: cfg.bootstrap_servers.as_str().into(),
             transactional: cfg.exactly_once,
+            transactional_id: transactional_id.into(),
+            principal: crate::kafka::principal(cfg).into(),
         })
     }
 
@@ -156,6 +179,7 @@ impl TxProducer {
     {
         let p = self.inner.clone();
         let brokers = self.brokers.clone();
+        let principal = self.principal.clone();
         tokio::task::spawn_blocking(move || {
             f(&p).map_err(|e| {
                 // librdkafka can return a generic error from EndTxn ("Unknown broker error")
@@ -166,7 +190,40 @@ impl TxProducer {
                 while p.client().fatal_error().is_none() && std::time::Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                fenced_or(&p, &brokers, what, e)
+                let denied = p
+                    .context()
+                    .first_denied
+                    .lock()
+                    .ok()
+                    .and_then(|mut d| d.take());
+                match denied {
+                    Some(topic) => Error::permanent(
+                        Code::KafkaAuthorization,
+                        format!(
+                            "Kafka {brokers}: {what}: the broker refused records for topic {topic} \
+                             (TopicAuthorizationFailed); grant {principal} Write on Topic {topic}"
+                        ),
+                    )
+                    .with_source(e),
+                    None => {
+                        let topics = p
+                            .context()
+                            .txn_topics
+                            .lock()
+                            .map(|t| t.join(", "))
+                            .unwrap_or_default();
+                        let e = fenced_or(&p, &brokers, what, e);
+                        if topics.is_empty() {
+                            e
+                        } else {
+                            crate::kafka::missing_acl(
+                                e,
+                                &principal,
+                                format_args!("Write on each Topic of the transaction ({topics})"),
+                            )
+                        }
+                    }
+                }
             })
         })
         .await
@@ -181,11 +238,24 @@ impl TxProducer {
         }
         self.blocking("init_transactions", |p| p.init_transactions(TXN_TIMEOUT))
             .await
+            .map_err(|e| {
+                crate::kafka::missing_acl(
+                    e,
+                    &self.principal,
+                    format_args!(
+                        "Write and Describe on TransactionalId {}",
+                        self.transactional_id
+                    ),
+                )
+            })
     }
 
     pub fn begin(&self) -> Result<()> {
         if !self.transactional {
             return Ok(());
+        }
+        if let Ok(mut t) = self.inner.context().txn_topics.lock() {
+            t.clear();
         }
         self.inner
             .begin_transaction()
@@ -201,6 +271,16 @@ impl TxProducer {
         value: Option<&[u8]>,
         headers: &[(&str, String)],
     ) -> Result<()> {
+        if self.transactional {
+            if let Ok(mut t) = self.inner.context().txn_topics.lock() {
+                if t.last().is_none_or(|l| l != topic)
+                    && t.len() < TXN_TOPICS_NAMED
+                    && !t.iter().any(|l| l == topic)
+                {
+                    t.push(topic.to_owned());
+                }
+            }
+        }
         loop {
             let mut rec = BaseRecord::<[u8], [u8]>::to(topic);
             if let Some(k) = key {

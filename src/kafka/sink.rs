@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::checkpoint::progress::{ChunkDone, SnapshotState, TableWork};
 use crate::checkpoint::{Checkpoint, CHECKPOINT_VERSION};
@@ -55,6 +55,93 @@ pub(crate) enum SinkMsg {
     /// A record outside any transaction (a non-transactional logical decoding message)
     /// ended at this position: a boundary the sink may commit at.
     Boundary(Lsn),
+}
+
+impl SinkMsg {
+    /// The bytes the message holds (keys, values, headers), for the channel's budget.
+    fn bytes(&self) -> usize {
+        let record = |r: &Record| {
+            r.key.as_ref().map_or(0, Vec::len)
+                + r.value.as_ref().map_or(0, Vec::len)
+                + r.headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>()
+        };
+        match self {
+            SinkMsg::Record(r) => record(r),
+            SinkMsg::Chunk { records, .. } => records.iter().map(record).sum(),
+            _ => 0,
+        }
+    }
+}
+
+/// The reader → sink channel, bounded in messages and in bytes (`kafka.buffer_bytes`): a
+/// slow or absent Kafka blocks the reader (PostgreSQL keeps the WAL) instead of growing
+/// memory. A message larger than the whole budget passes alone. Its bytes are released
+/// when the sink takes the message, to hand it to librdkafka, whose queue has its own bound
+/// (`kafka.producer_queue_bytes`).
+pub(crate) fn channel(messages: usize, bytes: usize) -> (SinkTx, SinkRx) {
+    let (tx, rx) = mpsc::channel(messages);
+    let max = bytes.clamp(1, u32::MAX as usize);
+    (
+        SinkTx {
+            tx,
+            budget: Arc::new(Semaphore::new(max)),
+            max,
+        },
+        SinkRx { rx },
+    )
+}
+
+type Sized = (SinkMsg, Option<OwnedSemaphorePermit>);
+
+#[derive(Clone)]
+pub(crate) struct SinkTx {
+    tx: mpsc::Sender<Sized>,
+    budget: Arc<Semaphore>,
+    max: usize,
+}
+
+/// The sink is gone (it stopped, or failed: its task says why).
+#[derive(Debug)]
+pub(crate) struct SinkClosed;
+
+impl SinkTx {
+    /// Waits for room (messages and bytes), then hands `m` to the sink.
+    pub(crate) async fn send(&self, m: SinkMsg) -> std::result::Result<(), SinkClosed> {
+        let n = m.bytes().min(self.max);
+        let permit = if n == 0 {
+            None
+        } else {
+            // `max` fits in u32 (see `channel`).
+            let n = u32::try_from(n).unwrap_or(u32::MAX);
+            Some(
+                self.budget
+                    .clone()
+                    .acquire_many_owned(n)
+                    .await
+                    .map_err(|_| SinkClosed)?,
+            )
+        };
+        self.tx.send((m, permit)).await.map_err(|_| SinkClosed)
+    }
+
+    /// Bytes handed to the sink and not yet taken by it.
+    #[cfg(test)]
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.max - self.budget.available_permits()
+    }
+}
+
+pub(crate) struct SinkRx {
+    rx: mpsc::Receiver<Sized>,
+}
+
+impl SinkRx {
+    pub(crate) async fn recv(&mut self) -> Option<SinkMsg> {
+        self.rx.recv().await.map(|(m, _bytes)| m)
+    }
 }
 
 pub(crate) struct Sink {
@@ -120,7 +207,7 @@ impl Sink {
         self
     }
 
-    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<SinkMsg>) -> Result<()> {
+    pub(crate) async fn run(mut self, mut rx: SinkRx) -> Result<()> {
         let mut open: Option<OpenTxn> = None;
         let mut at_boundary = true;
         let mut last_txn: Option<(Lsn, Lsn, u32, i64)> = None;
@@ -313,5 +400,63 @@ impl Sink {
             self.last_progress_log = Instant::now();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(n: usize) -> SinkMsg {
+        SinkMsg::Record(Record {
+            topic: "t".into(),
+            key: None,
+            value: Some(vec![0; n]),
+            headers: vec![],
+        })
+    }
+
+    fn len(m: Option<SinkMsg>) -> usize {
+        match m {
+            Some(SinkMsg::Record(r)) => r.value.map_or(0, |v| v.len()),
+            _ => panic!("not a record"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_channel_is_bounded_by_bytes_and_a_bigger_message_passes_alone() {
+        let (tx, mut rx) = channel(100, 1000);
+        tx.send(rec(600)).await.unwrap();
+        assert_eq!(tx.buffered_bytes(), 600);
+        // 600 + 600 > 1000: the sender waits until the sink takes the first.
+        let waited = tokio::time::timeout(Duration::from_millis(100), tx.send(rec(600))).await;
+        assert!(waited.is_err(), "over the byte budget the sender must wait");
+        assert_eq!(len(rx.recv().await), 600);
+        assert_eq!(tx.buffered_bytes(), 0);
+        tx.send(rec(600)).await.unwrap();
+
+        // Larger than the whole budget: it waits for all of it, then passes alone.
+        let tx2 = tx.clone();
+        let big = tokio::spawn(async move { tx2.send(rec(5000)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !big.is_finished(),
+            "the big one waits for the budget to empty"
+        );
+        assert_eq!(len(rx.recv().await), 600);
+        big.await.unwrap().unwrap();
+        assert_eq!(tx.buffered_bytes(), 1000);
+        // Control messages hold no bytes.
+        tokio::time::timeout(
+            Duration::from_millis(100),
+            tx.send(SinkMsg::Idle(Lsn::ZERO)),
+        )
+        .await
+        .expect("an Idle needs no budget")
+        .unwrap();
+        assert_eq!(len(rx.recv().await), 5000);
+        assert_eq!(tx.buffered_bytes(), 0);
+        drop(rx);
+        assert!(tx.send(rec(1)).await.is_err(), "a closed sink is an error");
     }
 }

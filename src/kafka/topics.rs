@@ -12,12 +12,14 @@ use crate::error::{retry, Code, Error, Result, IN_PLACE};
 use crate::kafka::{base_config, classify, QuietContext};
 
 pub struct Topics {
-    admin: AdminClient<QuietContext>,
+    admin: std::sync::Arc<AdminClient<QuietContext>>,
     brokers: String,
     partitions: i32,
     replication: i32,
     configs: Vec<(String, String)>,
     known: HashSet<String>,
+    /// Who the broker sees, for the ACL a refusal names.
+    principal: String,
 }
 
 impl Topics {
@@ -26,7 +28,7 @@ impl Topics {
             .create_with_context(QuietContext::new(connector))
             .map_err(|e| classify(&cfg.bootstrap_servers, "creating the admin client", e))?;
         Ok(Topics {
-            admin,
+            admin: std::sync::Arc::new(admin),
             brokers: cfg.bootstrap_servers.clone(),
             partitions: cfg.topics.partitions,
             replication: cfg.topics.replication_factor,
@@ -37,7 +39,42 @@ impl Topics {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             known: HashSet::new(),
+            principal: crate::kafka::principal(cfg),
         })
+    }
+
+    /// Whether `topic` exists, from the cluster's metadata (false also when the principal
+    /// may not describe it: the create that follows names the ACLs).
+    async fn exists(&self, topic: &str) -> Result<bool> {
+        let (admin, name) = (self.admin.clone(), topic.to_owned());
+        let md = tokio::task::spawn_blocking(move || {
+            admin
+                .inner()
+                .fetch_metadata(Some(&name), Duration::from_secs(30))
+        })
+        .await
+        .map_err(|e| Error::permanent(Code::Internal, format!("topic metadata task failed: {e}")))?
+        .map_err(|e| classify(&self.brokers, &format!("reading metadata of {topic}"), e))?;
+        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(false);
+        };
+        match t.error().map(RDKafkaErrorCode::from) {
+            None => Ok(!t.partitions().is_empty()),
+            // A missing topic the principal may not create looks the same as one it may not
+            // describe (the metadata request allows auto-creation): creating it tells them
+            // apart, and its refusal names both ACLs.
+            Some(
+                RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::TopicAuthorizationFailed,
+            ) => Ok(false),
+            Some(code) => Err(Error::transient(
+                Code::KafkaUnavailable,
+                format!(
+                    "Kafka {}: reading metadata of {topic}: {code}",
+                    self.brokers
+                ),
+            )),
+        }
     }
 
     /// Creates `topic` unless it exists. `extra` configs override the defaults (the offsets
@@ -49,6 +86,12 @@ impl Topics {
         extra: &[(&str, &str)],
     ) -> Result<()> {
         if self.known.contains(topic) {
+            return Ok(());
+        }
+        // A topic that exists is used as it is: creating it again would need Create, which a
+        // principal with Write on topics an operator made does not have.
+        if self.exists(topic).await? {
+            self.known.insert(topic.to_owned());
             return Ok(());
         }
         let mut nt = NewTopic::new(
@@ -72,7 +115,7 @@ impl Topics {
             nt = nt.set("max.message.bytes", &max_bytes);
         }
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let (admin, brokers) = (&self.admin, &self.brokers);
+        let (admin, brokers, principal) = (&self.admin, &self.brokers, &self.principal);
         retry(IN_PLACE, "creating a topic", || async {
             let res = admin
                 .create_topics(std::slice::from_ref(&nt), &opts)
@@ -88,7 +131,10 @@ impl Topics {
                             RDKafkaErrorCode::TopicAuthorizationFailed
                             | RDKafkaErrorCode::ClusterAuthorizationFailed => Error::permanent(
                                 Code::KafkaAuthorization,
-                                format!("{msg}; grant pgcdc Create on the topic or create the topic yourself"),
+                                format!(
+                                    "{msg}; grant {} Create on Topic {t}, or create the topic yourself (pgcdc then needs Write and Describe on it)",
+                                    principal
+                                ),
                             ),
                             RDKafkaErrorCode::InvalidReplicationFactor
                             | RDKafkaErrorCode::InvalidPartitions

@@ -1,11 +1,11 @@
 //! `snapshot.mode: initial_only`: the tables are snapshotted into Kafka, and the connector
 //! stops without streaming.
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Code, Error, Result};
-use crate::kafka::sink::{Sink, SinkMsg};
+use crate::kafka::sink::{Sink, SinkRx};
 use crate::postgres::snapshot::SnapshotConn;
 use crate::snapshot::initial::{self, SnapTable};
 use crate::Lsn;
@@ -19,7 +19,7 @@ use super::sink_stopped;
 pub(super) async fn initial_only(
     mut reader: Reader<'_>,
     sink: Sink,
-    rx: mpsc::Receiver<SinkMsg>,
+    rx: SinkRx,
     ck: Option<Checkpoint>,
     app: &str,
     mut shutdown: watch::Receiver<bool>,

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use crate::avro::envelope::Origin;
 use crate::config::{ConnectorConfig, DaemonConfig, SnapshotMode};
 use crate::error::{Code, Error, Result};
-use crate::kafka::sink::{Sink, SinkMsg};
+use crate::kafka::sink::{Sink, SinkMsg, SinkRx};
 use crate::metrics;
 use crate::postgres::feedback::{self, Positions};
 use crate::postgres::snapshot::SnapshotConn;
@@ -64,7 +64,10 @@ pub async fn run(
     let (producer, ck, claim) = (kafka.producer, kafka.ck, kafka.claim);
     let ck_pos = ck.as_ref().map(|c| c.position()).transpose()?;
 
-    let (tx, rx) = mpsc::channel(SINK_CHANNEL_CAPACITY);
+    let (tx, rx) = crate::kafka::sink::channel(
+        SINK_CHANNEL_CAPACITY,
+        usize::try_from(daemon.kafka.buffer_bytes).unwrap_or(usize::MAX),
+    );
     let origin = Arc::new(Origin {
         name: conn.topic_prefix.clone(),
         db: conn.postgres.dbname.clone(),
@@ -220,7 +223,7 @@ pub async fn run(
 async fn initial_snapshot<'a>(
     mut reader: Reader<'a>,
     sink: Sink,
-    rx: mpsc::Receiver<SinkMsg>,
+    rx: SinkRx,
     exported: &str,
     start: Lsn,
     app: &str,

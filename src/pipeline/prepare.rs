@@ -7,8 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
-
 use crate::avro::envelope::Origin;
 use crate::avro::policy::ValuePolicy;
 use crate::avro::registry::Registry;
@@ -17,7 +15,7 @@ use crate::config::{ConnectorConfig, DaemonConfig};
 use crate::decode::RelationCache;
 use crate::error::{Code, Error, Result};
 use crate::kafka::producer::{transactional_id, TxProducer};
-use crate::kafka::sink::SinkMsg;
+use crate::kafka::sink::SinkTx;
 use crate::kafka::topics::Topics;
 use crate::postgres::Catalog;
 use crate::snapshot::incremental::Incremental;
@@ -103,7 +101,7 @@ impl<'a> Reader<'a> {
         daemon: &DaemonConfig,
         catalog: Catalog,
         topics: Topics,
-        tx: mpsc::Sender<SinkMsg>,
+        tx: SinkTx,
         origin: Arc<Origin>,
     ) -> Result<Reader<'a>> {
         let mut reader = Reader {

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::avro::envelope::{ChangeContext, Origin, SnapshotMark, TableCodec};
 use crate::avro::policy::ValuePolicy;
@@ -16,7 +15,7 @@ use crate::change::{self, Change};
 use crate::config::ConnectorConfig;
 use crate::decode::{self, Message, RelationCache};
 use crate::error::{Code, Error, Result};
-use crate::kafka::sink::SinkMsg;
+use crate::kafka::sink::{SinkMsg, SinkTx};
 use crate::kafka::topics::Topics;
 use crate::metrics;
 use crate::postgres::snapshot::SnapshotConn;
@@ -49,7 +48,7 @@ pub(super) struct Reader<'a> {
     pub(super) txn: Option<TxnState>,
     pub(super) last_commit: Lsn,
     pub(super) skip_before: Lsn,
-    pub(super) tx: mpsc::Sender<SinkMsg>,
+    pub(super) tx: SinkTx,
     pub(super) origin: Arc<Origin>,
     pub(super) snap: Incremental,
     pub(super) policy: Arc<ValuePolicy>,

@@ -75,6 +75,7 @@ impl Slot<'_> {
                     tracing::warn!(connector = %conn.name, slot = %slot, "dropping the replication slot pgcdc created earlier, to recreate it with a snapshot (snapshot.mode {:?})", conn.snapshot.mode);
                     repl.drop_slot(&slot).await?;
                 }
+                self.write_claim(None).await?;
                 let (lsn, name) = repl.create_slot_exported(&slot, conn.slot_failover).await?;
                 self.claim(lsn).await?;
                 tracing::info!(connector = %conn.name, slot = %slot, lsn = %lsn, snapshot = %name, "created replication slot with an exported snapshot");
@@ -110,6 +111,7 @@ impl Slot<'_> {
 
     /// Creates the slot and records the claim right after, before anything uses it.
     async fn create(&self, repl: &mut ReplicationClient, slot: &str) -> Result<Lsn> {
+        self.write_claim(None).await?;
         let lsn = repl.create_slot(slot, self.conn.slot_failover).await?;
         self.claim(lsn).await?;
         tracing::info!(connector = %self.conn.name, slot = %slot, lsn = %lsn, "created replication slot");
@@ -183,20 +185,27 @@ impl Slot<'_> {
     /// Records, in its own Kafka transaction, that this connector created the slot at
     /// `lsn`: the proof pgcdc needs before it ever drops the slot ([`crate::startup`]).
     async fn claim(&self, lsn: Lsn) -> Result<()> {
-        let connector = &self.conn.name;
         let claim = SlotClaim {
-            connector: connector.clone(),
+            connector: self.conn.name.clone(),
             slot: self.conn.slot_name(),
             created_lsn: lsn.to_string(),
         };
+        self.write_claim(Some(claim.encode()?)).await
+    }
+
+    /// Writes the claim record (`None`: its tombstone) in its own Kafka transaction. The
+    /// tombstone goes first, before a slot is created: a producer the offsets topic refuses
+    /// (a missing Write ACL) then stops before there is a slot only a claim could prove
+    /// pgcdc's.
+    async fn write_claim(&self, value: Option<Vec<u8>>) -> Result<()> {
+        let key = SlotClaim::key(&self.conn.name);
         let producer = self.producer;
         producer.begin()?;
-        let key = SlotClaim::key(connector);
         let sent = producer
             .send(
                 self.offsets_topic,
                 Some(key.as_bytes()),
-                Some(&claim.encode()?),
+                value.as_deref(),
                 &[],
             )
             .await;

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::avro::envelope::{ChangeContext, Op, Origin, SnapshotMark, TableCodec};
@@ -20,7 +20,7 @@ use crate::clock::now_micros;
 use crate::config::PostgresConfig;
 use crate::decode::Tuple;
 use crate::error::{Code, Error, Result};
-use crate::kafka::sink::{Record, SinkMsg};
+use crate::kafka::sink::{Record, SinkMsg, SinkTx};
 use crate::postgres::catalog::SnapshotTable;
 use crate::postgres::snapshot::{key_of, pk_positions, KeyRange, SnapshotConn};
 use crate::Lsn;
@@ -153,7 +153,7 @@ pub(crate) async fn run(
     workers: usize,
     plan: Plan,
     origin: Arc<Origin>,
-    tx: mpsc::Sender<SinkMsg>,
+    tx: SinkTx,
 ) -> Result<u64> {
     let Plan {
         tables,
@@ -249,7 +249,7 @@ pub(crate) async fn run_paged(
     mut work: Vec<TableWork>,
     tables: &[SnapTable],
     origin: Arc<Origin>,
-    tx: mpsc::Sender<SinkMsg>,
+    tx: SinkTx,
 ) -> Result<()> {
     let conn = SnapshotConn::connect(pg, app).await?;
     while let Some(w) = work.first_mut() {

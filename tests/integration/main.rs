@@ -27,6 +27,7 @@ mod python_consumer;
 mod restart;
 mod safety;
 mod schema_changes;
+mod secured_kafka;
 mod shutdown;
 mod slots;
 mod smoke_kafka;
