@@ -25,15 +25,17 @@ pub async fn decode_json(decoder: &AvroDecoder, bytes: Option<&[u8]>) -> Result<
     let id = u32::from_be_bytes([b[1], b[2], b[3], b[4]]);
     let schema = decoder.get_schema(id).await.map_err(|e| {
         Error::transient(
-            Code::Kafka,
+            Code::RegistryUnavailable,
             format!("schema registry: fetching schema {id}: {e}"),
         )
+        .with_source(e)
     })?;
     let decoded = decoder.decode(Some(b)).await.map_err(|e| {
         Error::permanent(
-            Code::Kafka,
+            Code::Registry,
             format!("decoding a record with schema {id}: {e}"),
         )
+        .with_source(e)
     })?;
     let mut names = HashMap::new();
     collect_names(&schema.parsed, &mut names);

@@ -39,6 +39,18 @@ pub(super) struct Feed {
     pub(super) reply: mpsc::Sender<()>,
 }
 
+impl Feed {
+    /// The server has sent WAL up to `wal_end`.
+    fn saw(&self, wal_end: crate::Lsn) {
+        self.positions
+            .received
+            .fetch_max(wal_end.0, Ordering::AcqRel);
+        self.live
+            .server_wal_end
+            .fetch_max(wal_end.0, Ordering::Relaxed);
+    }
+}
+
 pub(super) async fn run(
     conn: &ConnectorConfig,
     reader: &mut Reader<'_>,
@@ -74,24 +86,14 @@ pub(super) async fn run(
                 wal_end,
                 data,
             } => {
-                feed.positions
-                    .received
-                    .fetch_max(wal_end.0, Ordering::AcqRel);
-                feed.live
-                    .server_wal_end
-                    .fetch_max(wal_end.0, Ordering::Relaxed);
+                feed.saw(wal_end);
                 reader.handle(wal_start, data).await?;
             }
             StreamEvent::Keepalive {
                 wal_end,
                 reply_requested,
             } => {
-                feed.positions
-                    .received
-                    .fetch_max(wal_end.0, Ordering::AcqRel);
-                feed.live
-                    .server_wal_end
-                    .fetch_max(wal_end.0, Ordering::Relaxed);
+                feed.saw(wal_end);
                 if reply_requested {
                     let _ = feed.reply.try_send(());
                 }

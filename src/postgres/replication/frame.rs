@@ -54,11 +54,16 @@ pub(crate) fn classify_sqlstate(code: &str, text: String) -> Error {
     Error::new(kind, what, text).with_sqlstate(code)
 }
 
-pub(super) fn io_err(server: &str, what: &str, e: impl std::fmt::Display) -> Error {
+pub(super) fn io_err(
+    server: &str,
+    what: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
     Error::transient(
         Code::PostgresConnect,
         format!("PostgreSQL {server}: {what}: {e}"),
     )
+    .with_source(e)
 }
 
 /// Reads one whole backend frame. `W` (CopyBothResponse) is not parsed by
