@@ -59,6 +59,10 @@ pub enum Code {
     KafkaFenced,
     /// A record larger than the topic accepts.
     KafkaRecordTooLarge,
+    /// The broker aborted a Kafka transaction open longer than its timeout.
+    KafkaTransactionTimeout,
+    /// The Kafka sink task ended; its own error says why.
+    SinkStopped,
     /// Any other Kafka error.
     Kafka,
     /// The offsets topic: unreadable or holding what pgcdc cannot read.
@@ -97,6 +101,8 @@ impl Code {
             Code::KafkaAuthorization => "kafka.authorization",
             Code::KafkaFenced => "kafka.fenced",
             Code::KafkaRecordTooLarge => "kafka.record_too_large",
+            Code::KafkaTransactionTimeout => "kafka.transaction_timeout",
+            Code::SinkStopped => "internal.sink_stopped",
             Code::Kafka => "kafka",
             Code::Checkpoint => "checkpoint",
             Code::RegistryUnavailable => "registry.unavailable",
@@ -130,6 +136,8 @@ impl Code {
             Code::KafkaAuthorization => "grant the ACL the message names to pgcdc's principal (README lists the ACLs it needs)",
             Code::KafkaFenced => "another pgcdc runs the same connector: stop one of them",
             Code::KafkaRecordTooLarge => "raise the topic's max.message.bytes (and the producer's message.max.bytes) above the size the message names",
+            Code::SinkStopped => "read the error of the Kafka sink logged with it; pgcdc retries from the last checkpoint",
+            Code::KafkaTransactionTimeout => "raise kafka.transaction.timeout (and the brokers' transaction.max.timeout.ms) above the time the message names; pgcdc retries meanwhile",
             Code::Kafka => "read the broker's message; pgcdc retries from the last checkpoint when it can",
             Code::Checkpoint => "check the offsets topic the message names (kafka.offsets_topic): readable, compacted, written only by pgcdc",
             Code::RegistryUnavailable => "check that schema_registry.url answers; pgcdc retries meanwhile",
@@ -159,6 +167,8 @@ impl Code {
         Code::KafkaAuthorization,
         Code::KafkaFenced,
         Code::KafkaRecordTooLarge,
+        Code::KafkaTransactionTimeout,
+        Code::SinkStopped,
         Code::Kafka,
         Code::Checkpoint,
         Code::RegistryUnavailable,

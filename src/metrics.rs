@@ -84,6 +84,7 @@ struct Metrics {
     outbox_events: ByConnector,
     outbox_unroutable: ByConnector,
     slots_lost: ByConnector,
+    transaction_timeouts: ByConnector,
     heartbeat_errors: ByConnector,
     client_logs_suppressed: ByConnector,
     live: Arc<Live>,
@@ -114,6 +115,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         outbox_events: Family::default(),
         outbox_unroutable: Family::default(),
         slots_lost: Family::default(),
+        transaction_timeouts: Family::default(),
         heartbeat_errors: Family::default(),
         client_logs_suppressed: Family::default(),
         live: Arc::new(Live::default()),
@@ -189,6 +191,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "pgcdc_outbox_events",
         "Outbox events routed to their aggregate's topic.",
         m.outbox_events.clone(),
+    );
+    registry.register(
+        "pgcdc_kafka_transaction_timeouts",
+        "Kafka transactions the broker aborted because they were open longer than kafka.transaction.timeout (a PostgreSQL transaction too large to stream within it).",
+        m.transaction_timeouts.clone(),
     );
     registry.register(
         "pgcdc_slots_lost",
@@ -301,6 +308,7 @@ pub enum ConnectorEvent {
     Outbox,
     OutboxUnroutable,
     SlotLost,
+    TransactionTimeout,
 }
 
 pub fn count_connector(c: &str, what: ConnectorEvent) {
@@ -314,6 +322,7 @@ pub fn count_connector(c: &str, what: ConnectorEvent) {
         ConnectorEvent::Outbox => &METRICS.outbox_events,
         ConnectorEvent::OutboxUnroutable => &METRICS.outbox_unroutable,
         ConnectorEvent::SlotLost => &METRICS.slots_lost,
+        ConnectorEvent::TransactionTimeout => &METRICS.transaction_timeouts,
     };
     family.get_or_create(&connector(c)).inc();
 }

@@ -33,6 +33,7 @@ const RESERVED_LIBRDKAFKA_KEYS: &[&str] = &[
     "compression.type",
     "compression.codec",
     "linger.ms",
+    "transaction.timeout.ms",
     "queue.buffering.max.ms",
     "batch.size",
     "queue.buffering.max.kbytes",
@@ -63,6 +64,9 @@ pub struct DaemonConfig {
 /// The largest record pgcdc produces; topics it creates accept as much (max.message.bytes),
 /// and librdkafka's queue must hold one.
 pub const MAX_RECORD_BYTES: usize = 10 * 1024 * 1024;
+
+/// The Kafka transaction timeout: 15 minutes, the brokers' default ceiling.
+pub const DEFAULT_TXN_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Reader → producer buffer: 32 MiB.
 pub const DEFAULT_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
@@ -202,6 +206,11 @@ pub struct TransactionConfig {
     pub max_bytes: u64,
     #[serde(with = "humantime_serde")]
     pub max_interval: Duration,
+    /// librdkafka's `transaction.timeout.ms`: the broker aborts a Kafka transaction open
+    /// longer (one PostgreSQL transaction must stream within it). At most the brokers'
+    /// `transaction.max.timeout.ms` (15 minutes by default).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 impl Default for TransactionConfig {
@@ -210,6 +219,7 @@ impl Default for TransactionConfig {
             max_events: DEFAULT_TXN_MAX_EVENTS,
             max_bytes: DEFAULT_TXN_MAX_BYTES,
             max_interval: DEFAULT_TXN_MAX_INTERVAL,
+            timeout: DEFAULT_TXN_TIMEOUT,
         }
     }
 }
@@ -310,6 +320,13 @@ impl DaemonConfig {
             return err(
                 "kafka.batch_bytes",
                 "must be between 1 and 2147483647 (librdkafka's batch.size)".into(),
+            );
+        }
+        let t = self.kafka.transaction.timeout;
+        if t < Duration::from_secs(1) || t > Duration::from_secs(24 * 3600) {
+            return err(
+                "kafka.transaction.timeout",
+                format!("{} must be between 1s and 24h (and at most the brokers' transaction.max.timeout.ms, 15m by default)", humantime::format_duration(t)),
             );
         }
         const MIB: u64 = 1024 * 1024;

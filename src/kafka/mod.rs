@@ -98,6 +98,11 @@ pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// What a fenced producer's error adds: the usual reason. A broker that aborted a
+/// transaction past its timeout fences the same way ([`sink`] tells the two apart).
+pub(crate) const FENCED_NOTE: &str =
+    "another pgcdc instance runs this connector (same transactional.id), this one stops";
+
 /// The principal pgcdc authenticates as, for messages: `User:<sasl.username>`.
 pub fn principal(cfg: &KafkaConfig) -> String {
     cfg.librdkafka
@@ -160,10 +165,7 @@ pub fn classify(brokers: &str, what: &str, e: KafkaError) -> Error {
                 t.code(),
                 RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced
             ) {
-                return Error::fenced(format!(
-                    "{text}; another pgcdc instance runs this connector (same transactional.id), this one stops"
-                ))
-                .with_source(e);
+                return Error::fenced(format!("{text}; {FENCED_NOTE}")).with_source(e);
             }
             if t.is_fatal() && !t.txn_requires_abort() {
                 return Error::permanent(Code::Kafka, text).with_source(e);
@@ -201,6 +203,7 @@ fn yaml_key(property: &str) -> String {
     match property {
         "linger.ms" => "kafka.linger".into(),
         "batch.size" => "kafka.batch_bytes".into(),
+        "transaction.timeout.ms" => "kafka.transaction.timeout".into(),
         "queue.buffering.max.kbytes" => "kafka.producer_queue_bytes".into(),
         "compression.type" => "kafka.compression".into(),
         "bootstrap.servers" => "kafka.bootstrap_servers".into(),

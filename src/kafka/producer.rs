@@ -19,10 +19,6 @@ use crate::kafka::{base_config, classify};
 
 /// How long librdkafka waits for a transaction operation (init, commit, abort).
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
-/// The broker aborts a transaction open longer than this. 15 minutes is the brokers' default
-/// ceiling (transaction.max.timeout.ms): one PostgreSQL transaction must stream into Kafka
-/// within it, or it is retried from the checkpoint.
-const TRANSACTION_TIMEOUT_MS: &str = "900000";
 pub use crate::config::MAX_RECORD_BYTES;
 
 /// Waits until every queued record has its delivery report. rust-rdkafka's flush (which
@@ -49,7 +45,8 @@ fn fenced_or(p: &Inner, brokers: &str, what: &str, e: KafkaError) -> Error {
                 | RDKafkaErrorCode::InvalidProducerEpoch
         ) {
             return Error::fenced(format!(
-                "Kafka {brokers}: {what}: {reason}; another pgcdc instance runs this connector (same transactional.id), this one stops"
+                "Kafka {brokers}: {what}: {reason}; {}",
+                crate::kafka::FENCED_NOTE
             ))
             .with_source(e);
         }
@@ -127,8 +124,10 @@ impl TxProducer {
     pub fn new(cfg: &KafkaConfig, transactional_id: &str, connector: &str) -> Result<Self> {
         let mut c = base_config(cfg);
         if cfg.exactly_once {
-            c.set("transactional.id", transactional_id)
-                .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
+            c.set("transactional.id", transactional_id).set(
+                "transaction.timeout.ms",
+                cfg.transaction.timeout.as_millis().to_string(),
+            );
         }
         c.set("acks", "all")
             .set("enable.idempotence", "true")

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::checkpoint::progress::{ChunkDone, SnapshotState, TableWork};
 use crate::checkpoint::{Checkpoint, CHECKPOINT_VERSION};
-use crate::error::Result;
+use crate::error::{Code, Error, Kind, Result};
 use crate::kafka::producer::TxProducer;
 use crate::metrics;
 use crate::Lsn;
@@ -207,7 +207,45 @@ impl Sink {
         self
     }
 
-    pub(crate) async fn run(mut self, mut rx: SinkRx) -> Result<()> {
+    pub(crate) async fn run(mut self, rx: SinkRx) -> Result<()> {
+        let r = self.stream(rx).await;
+        r.map_err(|e| self.timed_out(e))
+    }
+
+    /// An error while a Kafka transaction has been open longer than the transaction
+    /// timeout: the broker aborted it (and bumped the producer's epoch, which librdkafka
+    /// reports as fencing). Said as what it is, with its own code and metric.
+    fn timed_out(&self, e: Error) -> Error {
+        let since = self.live.open_since_us.load(Ordering::Relaxed);
+        let timeout = self.limits.timeout;
+        if since == 0
+            || e.code() == Code::KafkaTransactionTimeout
+            || !(e.kind() == Kind::Fenced || e.is_transient())
+        {
+            return e;
+        }
+        let open = Duration::from_micros((crate::clock::now_micros() - since).max(0) as u64);
+        if open < timeout {
+            return e;
+        }
+        metrics::count_connector(&self.connector, metrics::ConnectorEvent::TransactionTimeout);
+        Error::transient(
+            Code::KafkaTransactionTimeout,
+            format!(
+                "connector {}: a Kafka transaction was open {}s, longer than kafka.transaction.timeout ({}), \
+                 so the broker aborted it: a PostgreSQL transaction too large to stream within the timeout \
+                 (not fencing: no other instance took over). Nothing of it was acknowledged; the broker said: {}",
+                self.connector,
+                open.as_secs(),
+                humantime::format_duration(timeout),
+                e.message()
+                    .strip_suffix(crate::kafka::FENCED_NOTE)
+                    .map_or(e.message(), |m| m.trim_end_matches("; "))
+            ),
+        )
+    }
+
+    async fn stream(&mut self, mut rx: SinkRx) -> Result<()> {
         let mut open: Option<OpenTxn> = None;
         let mut at_boundary = true;
         let mut last_txn: Option<(Lsn, Lsn, u32, i64)> = None;
@@ -367,6 +405,7 @@ impl Sink {
             .await?;
         let commit_started = Instant::now();
         if let Err(e) = self.producer.commit().await {
+            let e = self.timed_out(e);
             let _ = self.producer.abort().await;
             self.live.open_since_us.store(0, Ordering::Relaxed);
             return Err(e);

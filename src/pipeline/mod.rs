@@ -179,6 +179,7 @@ pub async fn run(
 
     let mut tasks = stream::Tasks {
         sink: sink_task,
+        sink_taken: false,
         driver,
     };
     let feed = stream::Feed {
@@ -199,7 +200,7 @@ pub async fn run(
     // Close the channel: the sink commits what is complete, aborts what is not, and stops.
     drop(reader);
     tasks.driver.abort();
-    let sink_result = if tasks.sink.is_finished() {
+    let sink_result = if tasks.sink_taken {
         Ok(())
     } else {
         match tasks.sink.await {
@@ -214,7 +215,11 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(50)).await;
     drop(feed);
     fb.abort();
-    result.and(sink_result)
+    match (result, sink_result) {
+        // The reader stopped because the sink did (its channel closed): the sink says why.
+        (Err(e), Err(sink)) if e.code() == Code::SinkStopped => Err(sink),
+        (result, sink) => result.and(sink),
+    }
 }
 
 /// Reads the tables inside the slot's exported snapshot while the sink commits their

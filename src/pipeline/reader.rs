@@ -78,7 +78,7 @@ impl Reader<'_> {
         self.tx
             .send(m)
             .await
-            .map_err(|_| Error::transient(Code::Internal, "the Kafka sink stopped"))
+            .map_err(|_| Error::transient(Code::SinkStopped, "the Kafka sink stopped"))
     }
 
     pub(super) async fn handle(&mut self, lsn: Lsn, data: Bytes) -> Result<()> {

@@ -25,6 +25,8 @@ const PUBLICATION_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 pub(super) struct Tasks {
     /// The Kafka sink.
     pub(super) sink: JoinHandle<Result<()>>,
+    /// Whether the loop already took the sink's result (it ended the stream).
+    pub(super) sink_taken: bool,
     /// The incremental snapshot's watermark reads.
     pub(super) driver: JoinHandle<Result<()>>,
 }
@@ -66,7 +68,10 @@ pub(super) async fn run(
         let ev = tokio::select! {
             biased;
             _ = shutdown.changed() => return Ok(()),
-            r = &mut tasks.sink => return Err(sink_stopped(r)),
+            r = &mut tasks.sink => {
+                tasks.sink_taken = true;
+                return Err(sink_stopped(r));
+            }
             _ = publication_check.tick() => {
                 // A captured table someone removed from the publication stops streaming
                 // without a sound: re-added to pgcdc's own publication, an error otherwise.

@@ -218,7 +218,7 @@ pub(crate) async fn run(
                     permit: Some(permit),
                 })
                 .await
-                .map_err(|_| Error::transient(Code::Snapshot, "the Kafka sink stopped"))?;
+                .map_err(|_| Error::transient(Code::SinkStopped, "the Kafka sink stopped"))?;
             }
             conn.commit().await?;
             Ok::<u64, Error>(total)
@@ -280,7 +280,7 @@ pub(crate) async fn run_paged(
             permit: None,
         })
         .await
-        .map_err(|_| Error::transient(Code::Snapshot, "the Kafka sink stopped"))?;
+        .map_err(|_| Error::transient(Code::SinkStopped, "the Kafka sink stopped"))?;
         if finished {
             work.remove(0);
         } else if let Some(k) = last {

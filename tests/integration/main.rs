@@ -37,3 +37,4 @@ mod snapshot;
 mod stream_schema;
 mod toast;
 mod txmeta;
+mod txn_timeout;
