@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # Integration tests are I/O-bound against the local stack; a few run at once on 2 cores.
 TEST_THREADS ?= 4
 
-.PHONY: help stack stack-down stack-status build test unit-test run lint bench chaos compat
+.PHONY: help stack stack-down stack-status build test unit-test run lint bench bounds chaos compat
 
 help:
 	@echo "make run         local stack up, demo tables, daemon on connectors/example.yaml"
@@ -13,6 +13,7 @@ help:
 	@echo "make stack       install and start PostgreSQL, Kafka and Apicurio Registry in .stack/"
 	@echo "make stack-down  stop what 'make stack' started"
 	@echo "make bench       throughput and latency figures (RESULT lines)"
+	@echo "make bounds      RSS through a 5M-row transaction with Kafka paused 60 s (RESULT line; not in CI)"
 	@echo "make chaos       exactly-once under >=20 SIGKILLs and server restarts (RESULT line)"
 	@echo "make compat      Flink SQL (debezium-avro-confluent) reads pgcdc's topics; final state = PostgreSQL (not in CI)"
 
@@ -56,3 +57,6 @@ run: stack
 .PHONY: bench
 bench: stack
 	@bench/run
+
+bounds: stack
+	@bench/bounds

@@ -82,3 +82,69 @@ async fn sigterm_exits_within_shutdown_timeout_while_postgres_does_not_answer() 
     assert_eq!(ids, (1..=50).collect::<Vec<i64>>());
     dev_stack_args(&["scratch-down", "frozen"]);
 }
+
+/// Shutdown with a Kafka transaction open (a long `max_interval` keeps it open): pgcdc
+/// commits it with its checkpoint, and its last status update tells the slot exactly that
+/// position before it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_commits_the_open_transaction_and_reports_its_position_to_the_slot() {
+    let h = Harness::new("lastflush", "CREATE TABLE t (id int PRIMARY KEY, v text);").await;
+    let (mut daemon, conn) = h.configs("tables:\n  include: [public.t]\n");
+    daemon.kafka.transaction.max_interval = Duration::from_secs(120);
+    let kafka = daemon.kafka.clone();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(pgcdc::supervisor::run(daemon, vec![conn], rx));
+    h.wait_slot(true, || !task.is_finished()).await;
+    for i in 1..=2 {
+        h.sql(&format!("INSERT INTO t VALUES ({i}, 'v{i}')")).await;
+    }
+    let c = h.client().await;
+    let last_xid: i64 = c
+        .query_one(
+            "INSERT INTO t VALUES (3, 'v3') RETURNING (txid_current() % 4294967296)::int8",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // The three transactions wait in the open Kafka transaction: nothing is readable yet.
+    assert!(h.read("t", 0, Duration::from_secs(3)).await.is_empty());
+
+    stop.send(true).unwrap();
+    let stopped = Instant::now();
+    task.await.unwrap().unwrap();
+    println!("stopped in {:.2}s", stopped.elapsed().as_secs_f64());
+
+    let name = h.name.clone();
+    let ck = tokio::task::spawn_blocking(move || pgcdc::kafka::offsets::read_last(&kafka, &name))
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the shutdown commit wrote a checkpoint");
+    let ck_lsn: pgcdc::Lsn = ck.lsn.parse().unwrap();
+    assert_eq!(
+        ck.xid.map(i64::from),
+        Some(last_xid),
+        "{ck:?} covers the last insert"
+    );
+    let confirmed: String = c
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&h.slot()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        confirmed.parse::<pgcdc::Lsn>().unwrap(),
+        ck_lsn,
+        "the last status update names the checkpoint's position"
+    );
+    let ids: Vec<i64> = h
+        .read("t", 3, Duration::from_secs(30))
+        .await
+        .iter()
+        .map(|r| r.value["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+}
