@@ -62,7 +62,6 @@ pub async fn run(
     let messages = prepare::database(conn, &catalog).await?;
     let kafka = prepare::kafka(daemon, conn).await?;
     let (producer, ck, claim) = (kafka.producer, kafka.ck, kafka.claim);
-    let ck_pos = ck.as_ref().map(|c| c.position()).transpose()?;
 
     let (tx, rx) = crate::kafka::sink::channel(
         SINK_CHANNEL_CAPACITY,
@@ -114,7 +113,6 @@ pub async fn run(
     }
     .open(decision, &mut repl, &mut reader)
     .await?;
-    debug_assert!(ck_pos.is_none_or(|c| opened.start >= c));
     let start = opened.start;
     reader.last_commit = start;
     reader.skip_before = start;

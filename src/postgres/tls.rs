@@ -79,14 +79,9 @@ fn builder(cfg: &PostgresConfig, mode: SslMode) -> Result<native_tls::TlsConnect
 /// The permanent error for a failed handshake with `server` (`host:port`); `text` is the TLS
 /// library's message with its causes, used only when OpenSSL names no verify failure.
 pub async fn handshake_failed(cfg: &PostgresConfig, server: &str, text: &str) -> Error {
-    let probe = cfg.clone();
-    let why = tokio::time::timeout(
-        PROBE_TIMEOUT,
-        tokio::task::spawn_blocking(move || verify_failure(&probe)),
-    )
-    .await;
+    let why = tokio::time::timeout(PROBE_TIMEOUT, verify_failure(cfg)).await;
     let reason = match why {
-        Ok(Ok(Some((code, words)))) => Reason::of(code, &words),
+        Ok(Some((code, words))) => Reason::of(code, &words),
         _ => Reason::Other(
             text.lines()
                 .next()
@@ -164,32 +159,32 @@ impl Reason {
 /// file and name check as the connection): a second handshake, made only to word the
 /// error, since native-tls keeps the result to itself. None when verification passed or
 /// the probe could not get that far.
-fn verify_failure(cfg: &PostgresConfig) -> Option<(i32, String)> {
-    use std::io::{Read, Write};
-    use std::net::ToSocketAddrs;
+async fn verify_failure(cfg: &PostgresConfig) -> Option<(i32, String)> {
+    if !matches!(cfg.sslmode, SslMode::VerifyCa | SslMode::VerifyFull) {
+        return None;
+    }
+    let mut tcp = TcpStream::connect((cfg.host.as_str(), cfg.port))
+        .await
+        .ok()?;
+    if ssl_request(&mut tcp).await.ok()? != b'S' {
+        return None;
+    }
+    // OpenSSL's handshake is blocking: on the socket in blocking mode, off the runtime.
+    let tcp = tcp.into_std().ok()?;
+    tcp.set_nonblocking(false).ok()?;
+    tcp.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
+    tcp.set_write_timeout(Some(PROBE_TIMEOUT)).ok()?;
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || verify_handshake(&cfg, tcp))
+        .await
+        .ok()?
+}
 
+fn verify_handshake(cfg: &PostgresConfig, tcp: std::net::TcpStream) -> Option<(i32, String)> {
     use openssl::ssl::{HandshakeError, SslConnector, SslMethod, SslVerifyMode};
     use openssl::x509::store::X509StoreBuilder;
     use openssl::x509::{X509VerifyResult, X509};
 
-    if !matches!(cfg.sslmode, SslMode::VerifyCa | SslMode::VerifyFull) {
-        return None;
-    }
-    let addr = (cfg.host.as_str(), cfg.port)
-        .to_socket_addrs()
-        .ok()?
-        .next()?;
-    let mut tcp = std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).ok()?;
-    tcp.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
-    tcp.set_write_timeout(Some(PROBE_TIMEOUT)).ok()?;
-    let mut b = BytesMut::new();
-    frontend::ssl_request(&mut b);
-    tcp.write_all(&b).ok()?;
-    let mut answer = [0u8; 1];
-    tcp.read_exact(&mut answer).ok()?;
-    if answer[0] != b'S' {
-        return None;
-    }
     let mut builder = SslConnector::builder(SslMethod::tls_client()).ok()?;
     builder.set_verify(SslVerifyMode::PEER);
     if let Some(path) = &cfg.sslrootcert {
