@@ -15,12 +15,98 @@
 //! [`Event::encode`] makes the key and the Debezium envelope (unit-tested here by reading the
 //! bytes back with the registered schema).
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use apache_avro::types::Value;
 
-use crate::avro::envelope::{ChangeContext, Encoded, Op, Origin, TableCodec};
+use crate::avro::envelope::{
+    ChangeContext, Encoded, Op, Origin, ReplOrigin, SnapshotMark, TableCodec,
+};
 use crate::avro::policy::Marks;
+use crate::config::SkippedOp;
 use crate::decode::Tuple;
 use crate::error::Result;
+use crate::Lsn;
+
+/// The PostgreSQL transaction a change belongs to, from its BEGIN on: what every event of
+/// it carries in `source` and `transaction` (Debezium's `total_order` counts the
+/// transaction's events, `data_collection_order` those of one table).
+#[derive(Debug)]
+pub struct Transaction {
+    pub xid: u32,
+    /// The LSN of its commit record (pgoutput's `final_lsn`).
+    pub commit_lsn: Lsn,
+    /// Commit time, Unix microseconds.
+    pub commit_ts_us: i64,
+    /// Already delivered before the checkpoint: decoded again after a restart, not sent.
+    pub skip: bool,
+    /// The replication origin PostgreSQL named for it, if any.
+    pub repl_origin: Option<Arc<ReplOrigin>>,
+    total: u64,
+    per_table: HashMap<u32, u64>,
+}
+
+impl Transaction {
+    pub fn begin(xid: u32, commit_lsn: Lsn, commit_ts_us: i64, skip: bool) -> Self {
+        Transaction {
+            xid,
+            commit_lsn,
+            commit_ts_us,
+            skip,
+            repl_origin: None,
+            total: 0,
+            per_table: HashMap::new(),
+        }
+    }
+
+    /// The context of the transaction's next event, of relation `rel` (0 for events of no
+    /// table) at `lsn`; `last_commit` is the previous transaction's commit.
+    pub fn next_context(&mut self, rel: u32, lsn: Lsn, last_commit: Lsn) -> ChangeContext {
+        self.total += 1;
+        let per = self.per_table.entry(rel).or_insert(0);
+        *per += 1;
+        ChangeContext {
+            snapshot: SnapshotMark::False,
+            xid: self.xid,
+            commit_lsn: self.commit_lsn,
+            commit_ts_us: self.commit_ts_us,
+            lsn,
+            last_commit_lsn: last_commit,
+            total_order: self.total,
+            table_order: *per,
+            repl_origin: self.repl_origin.clone(),
+        }
+    }
+}
+
+/// Whether `skipped_operations` drops events of `op`: snapshot reads are never skipped, and
+/// a skipped delete takes its tombstone with it.
+pub fn skipped(op: Op, skipped_operations: &[SkippedOp]) -> bool {
+    let as_skipped = match op {
+        Op::Read => return false,
+        Op::Create => SkippedOp::Create,
+        Op::Update => SkippedOp::Update,
+        Op::Delete => SkippedOp::Delete,
+        Op::Truncate => SkippedOp::Truncate,
+    };
+    skipped_operations.contains(&as_skipped)
+}
+
+/// The context of an event outside any transaction (a non-transactional logical message).
+pub fn outside_transaction(lsn: Lsn, last_commit: Lsn) -> ChangeContext {
+    ChangeContext {
+        snapshot: SnapshotMark::False,
+        xid: 0,
+        commit_lsn: Lsn::ZERO,
+        commit_ts_us: 0,
+        lsn,
+        last_commit_lsn: last_commit,
+        total_order: 0,
+        table_order: 0,
+        repl_origin: None,
+    }
+}
 
 /// One event a row change becomes, in the order they are sent.
 #[derive(Debug)]
@@ -150,6 +236,47 @@ pub fn truncate() -> Vec<Change> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skipped_operations_never_drop_snapshot_reads() {
+        let all = [
+            SkippedOp::Create,
+            SkippedOp::Update,
+            SkippedOp::Delete,
+            SkippedOp::Truncate,
+        ];
+        for op in [Op::Create, Op::Update, Op::Delete, Op::Truncate] {
+            assert!(skipped(op, &all), "{op:?}");
+            assert!(!skipped(op, &[]), "{op:?}");
+        }
+        assert!(!skipped(Op::Read, &all));
+        assert!(!skipped(Op::Create, &[SkippedOp::Truncate]));
+    }
+
+    #[test]
+    fn a_transaction_numbers_its_events_overall_and_per_table() {
+        let mut t = Transaction::begin(7, Lsn(900), 1_000, false);
+        let at = |t: &mut Transaction, rel, lsn| {
+            let cx = t.next_context(rel, Lsn(lsn), Lsn(100));
+            (
+                cx.total_order,
+                cx.table_order,
+                cx.xid,
+                cx.commit_lsn,
+                cx.last_commit_lsn,
+            )
+        };
+        assert_eq!(at(&mut t, 1, 200), (1, 1, 7, Lsn(900), Lsn(100)));
+        assert_eq!(at(&mut t, 2, 300), (2, 1, 7, Lsn(900), Lsn(100)));
+        assert_eq!(at(&mut t, 1, 400), (3, 2, 7, Lsn(900), Lsn(100)));
+        t.repl_origin = Some(Arc::new(ReplOrigin {
+            name: "o".into(),
+            lsn: Lsn(5),
+        }));
+        assert!(t.next_context(1, Lsn(500), Lsn(100)).repl_origin.is_some());
+        let out = outside_transaction(Lsn(50), Lsn(40));
+        assert_eq!((out.xid, out.total_order, out.lsn), (0, 0, Lsn(50)));
+    }
     use crate::avro::envelope::SnapshotMark;
     use crate::decode::{Column, Relation, TupleData};
     use crate::typemap::PgType;

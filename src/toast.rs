@@ -47,8 +47,8 @@ use std::sync::Arc;
 
 use apache_avro::types::Value;
 
-use crate::avro::envelope::{ChangeContext, Op, TableCodec};
-use crate::avro::policy::Marks;
+use crate::avro::envelope::{ChangeContext, TableCodec};
+use crate::change::Event;
 use crate::config::ToastMode;
 use crate::decode::{Relation, Tuple, TupleData};
 pub use crate::postgres::toast::KeyText;
@@ -80,19 +80,26 @@ fn tuple_bytes(t: &Tuple) -> usize {
         .sum()
 }
 
-/// An event waiting for its transaction's commit.
+/// An event on its way to the sink, held until its transaction's commit when it waits for
+/// (or follows one that waits for) a fetch. `u` cells left in the event's `after` at
+/// delivery get the placeholder.
 pub struct HeldEvent {
     pub codec: Arc<TableCodec>,
-    pub op: Op,
-    pub key: Option<Value>,
-    pub before: Option<Value>,
-    /// The new row image, converted at delivery; `u` cells left in it get the placeholder.
-    pub after: Option<Tuple>,
-    /// Marks of the `before` image.
-    pub marks: Marks,
+    pub event: Event,
     pub cx: ChangeContext,
     /// Key text of the row and the `u` columns a fetch may still complete.
     pub fetch: Option<(KeyText, Vec<usize>)>,
+}
+
+impl HeldEvent {
+    pub fn new(codec: &Arc<TableCodec>, event: Event, cx: ChangeContext) -> Self {
+        HeldEvent {
+            codec: codec.clone(),
+            event,
+            cx,
+            fetch: None,
+        }
+    }
 }
 
 // Events are the common case and tombstones rare: boxing events would cost an allocation
@@ -111,7 +118,7 @@ pub enum Held {
 impl Held {
     fn bytes(&self) -> usize {
         match self {
-            Held::Event(e) => e.after.as_ref().map_or(0, tuple_bytes) + 256,
+            Held::Event(e) => e.event.after.as_ref().map_or(0, tuple_bytes) + 256,
             Held::Tombstone { .. } => 64,
             Held::Record(r) => {
                 r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len) + 64
@@ -441,29 +448,32 @@ mod tests {
         });
         let i = x.held.len() - 1;
         x.held[i] = Held::Event(HeldEvent {
-            codec: dummy_codec(),
-            op: Op::Update,
-            key: None,
-            before: None,
-            after: None,
-            marks: Marks::default(),
-            cx: crate::avro::envelope::ChangeContext {
-                snapshot: Default::default(),
-                xid: 1,
-                commit_lsn: crate::Lsn::ZERO,
-                commit_ts_us: 0,
-                lsn: crate::Lsn::ZERO,
-                last_commit_lsn: crate::Lsn::ZERO,
-                total_order: 0,
-                table_order: 0,
-                repl_origin: None,
-            },
             fetch: Some((vec![Bytes::from(key.to_owned())], vec![1])),
+            ..HeldEvent::new(&dummy_codec(), update(None), context())
         });
         x.watch
             .entry((9, vec![Bytes::from(key.to_owned())]))
             .or_default()
             .push(i);
+    }
+
+    fn update(after: Option<Tuple>) -> Event {
+        Event {
+            op: crate::avro::envelope::Op::Update,
+            key: None,
+            before: None,
+            after,
+            marks: Default::default(),
+            follows: false,
+        }
+    }
+
+    fn context() -> ChangeContext {
+        crate::change::Transaction::begin(1, crate::Lsn::ZERO, 0, false).next_context(
+            9,
+            crate::Lsn::ZERO,
+            crate::Lsn::ZERO,
+        )
     }
 
     fn candidates(x: &TxnToast, i: usize) -> Vec<usize> {
@@ -524,19 +534,11 @@ mod tests {
         let mut x = TxnToast::new(ToastMode::Fetch, 500);
         held(&mut x, "1");
         let out = x
-            .hold(Held::Event(HeldEvent {
-                codec: dummy_codec(),
-                op: Op::Update,
-                key: None,
-                before: None,
-                after: Some(t("2", Some(&big('b')), "0")),
-                marks: Marks::default(),
-                cx: match &x.held[0] {
-                    Held::Event(e) => e.cx.clone(),
-                    _ => unreachable!(),
-                },
-                fetch: None,
-            }))
+            .hold(Held::Event(HeldEvent::new(
+                &dummy_codec(),
+                update(Some(t("2", Some(&big('b')), "0"))),
+                context(),
+            )))
             .expect("over the limit");
         assert_eq!(out.len(), 2);
         assert!(out

@@ -5,8 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::avro::envelope::{ChangeContext, Op, TableCodec};
-use crate::avro::policy::Marks;
+use crate::avro::envelope::{Op, TableCodec};
 use crate::decode;
 use crate::error::Result;
 use crate::metrics;
@@ -23,27 +22,6 @@ const TOAST_FETCH_BATCH: usize = 500;
 /// What a commit reads back from one table: its codec, the keys, the columns.
 type Wanted = (Arc<TableCodec>, Vec<toast::KeyText>, Vec<usize>);
 
-/// A change, not yet converted or encoded.
-pub(super) fn event(
-    codec: &Arc<TableCodec>,
-    op: Op,
-    key: Option<apache_avro::types::Value>,
-    before: Option<apache_avro::types::Value>,
-    after: Option<decode::Tuple>,
-    cx: ChangeContext,
-) -> HeldEvent {
-    HeldEvent {
-        codec: codec.clone(),
-        op,
-        key,
-        before,
-        after,
-        marks: Marks::default(),
-        cx,
-        fetch: None,
-    }
-}
-
 impl Reader<'_> {
     /// The events counter of a table and op, kept per relation.
     fn event_counter(&mut self, codec: &TableCodec, op: Op) -> &metrics::Counter {
@@ -56,10 +34,10 @@ impl Reader<'_> {
     /// Delivers one change now, or holds it when it waits for a TOAST fetch or follows one
     /// that does (events leave in transaction order).
     pub(super) async fn deliver(&mut self, mut ev: HeldEvent) -> Result<()> {
-        if self.skips(&ev.codec, ev.op) {
+        if self.skips(&ev.codec, ev.event.op) {
             return Ok(());
         }
-        let unchanged: Vec<usize> = ev.after.as_ref().map_or_else(Vec::new, |t| {
+        let unchanged: Vec<usize> = ev.event.after.as_ref().map_or_else(Vec::new, |t| {
             t.iter()
                 .enumerate()
                 .filter(|(_, d)| matches!(d, decode::TupleData::UnchangedToast))
@@ -68,6 +46,7 @@ impl Reader<'_> {
         });
         if !unchanged.is_empty() && self.toast.can_fetch(&ev.codec) {
             ev.fetch = ev
+                .event
                 .after
                 .as_ref()
                 .and_then(|t| toast::key_text(&ev.codec.rel, t))
@@ -111,16 +90,9 @@ impl Reader<'_> {
             Held::Tombstone { codec, key } => return self.send_tombstone(&codec, key).await,
             Held::Record(r) => return self.send(SinkMsg::Record(r)).await,
         };
-        let enc = crate::change::Event {
-            op: ev.op,
-            key: ev.key,
-            before: ev.before,
-            after: ev.after,
-            marks: ev.marks,
-            follows: false,
-        }
-        .encode(&ev.codec, &self.origin, &ev.cx)?;
-        self.event_counter(&ev.codec, ev.op).inc();
+        let op = ev.event.op;
+        let enc = ev.event.encode(&ev.codec, &self.origin, &ev.cx)?;
+        self.event_counter(&ev.codec, op).inc();
         if let (Some(meta), Some(t)) = (&self.txmeta, self.meta_txn.as_mut()) {
             t.count(&ev.codec.rel);
             if !t.begun {
@@ -175,7 +147,7 @@ impl Reader<'_> {
                 if ev.codec.rel.oid != oid {
                     continue;
                 }
-                let (Some((k, want)), Some(after)) = (&ev.fetch, ev.after.as_mut()) else {
+                let (Some((k, want)), Some(after)) = (&ev.fetch, ev.event.after.as_mut()) else {
                     continue;
                 };
                 let Some(row) = rows.get(k).filter(|r| r.xmin == xid) else {
@@ -249,15 +221,7 @@ impl Reader<'_> {
     /// Whether `skipped_operations` names `op`; a skipped event is counted, and a skipped
     /// truncate logged (one line each: it empties the table for every consumer that sees it).
     fn skips(&self, codec: &TableCodec, op: Op) -> bool {
-        use crate::config::SkippedOp;
-        let as_skipped = match op {
-            Op::Read => return false,
-            Op::Create => SkippedOp::Create,
-            Op::Update => SkippedOp::Update,
-            Op::Delete => SkippedOp::Delete,
-            Op::Truncate => SkippedOp::Truncate,
-        };
-        if !self.conn.skipped_operations.contains(&as_skipped) {
+        if !crate::change::skipped(op, &self.conn.skipped_operations) {
             return false;
         }
         let table = codec.rel.quoted_name();
@@ -274,11 +238,7 @@ impl Reader<'_> {
         codec: &Arc<TableCodec>,
         key: apache_avro::types::Value,
     ) -> Result<()> {
-        if self
-            .conn
-            .skipped_operations
-            .contains(&crate::config::SkippedOp::Delete)
-        {
+        if crate::change::skipped(Op::Delete, &self.conn.skipped_operations) {
             return Ok(());
         }
         if self.toast.holding() {

@@ -42,7 +42,6 @@ mod reader;
 mod signals;
 mod start;
 mod stream;
-use deliver::event;
 use initial_only::initial_only;
 use reader::Reader;
 

@@ -22,20 +22,8 @@ use crate::postgres::snapshot::SnapshotConn;
 use crate::postgres::Catalog;
 use crate::prefix::WATERMARK as WATERMARK_PREFIX;
 use crate::snapshot::incremental::Incremental;
-use crate::toast::TxnToast;
+use crate::toast::{HeldEvent, TxnToast};
 use crate::Lsn;
-
-use super::event;
-
-pub(super) struct TxnState {
-    pub(super) xid: u32,
-    pub(super) commit_lsn: Lsn,
-    pub(super) commit_ts_us: i64,
-    pub(super) total: u64,
-    pub(super) per_table: HashMap<u32, u64>,
-    pub(super) skip: bool,
-    pub(super) repl_origin: Option<Arc<crate::avro::envelope::ReplOrigin>>,
-}
 
 pub(super) struct Reader<'a> {
     pub(super) conn: &'a ConnectorConfig,
@@ -45,7 +33,7 @@ pub(super) struct Reader<'a> {
     pub(super) relations: RelationCache,
     /// Codecs of captured tables; a relation without one is not captured.
     pub(super) codecs: HashMap<u32, Arc<TableCodec>>,
-    pub(super) txn: Option<TxnState>,
+    pub(super) txn: Option<change::Transaction>,
     pub(super) last_commit: Lsn,
     pub(super) skip_before: Lsn,
     pub(super) tx: SinkTx,
@@ -101,15 +89,12 @@ impl Reader<'_> {
                     ts_ms: commit_unix_us.div_euclid(1000),
                     ..Default::default()
                 });
-                self.txn = Some(TxnState {
+                self.txn = Some(change::Transaction::begin(
                     xid,
-                    commit_lsn: final_lsn,
-                    commit_ts_us: commit_ts_us + decode::pgoutput::PG_EPOCH_OFFSET_MICROS,
-                    total: 0,
-                    per_table: HashMap::new(),
-                    skip: final_lsn < self.skip_before,
-                    repl_origin: None,
-                });
+                    final_lsn,
+                    commit_unix_us,
+                    final_lsn < self.skip_before,
+                ));
             }
             Message::Commit {
                 commit_lsn,
@@ -304,9 +289,7 @@ impl Reader<'_> {
                         Some(first) if !e.follows => first,
                         _ => self.next_cx(rel, lsn),
                     };
-                    let mut ev = event(codec, e.op, e.key, e.before, e.after, this_cx);
-                    ev.marks = e.marks;
-                    self.deliver(ev).await?;
+                    self.deliver(HeldEvent::new(codec, e, this_cx)).await?;
                 }
                 Change::Tombstone { key } => self.tombstone(codec, key).await?,
             }
@@ -436,34 +419,9 @@ impl Reader<'_> {
     }
 
     pub(super) fn next_cx(&mut self, rel: u32, lsn: Lsn) -> ChangeContext {
-        let last_commit = self.last_commit;
-        let txn = self.txn.as_mut();
-        let (xid, commit_lsn, commit_ts_us, total, table, repl_origin) = match txn {
-            Some(t) => {
-                t.total += 1;
-                let per = t.per_table.entry(rel).or_insert(0);
-                *per += 1;
-                (
-                    t.xid,
-                    t.commit_lsn,
-                    t.commit_ts_us,
-                    t.total,
-                    *per,
-                    t.repl_origin.clone(),
-                )
-            }
-            None => (0, Lsn::ZERO, 0, 0, 0, None),
-        };
-        ChangeContext {
-            snapshot: SnapshotMark::False,
-            xid,
-            commit_lsn,
-            commit_ts_us,
-            lsn,
-            last_commit_lsn: last_commit,
-            total_order: total,
-            table_order: table,
-            repl_origin,
+        match self.txn.as_mut() {
+            Some(t) => t.next_context(rel, lsn, self.last_commit),
+            None => change::outside_transaction(lsn, self.last_commit),
         }
     }
 
