@@ -4,15 +4,13 @@
 //! PostgresSchemaFactory). Content is carried as bytes (Debezium's default
 //! `binary.handling.mode`).
 
-use std::sync::Arc;
-
 use apache_avro::types::Value;
 use serde_json::{json, Value as Json};
 
 use crate::avro::envelope::{block_value, source_value, ChangeContext, Origin};
 use crate::avro::registry::Registry;
 use crate::avro::schema::{block_schema, none, some, source_schema};
-use crate::avro::Registered;
+use crate::avro::TopicCodec;
 use crate::clock::now_micros;
 use crate::error::Result;
 use crate::kafka::sink::Record;
@@ -61,26 +59,23 @@ pub fn value_schema() -> Json {
 }
 
 /// The registered schemas and topic of a connector's message events.
-pub struct MessageCodec {
-    topic: Arc<str>,
-    key: Registered,
-    value: Registered,
-}
+pub struct MessageCodec(TopicCodec);
 
 impl MessageCodec {
     pub async fn register(registry: &mut Registry, prefix: &str) -> Result<Self> {
-        let topic = format!("{prefix}.message");
-        let (key, value) =
-            crate::avro::register_topic(registry, &topic, key_schema(), value_schema()).await?;
-        Ok(MessageCodec {
-            topic: topic.into(),
-            key,
-            value,
-        })
+        Ok(MessageCodec(
+            TopicCodec::register(
+                registry,
+                &format!("{prefix}.message"),
+                key_schema(),
+                value_schema(),
+            )
+            .await?,
+        ))
     }
 
     pub fn topic(&self) -> &str {
-        &self.topic
+        self.0.topic()
     }
 
     /// One message event; `transactional` ones carry their transaction's block.
@@ -120,11 +115,6 @@ impl MessageCodec {
                 ]),
             ),
         ]);
-        Ok(Record {
-            topic: self.topic.clone(),
-            key: Some(self.key.encode(key, &what)?),
-            value: Some(self.value.encode(value, &what)?),
-            headers: Vec::new(),
-        })
+        self.0.record(key, value, &what)
     }
 }

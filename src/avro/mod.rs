@@ -71,6 +71,53 @@ pub(crate) async fn register_topic(
     ))
 }
 
+/// A connector-level topic (transactions, messages, schema changes, notifications) with its
+/// registered key and value schemas.
+pub struct TopicCodec {
+    topic: std::sync::Arc<str>,
+    key: Registered,
+    value: Registered,
+}
+
+impl TopicCodec {
+    pub async fn register(
+        registry: &mut registry::Registry,
+        topic: &str,
+        key: serde_json::Value,
+        value: serde_json::Value,
+    ) -> Result<Self> {
+        let (key, value) = register_topic(registry, topic, key, value).await?;
+        Ok(TopicCodec::new(topic, key, value))
+    }
+
+    pub(crate) fn new(topic: &str, key: Registered, value: Registered) -> Self {
+        TopicCodec {
+            topic: topic.into(),
+            key,
+            value,
+        }
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// One record on the topic; `what` names it in an error.
+    pub(crate) fn record(
+        &self,
+        key: Value,
+        value: Value,
+        what: &dyn Fn() -> String,
+    ) -> Result<crate::kafka::sink::Record> {
+        Ok(crate::kafka::sink::Record {
+            topic: self.topic.clone(),
+            key: Some(self.key.encode(key, what)?),
+            value: Some(self.value.encode(value, what)?),
+            headers: Vec::new(),
+        })
+    }
+}
+
 impl Registered {
     /// The writer resolves the schema's names once, not per event.
     pub fn new(id: u32, schema: Schema) -> Result<Self> {

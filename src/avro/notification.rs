@@ -5,13 +5,12 @@
 //! `<topic_prefix>.notifications`, for instance the gap notice of a lost slot.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use apache_avro::types::Value;
 use serde_json::{json, Value as Json};
 
 use crate::avro::registry::Registry;
-use crate::avro::Registered;
+use crate::avro::TopicCodec;
 use crate::error::Result;
 use crate::kafka::sink::Record;
 
@@ -53,26 +52,23 @@ pub struct Notification {
 }
 
 /// The registered schemas and topic of a connector's notifications.
-pub struct NotificationCodec {
-    topic: Arc<str>,
-    key: Registered,
-    value: Registered,
-}
+pub struct NotificationCodec(TopicCodec);
 
 impl NotificationCodec {
     pub async fn register(registry: &mut Registry, topic_prefix: &str) -> Result<Self> {
-        let topic = format!("{topic_prefix}.notifications");
-        let (key, value) =
-            crate::avro::register_topic(registry, &topic, key_schema(), value_schema()).await?;
-        Ok(NotificationCodec {
-            topic: topic.into(),
-            key,
-            value,
-        })
+        Ok(NotificationCodec(
+            TopicCodec::register(
+                registry,
+                &format!("{topic_prefix}.notifications"),
+                key_schema(),
+                value_schema(),
+            )
+            .await?,
+        ))
     }
 
     pub fn topic(&self) -> &str {
-        &self.topic
+        self.0.topic()
     }
 
     pub(crate) fn record(&self, n: &Notification) -> Result<Record> {
@@ -96,11 +92,6 @@ impl NotificationCodec {
             ),
             ("timestamp".into(), Value::Long(n.timestamp_ms)),
         ]);
-        Ok(Record {
-            topic: self.topic.clone(),
-            key: Some(self.key.encode(key, &what)?),
-            value: Some(self.value.encode(value, &what)?),
-            headers: Vec::new(),
-        })
+        self.0.record(key, value, &what)
     }
 }

@@ -4,15 +4,13 @@
 //! Debezium's schema change events; the value is pgcdc's own (Debezium's PostgreSQL
 //! connector has no schema change topic).
 
-use std::sync::Arc;
-
 use apache_avro::types::Value;
 use serde_json::{json, Value as Json};
 
 use crate::avro::envelope::{source_value, ChangeContext, Origin};
 use crate::avro::registry::Registry;
 use crate::avro::schema::source_schema;
-use crate::avro::Registered;
+use crate::avro::TopicCodec;
 use crate::clock::now_micros;
 use crate::error::Result;
 use crate::kafka::sink::Record;
@@ -66,26 +64,23 @@ pub struct TableChange {
     pub value_schema_version: Option<u32>,
 }
 
-pub struct SchemaChangeCodec {
-    topic: Arc<str>,
-    key: Registered,
-    value: Registered,
-}
+pub struct SchemaChangeCodec(TopicCodec);
 
 impl SchemaChangeCodec {
     pub async fn register(registry: &mut Registry, prefix: &str) -> Result<Self> {
-        let topic = format!("{prefix}.schema_changes");
-        let (key, value) =
-            crate::avro::register_topic(registry, &topic, key_schema(), value_schema()).await?;
-        Ok(SchemaChangeCodec {
-            topic: topic.into(),
-            key,
-            value,
-        })
+        Ok(SchemaChangeCodec(
+            TopicCodec::register(
+                registry,
+                &format!("{prefix}.schema_changes"),
+                key_schema(),
+                value_schema(),
+            )
+            .await?,
+        ))
     }
 
     pub fn topic(&self) -> &str {
-        &self.topic
+        self.0.topic()
     }
 
     pub(crate) fn record(
@@ -128,11 +123,6 @@ impl SchemaChangeCodec {
             ("ddl".into(), Value::String(ddl.to_owned())),
             ("tableChanges".into(), Value::Array(changes)),
         ]);
-        Ok(Record {
-            topic: self.topic.clone(),
-            key: Some(self.key.encode(key, &what)?),
-            value: Some(self.value.encode(value, &what)?),
-            headers: Vec::new(),
-        })
+        self.0.record(key, value, &what)
     }
 }

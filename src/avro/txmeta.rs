@@ -5,13 +5,11 @@
 //! SchemaFactory in debezium-connector-common). They are written in the same Kafka
 //! transaction as the changes they frame.
 
-use std::sync::Arc;
-
 use apache_avro::types::Value;
 use serde_json::{json, Value as Json};
 
 use crate::avro::registry::Registry;
-use crate::avro::Registered;
+use crate::avro::TopicCodec;
 use crate::error::Result;
 use crate::kafka::sink::Record;
 
@@ -56,11 +54,7 @@ pub fn value_schema() -> Json {
 }
 
 /// The registered schemas and topic of a connector's transaction events.
-pub struct TxMeta {
-    topic: Arc<str>,
-    key: Registered,
-    value: Registered,
-}
+pub struct TxMeta(TopicCodec);
 
 /// One transaction as its metadata events describe it.
 #[derive(Debug, Default)]
@@ -89,29 +83,25 @@ impl OpenTxn {
 
 impl TxMeta {
     pub async fn register(registry: &mut Registry, prefix: &str) -> Result<Self> {
-        let topic = format!("{prefix}.transaction");
-        let (key, value) =
-            crate::avro::register_topic(registry, &topic, key_schema(), value_schema()).await?;
-        Ok(TxMeta {
-            topic: topic.into(),
-            key,
-            value,
-        })
+        Ok(TxMeta(
+            TopicCodec::register(
+                registry,
+                &format!("{prefix}.transaction"),
+                key_schema(),
+                value_schema(),
+            )
+            .await?,
+        ))
     }
 
     pub fn topic(&self) -> &str {
-        &self.topic
+        self.0.topic()
     }
 
     fn record(&self, t: &OpenTxn, value: Value) -> Result<Record> {
         let what = || format!("transaction event {}", t.id);
         let key = Value::Record(vec![("id".into(), Value::String(t.id.clone()))]);
-        Ok(Record {
-            topic: self.topic.clone(),
-            key: Some(self.key.encode(key, &what)?),
-            value: Some(self.value.encode(value, &what)?),
-            headers: Vec::new(),
-        })
+        self.0.record(key, value, &what)
     }
 
     pub(crate) fn begin(&self, t: &OpenTxn) -> Result<Record> {
@@ -168,16 +158,17 @@ impl TxMeta {
 mod tests {
     use super::*;
     use crate::avro::schema::build;
+    use crate::avro::Registered;
 
     #[test]
     fn begin_and_end_fit_debeziums_schemas() {
         let k = build(key_schema()).unwrap();
         let v = build(value_schema()).unwrap();
-        let meta = TxMeta {
-            topic: "p.transaction".into(),
-            key: Registered::new(1, k.schema).unwrap(),
-            value: Registered::new(2, v.schema).unwrap(),
-        };
+        let meta = TxMeta(TopicCodec::new(
+            "p.transaction",
+            Registered::new(1, k.schema).unwrap(),
+            Registered::new(2, v.schema).unwrap(),
+        ));
         let mut t = OpenTxn {
             id: "571:53736280".into(),
             ts_ms: 1_700_000_000_000,
