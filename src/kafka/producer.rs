@@ -63,7 +63,8 @@ pub struct Deliveries {
     /// The connector whose librdkafka lines are counted when suppressed.
     connector: std::sync::Arc<str>,
     failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
+    /// The first failed delivery's error, classified when the flush reports it.
+    first_error: Mutex<Option<KafkaError>>,
     /// The topic of the first record the broker refused for want of an ACL: a transaction
     /// fails at its commit, and this names what to grant.
     first_denied: Mutex<Option<String>>,
@@ -102,13 +103,25 @@ impl ProducerContext for Deliveries {
             }
             self.failed.fetch_add(1, Ordering::AcqRel);
             if let Ok(mut first) = self.first_error.lock() {
-                first.get_or_insert_with(|| e.to_string());
+                first.get_or_insert_with(|| e.clone());
             }
         }
     }
 }
 
 type Inner = ThreadedProducer<Deliveries>;
+
+/// The broker refused records for `topic`: what to grant.
+fn refused_topic(brokers: &str, what: &str, principal: &str, topic: &str, e: KafkaError) -> Error {
+    Error::permanent(
+        Code::KafkaAuthorization,
+        format!(
+            "Kafka {brokers}: {what}: the broker refused records for topic {topic} \
+             (TopicAuthorizationFailed); grant {principal} Write on Topic {topic}"
+        ),
+    )
+    .with_source(e)
+}
 
 #[derive(Clone)]
 pub struct TxProducer {
@@ -196,14 +209,7 @@ impl TxProducer {
                     .ok()
                     .and_then(|mut d| d.take());
                 match denied {
-                    Some(topic) => Error::permanent(
-                        Code::KafkaAuthorization,
-                        format!(
-                            "Kafka {brokers}: {what}: the broker refused records for topic {topic} \
-                             (TopicAuthorizationFailed); grant {principal} Write on Topic {topic}"
-                        ),
-                    )
-                    .with_source(e),
+                    Some(topic) => refused_topic(&brokers, what, &principal, &topic, e),
                     None => {
                         let topics = p
                             .context()
@@ -308,6 +314,17 @@ impl TxProducer {
         }
     }
 
+    /// Before the checkpoint is sent: without transactions, waits for the delivery report
+    /// of every event sent so far and fails on any refused one, so a checkpoint never
+    /// names a position the broker lacks events before. With transactions, nothing: the
+    /// commit takes events and checkpoint together or neither.
+    pub async fn settle(&self) -> Result<()> {
+        if self.transactional {
+            return Ok(());
+        }
+        self.commit().await
+    }
+
     pub async fn commit(&self) -> Result<()> {
         if self.transactional {
             return self
@@ -323,19 +340,20 @@ impl TxProducer {
         })
         .await?;
         let ctx = self.inner.context();
-        if ctx.failed.swap(0, Ordering::AcqRel) > 0 {
-            let first = ctx
-                .first_error
-                .lock()
-                .ok()
-                .and_then(|mut f| f.take())
-                .unwrap_or_default();
-            return Err(Error::transient(
-                Code::Kafka,
-                format!("Kafka {}: deliveries failed: {first}", self.brokers),
-            ));
+        let failed = ctx.failed.swap(0, Ordering::AcqRel);
+        if failed == 0 {
+            return Ok(());
         }
-        Ok(())
+        // Classified as any Kafka error: a refusal is permanent and names its ACL, a timeout
+        // or a lost leader is transient (the connector rewinds to its checkpoint).
+        let first = ctx.first_error.lock().ok().and_then(|mut f| f.take());
+        let denied = ctx.first_denied.lock().ok().and_then(|mut d| d.take());
+        let what = format!("delivering records ({failed} failed)");
+        let e = first.unwrap_or(KafkaError::Flush(RDKafkaErrorCode::Fail));
+        Err(match denied {
+            Some(topic) => refused_topic(&self.brokers, &what, &self.principal, &topic, e),
+            None => crate::kafka::classify(&self.brokers, &what, e),
+        })
     }
 
     /// Aborts the open transaction. Without transactions, records already sent cannot be

@@ -395,16 +395,20 @@ impl Sink {
             system_id: self.identity.as_ref().map(|i| i.0.clone()),
             timeline: self.identity.as_ref().map(|i| i.1),
         };
-        self.producer
-            .send(
-                &self.offsets_topic,
-                Some(self.connector.as_bytes()),
-                Some(&ck.encode()?),
-                &[],
-            )
-            .await?;
         let commit_started = Instant::now();
-        if let Err(e) = self.producer.commit().await {
+        let committed = async {
+            self.producer.settle().await?;
+            self.producer
+                .send(
+                    &self.offsets_topic,
+                    Some(self.connector.as_bytes()),
+                    Some(&ck.encode()?),
+                    &[],
+                )
+                .await?;
+            self.producer.commit().await
+        };
+        if let Err(e) = committed.await {
             let e = self.timed_out(e);
             let _ = self.producer.abort().await;
             self.live.open_since_us.store(0, Ordering::Relaxed);

@@ -75,10 +75,11 @@ async fn only_the_listed_acls_are_needed_and_each_missing_one_is_named() {
         &group_describe,
     ]
     .map(|s| acl(s));
-    let run_without = |missing: &str| {
+    let run_without_in = |missing: &str, exactly_once: bool| {
         let acls: Vec<String> = all.iter().filter(|a| *a != missing).cloned().collect();
         set_acls(&acls);
-        let (daemon, conn) = (daemon.clone(), conn.clone());
+        let (mut daemon, conn) = (daemon.clone(), conn.clone());
+        daemon.kafka.exactly_once = exactly_once;
         async move {
             let (_stop, rx) = tokio::sync::watch::channel(false);
             let e = tokio::time::timeout(
@@ -94,6 +95,7 @@ async fn only_the_listed_acls_are_needed_and_each_missing_one_is_named() {
             e.to_string()
         }
     };
+    let run_without = |missing: &str| run_without_in(missing, true);
 
     // In the order pgcdc needs them; the first three stop before a slot exists.
     let m = run_without(&txn_write).await;
@@ -131,6 +133,13 @@ async fn only_the_listed_acls_are_needed_and_each_missing_one_is_named() {
             || m.contains(&format!(
                 "grant {PRINCIPAL} Write on each Topic of the transaction ({table_topic}"
             )),
+        "{m}"
+    );
+    // Without transactions the refusal comes in the delivery reports: the same kind, the
+    // same line.
+    let m = run_without_in(&topics_write, false).await;
+    assert!(
+        m.contains(&format!("grant {PRINCIPAL} Write on Topic {table_topic}")),
         "{m}"
     );
     // The offsets topic holds the slot claim now: reading it needs Read and the group.
