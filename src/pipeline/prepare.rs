@@ -13,7 +13,7 @@ use crate::avro::registry::Registry;
 use crate::checkpoint::{Checkpoint, SlotClaim};
 use crate::config::{ConnectorConfig, DaemonConfig};
 use crate::decode::RelationCache;
-use crate::error::{Code, Error, Result};
+use crate::error::{retry, Code, Error, Result, IN_PLACE};
 use crate::kafka::producer::{transactional_id, TxProducer};
 use crate::kafka::sink::SinkTx;
 use crate::kafka::topics::Topics;
@@ -76,14 +76,20 @@ pub(super) async fn kafka(daemon: &DaemonConfig, conn: &ConnectorConfig) -> Resu
             &[("cleanup.policy", "compact")],
         )
         .await?;
-    let kcfg = daemon.kafka.clone();
-    let name = conn.name.clone();
-    let (ck, claim) =
-        tokio::task::spawn_blocking(move || crate::kafka::offsets::read_state(&kcfg, &name))
-            .await
-            .map_err(|e| {
-                Error::permanent(Code::Internal, format!("checkpoint reader failed: {e}"))
-            })??;
+    // A coordinator moving or a partition without a leader for a moment is retried here,
+    // not by restarting the connector.
+    let (ck, claim) = retry(IN_PLACE, "reading the checkpoint", || {
+        let kcfg = daemon.kafka.clone();
+        let name = conn.name.clone();
+        async move {
+            tokio::task::spawn_blocking(move || crate::kafka::offsets::read_state(&kcfg, &name))
+                .await
+                .map_err(|e| {
+                    Error::permanent(Code::Internal, format!("checkpoint reader failed: {e}"))
+                })?
+        }
+    })
+    .await?;
     crate::avro::registry::check(&daemon.schema_registry).await?;
     Ok(KafkaState {
         producer,
