@@ -1,7 +1,11 @@
 //! Snapshot progress as the checkpoint records it: the chunks an initial snapshot has
 //! committed, the key ranges an incremental snapshot has left, and rows per finished table.
-//! The sink applies each finished chunk to it in the Kafka transaction that holds the
-//! chunk's rows, so progress and rows commit together.
+//!
+//! One state, one writer: whoever reads the chunks (the initial snapshot's workers, under
+//! one lock; the reader for watermark chunks; `initial_only`'s paged reads) applies each
+//! chunk to it and hands the sink the state after the chunk together with the chunk's rows
+//! ([`SnapshotState::advance`]). The sink records the last state it was handed in each
+//! checkpoint, so progress and rows commit in the same Kafka transaction.
 
 use std::collections::BTreeMap;
 
@@ -143,7 +147,24 @@ pub enum ChunkDone {
     },
 }
 
+/// A chunk's progress applied: the state to hand the sink with the chunk's rows.
+#[derive(Debug)]
+pub struct Advanced {
+    pub state: Box<SnapshotState>,
+    /// The table whose snapshot this chunk finished, if one did.
+    pub finished: Option<String>,
+}
+
 impl SnapshotState {
+    /// Applies `done` and returns a copy of the state after it, for the sink.
+    pub fn advance(&mut self, done: &ChunkDone) -> Advanced {
+        let finished = self.apply(done);
+        Advanced {
+            state: Box::new(self.clone()),
+            finished,
+        }
+    }
+
     /// Applies a chunk's progress. Returns the table whose snapshot just finished, if one did.
     pub fn apply(&mut self, done: &ChunkDone) -> Option<String> {
         match done {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::checkpoint::progress::{ChunkDone, SnapshotState, TableWork};
+use crate::checkpoint::progress::{Advanced, SnapshotState};
 use crate::checkpoint::{Checkpoint, CHECKPOINT_VERSION};
 use crate::error::{Code, Error, Kind, Result};
 use crate::kafka::producer::TxProducer;
@@ -38,12 +38,13 @@ pub(crate) enum SinkMsg {
     /// A snapshot chunk, written whole into one Kafka transaction with its progress.
     Chunk {
         records: Vec<Record>,
-        done: ChunkDone,
+        /// The snapshot progress once these rows are written.
+        progress: Advanced,
         /// Held until the chunk is written: bounds the chunks in memory.
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     },
-    /// Ranges to snapshot with watermarks (a signal asked for them).
-    AddWork(Vec<TableWork>),
+    /// The snapshot progress changed with no rows to write (a signal added ranges).
+    Progress(Box<SnapshotState>),
     TxnEnd {
         commit_lsn: Lsn,
         end_lsn: Lsn,
@@ -154,7 +155,7 @@ pub(crate) struct Sink {
     position: Lsn,
     /// The position of the last committed checkpoint.
     committed: Lsn,
-    /// Snapshot progress, written into every checkpoint; the sink is its only writer.
+    /// Snapshot progress as last handed over with a chunk, written into every checkpoint.
     snapshot: SnapshotState,
     last_progress_log: Instant,
     /// Positions `/metrics` reads (confirmed, open transaction, delivered commit time).
@@ -280,7 +281,7 @@ impl Sink {
                 }
                 Some(SinkMsg::Chunk {
                     records,
-                    done,
+                    progress,
                     permit,
                 }) => {
                     self.begin(&mut open)?;
@@ -288,7 +289,8 @@ impl Sink {
                         self.write(&mut open, r).await?;
                     }
                     drop(permit);
-                    if let Some(table) = self.snapshot.apply(&done) {
+                    self.snapshot = *progress.state;
+                    if let Some(table) = progress.finished {
                         let rows = self.snapshot.finished.get(&table).map_or(0, |f| f.rows);
                         tracing::info!(connector = %self.connector, table = %table, rows, "table snapshot delivered (commits with the next Kafka transaction)");
                     }
@@ -300,7 +302,7 @@ impl Sink {
                         last_commit_at = Instant::now();
                     }
                 }
-                Some(SinkMsg::AddWork(work)) => self.snapshot.add(work),
+                Some(SinkMsg::Progress(state)) => self.snapshot = *state,
                 Some(SinkMsg::TxnEnd {
                     commit_lsn,
                     end_lsn,

@@ -76,7 +76,7 @@ pub(super) async fn initial_only(
             (
                 task,
                 futures_util::future::Either::Right(async move {
-                    initial::run_paged(pg, app, rows, state.pending, &tables, origin, tx).await
+                    initial::run_paged(pg, app, rows, state, &tables, origin, tx).await
                 }),
             )
         }

@@ -126,7 +126,7 @@ pub async fn run(
             None => return Ok(()),
         }
     } else {
-        reader.snap.resume(opened.state.pending.clone());
+        reader.snap.resume(opened.state.clone());
         tokio::spawn(sink.starting_at(start, opened.state).run(rx))
     };
     if let Some(n) = &opened.gap_notice {
@@ -253,13 +253,13 @@ async fn initial_snapshot<'a>(
         reader.origin.clone(),
         reader.tx.clone(),
     );
-    let rows = tokio::select! {
+    let done = tokio::select! {
         biased;
         _ = shutdown.changed() => None,
         r = &mut sink_task => return Err(sink_stopped(r)),
         r = work => Some(r?),
     };
-    let Some(rows) = rows else {
+    let Some((rows, state)) = done else {
         // Stop: dropping the reader closes the channel; the sink commits what it has whole.
         drop(reader);
         return match sink_task.await {
@@ -270,6 +270,8 @@ async fn initial_snapshot<'a>(
             )),
         };
     };
+    // The stream's incremental snapshots go on from the state the initial one ended with.
+    reader.snap.resume(state);
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         connector = %conn.name,

@@ -105,8 +105,8 @@ impl Reader<'_> {
         if work.is_empty() {
             return Ok(());
         }
-        self.snap.add(&work);
-        self.send(SinkMsg::AddWork(work)).await?;
+        let state = self.snap.add(work);
+        self.send(SinkMsg::Progress(state)).await?;
         self.next_chunk().await
     }
 
@@ -173,7 +173,7 @@ impl Reader<'_> {
         );
         self.send(SinkMsg::Chunk {
             records,
-            done: c.done,
+            progress: c.progress,
             permit: None,
         })
         .await?;

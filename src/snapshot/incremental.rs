@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::checkpoint::progress::{ChunkDone, Kind, SnapshotState, TableWork};
+use crate::checkpoint::progress::{Advanced, ChunkDone, Kind, SnapshotState, TableWork};
 use crate::decode::{Relation, Tuple, TupleData};
 use crate::error::{Code, Error, Result};
 use crate::postgres::snapshot::{key_of, Key, KeyRange, SnapshotConn, TxSnapshot};
@@ -107,8 +107,8 @@ struct InFlight {
 pub struct ClosedChunk {
     pub table: SnapTable,
     pub rows: Vec<Tuple>,
-    /// The progress record the sink writes with the rows (and the reader has applied).
-    pub done: ChunkDone,
+    /// The progress once the rows are written, for the sink to record with them.
+    pub progress: Advanced,
     /// The chunk was short: the table is done.
     pub finished: bool,
     /// The work is the rest of an interrupted initial snapshot (`snapshot: true`), not an
@@ -116,13 +116,12 @@ pub struct ClosedChunk {
     pub initial: bool,
 }
 
-/// The reader's side of incremental snapshots: its copy of the snapshot progress, the
-/// chunk in flight and its window, the keys the stream changed.
+/// The reader's side of incremental snapshots: the snapshot progress (the one writer of it
+/// while streaming), the chunk in flight and its window, the keys the stream changed.
 #[derive(Default)]
 pub struct Incremental {
-    /// The progress the sink will have once the chunks handed to it are written: the same
-    /// [`SnapshotState`], advanced by the same [`ChunkDone`]s (the sink's copy is the one
-    /// the checkpoint records). Its `pending` ranges come first one next.
+    /// The progress once the chunks handed to the sink are written; each chunk carries a
+    /// copy of it to the sink. Its `pending` ranges come first one next.
     progress: SnapshotState,
     tables: HashMap<String, SnapTable>,
     requests: Option<mpsc::Sender<ChunkRequest>>,
@@ -150,17 +149,16 @@ impl Incremental {
         self.messages = messages;
     }
 
-    /// The work a checkpoint left pending, first one next.
-    pub fn resume(&mut self, pending: Vec<TableWork>) {
-        self.progress = SnapshotState {
-            pending,
-            ..SnapshotState::default()
-        };
+    /// The progress to go on with: what a checkpoint left (pending ranges first one next),
+    /// or what the initial snapshot ended with.
+    pub fn resume(&mut self, state: SnapshotState) {
+        self.progress = state;
     }
 
-    /// Work a signal asked for, after what is pending.
-    pub fn add(&mut self, work: &[TableWork]) {
-        self.progress.add(work.to_vec());
+    /// Work a signal asked for, after what is pending: the state for the sink to record.
+    pub fn add(&mut self, work: Vec<TableWork>) -> Box<SnapshotState> {
+        self.progress.add(work);
+        Box::new(self.progress.clone())
     }
 
     /// The work of the next chunk to read, when none is in flight.
@@ -270,14 +268,14 @@ impl Incremental {
             rows: rows.len() as u64,
             finished,
         };
-        self.progress.apply(&done);
+        let progress = self.progress.advance(&done);
         if finished {
             self.recent.clear();
         }
         Ok(Some(ClosedChunk {
             table: t,
             rows,
-            done,
+            progress,
             finished,
             initial,
         }))
@@ -471,7 +469,10 @@ mod tests {
         let chunks: ChunkBox = Arc::default();
         let mut inc = Incremental::default();
         inc.attach(tx, chunks.clone(), true);
-        inc.resume(vec![whole_table("public.t", 0)]);
+        inc.resume(SnapshotState {
+            pending: vec![whole_table("public.t", 0)],
+            ..SnapshotState::default()
+        });
         inc.keep_table("public.t", t.clone());
 
         let w = inc.next_work().cloned().unwrap();
@@ -514,14 +515,11 @@ mod tests {
             .filter_map(|r| key_of(&c.table.st, &c.table.positions, r))
             .collect();
         assert_eq!(ids, vec![vec!["3".to_string()]]);
-        assert_eq!(
-            c.done,
-            ChunkDone::Work {
-                last: Some(vec!["3".to_string()]),
-                rows: 1,
-                finished: false
-            }
-        );
+        // The state handed over with the rows is the reader's own after the chunk.
+        let handed = &c.progress.state.pending[0];
+        assert_eq!(handed.range.after, Some(vec!["3".to_string()]));
+        assert_eq!(handed.rows, 1);
+        assert_eq!(c.progress.finished, None);
         assert!(!c.finished, "a full chunk: the table has more rows");
         assert!(!c.initial);
         let next = inc.next_work().unwrap();

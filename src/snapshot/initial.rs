@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::avro::envelope::{ChangeContext, Op, Origin, SnapshotMark, TableCodec};
 use crate::avro::policy::Marks as ValueMarks;
-use crate::checkpoint::progress::{ChunkDone, SnapshotState, TableProgress, TableWork};
+use crate::checkpoint::progress::{ChunkDone, SnapshotState, TableProgress};
 use crate::clock::now_micros;
 use crate::config::PostgresConfig;
 use crate::decode::Tuple;
@@ -145,7 +145,8 @@ pub async fn plan(
 }
 
 /// Reads every chunk of `plan` with `workers` connections in the exported snapshot `name`
-/// and hands them to the sink. Returns the number of rows read.
+/// and hands them to the sink, each with the snapshot progress after it. Returns the number
+/// of rows read and the progress at the end (every table finished).
 pub(crate) async fn run(
     pg: &PostgresConfig,
     app: &str,
@@ -154,7 +155,10 @@ pub(crate) async fn run(
     plan: Plan,
     origin: Arc<Origin>,
     tx: SinkTx,
-) -> Result<u64> {
+) -> Result<(u64, SnapshotState)> {
+    // Chunks finish out of order: a worker applies its chunk and hands the state to the
+    // sink under this lock, so the sink gets them in the order it writes them.
+    let progress = Arc::new(tokio::sync::Mutex::new(plan.state()));
     let Plan {
         tables,
         tasks,
@@ -171,12 +175,13 @@ pub(crate) async fn run(
     for _ in 0..workers.max(1) {
         let conn = SnapshotConn::connect(pg, app).await?;
         conn.begin_in(name).await?;
-        let (tables, queue, in_flight, origin, tx) = (
+        let (tables, queue, in_flight, origin, tx, progress) = (
             tables.clone(),
             queue.clone(),
             in_flight.clone(),
             origin.clone(),
             tx.clone(),
+            progress.clone(),
         );
         set.spawn(async move {
             let mut total = 0u64;
@@ -207,18 +212,21 @@ pub(crate) async fn run(
                     &t.codec.rel.qualified_name(),
                     n,
                 );
+                let mut state = progress.lock().await;
+                let advanced = state.advance(&ChunkDone::Initial {
+                    table: task.table,
+                    idx: task.idx,
+                    range: task.range,
+                    rows: n,
+                });
                 tx.send(SinkMsg::Chunk {
                     records,
-                    done: ChunkDone::Initial {
-                        table: task.table,
-                        idx: task.idx,
-                        range: task.range,
-                        rows: n,
-                    },
+                    progress: advanced,
                     permit: Some(permit),
                 })
                 .await
                 .map_err(|_| Error::transient(Code::SinkStopped, "the Kafka sink stopped"))?;
+                drop(state);
             }
             conn.commit().await?;
             Ok::<u64, Error>(total)
@@ -237,22 +245,24 @@ pub(crate) async fn run(
             }
         }
     }
-    Ok(total)
+    let state = progress.lock().await.clone();
+    Ok((total, state))
 }
 
-/// Reads pending ranges page by page outside any snapshot (`initial_only` resuming after a
-/// crash: there is no stream to reconcile with, and committed ranges are not read again).
+/// Reads the pending ranges of `state` page by page outside any snapshot (`initial_only`
+/// resuming after a crash: there is no stream to reconcile with, and committed ranges are
+/// not read again).
 pub(crate) async fn run_paged(
     pg: &PostgresConfig,
     app: &str,
     page_rows: u64,
-    mut work: Vec<TableWork>,
+    mut state: SnapshotState,
     tables: &[SnapTable],
     origin: Arc<Origin>,
     tx: SinkTx,
 ) -> Result<()> {
     let conn = SnapshotConn::connect(pg, app).await?;
-    while let Some(w) = work.first_mut() {
+    while let Some(w) = state.pending.first() {
         let t = tables.iter().find(|t| t.name() == w.table).ok_or_else(|| {
             Error::permanent(Code::Snapshot, format!(
                 "table {} is in the snapshot progress but no longer captured; remove the checkpoint to start over",
@@ -269,23 +279,18 @@ pub(crate) async fn run_paged(
         let records = encode_reads(t, &rows, &origin, position, |_, _| SnapshotMark::True)?;
         let last = rows.last().and_then(|r| key_of(&t.st, &t.positions, r));
         let finished = limit.is_none_or(|l| (rows.len() as u64) < l);
-        let n = rows.len() as u64;
+        let progress = state.advance(&ChunkDone::Work {
+            last,
+            rows: rows.len() as u64,
+            finished,
+        });
         tx.send(SinkMsg::Chunk {
             records,
-            done: ChunkDone::Work {
-                last: last.clone(),
-                rows: n,
-                finished,
-            },
+            progress,
             permit: None,
         })
         .await
         .map_err(|_| Error::transient(Code::SinkStopped, "the Kafka sink stopped"))?;
-        if finished {
-            work.remove(0);
-        } else if let Some(k) = last {
-            w.range.after = Some(k);
-        }
     }
     Ok(())
 }
