@@ -36,9 +36,9 @@
 //!   with the snapshot progress it carries ([`checkpoint::progress`]); [`kafka::offsets`]
 //!   reads it back.
 //! - [`snapshot`]: initial and incremental snapshots.
-//! - [`startup`]: resume, snapshot on a new slot, re-read after a lost slot, or refuse
-//!   (slots pgcdc may drop, another cluster's checkpoint).
-//! - [`pipeline`]: one connector's loop; [`supervisor`]: many connectors, each failing
+//! - [`pipeline`]: one connector's loop, wiring only; [`pipeline::plan`] is its start as
+//!   a pure decision (resume, snapshot on a new slot, re-read after a lost slot, or refuse:
+//!   slots pgcdc may drop, another cluster's checkpoint); [`supervisor`]: many connectors, each failing
 //!   alone, restarts, SIGHUP reloads.
 //! - [`health`], [`metrics`], [`http`]: each connector's state, its series, `/healthz` and
 //!   `/metrics`.
@@ -70,7 +70,6 @@ pub mod postgres;
 pub mod prefix;
 pub mod snapshot;
 pub mod sql;
-pub mod startup;
 pub mod supervisor;
 pub mod tail;
 pub mod toast;

@@ -412,7 +412,7 @@ async fn snapshot(dir: &Path, connector: &str, tables: &[String]) -> Result<(), 
 
 /// Prints every problem on its own line; exit code 1 if there is any.
 /// What `run` would refuse at start, given the checkpoint, the slot claim and the slot
-/// (see `pgcdc::startup`).
+/// (see `pgcdc::pipeline::plan`).
 async fn start_problem(
     daemon: &DaemonConfig,
     c: &pgcdc::config::ConnectorConfig,
@@ -430,7 +430,7 @@ async fn start_problem(
         Ok(s) => s,
         Err(e) => return Some(e.to_string()),
     };
-    match pgcdc::startup::decide(c, ck.as_ref(), claim.as_ref(), slot.as_ref()) {
+    match pgcdc::pipeline::plan::plan_start(c, ck.as_ref(), claim.as_ref(), slot.as_ref()) {
         Err(e) if !e.is_transient() => Some(e.to_string()),
         _ => None,
     }

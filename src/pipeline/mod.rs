@@ -37,6 +37,7 @@ mod deliver;
 mod heartbeat;
 mod initial_only;
 mod outbox;
+pub mod plan;
 mod prepare;
 mod reader;
 mod signals;
@@ -87,7 +88,7 @@ pub async fn run(
     let mut repl = ReplicationClient::connect(&conn.postgres, &app).await?;
     let sys = repl.identify_system().await?;
     let existing = reader.catalog.slot(&slot).await?;
-    crate::startup::check_identity(
+    crate::pipeline::plan::check_identity(
         conn,
         ck.as_ref(),
         &sys,
@@ -95,14 +96,15 @@ pub async fn run(
         &daemon.kafka.offsets_topic,
     )?;
     let sink = sink.identified(&sys);
-    let decision = crate::startup::decide(conn, ck.as_ref(), claim.as_ref(), existing.as_ref())
-        .map_err(|e| {
-            if e.kind() == crate::error::Kind::Permanent {
-                e.context(format_args!("connector {}", conn.name))
-            } else {
-                e
-            }
-        })?;
+    let decision =
+        crate::pipeline::plan::plan_start(conn, ck.as_ref(), claim.as_ref(), existing.as_ref())
+            .map_err(|e| {
+                if e.kind() == crate::error::Kind::Permanent {
+                    e.context(format_args!("connector {}", conn.name))
+                } else {
+                    e
+                }
+            })?;
     let opened = start::Slot {
         conn,
         offsets_topic: &daemon.kafka.offsets_topic,

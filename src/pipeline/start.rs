@@ -1,4 +1,4 @@
-//! How the stream starts, as [`crate::startup::decide`] chose: resume from the slot (created
+//! How the stream starts, as [`crate::pipeline::plan::plan_start`] chose: resume from the slot (created
 //! when missing), create it with an exported snapshot for an initial snapshot, or, with
 //! `on_slot_lost: resnapshot`, recreate it and queue every keyed table for an incremental
 //! re-read behind a gap notice.
@@ -10,11 +10,11 @@ use crate::config::ConnectorConfig;
 use crate::error::Result;
 use crate::kafka::producer::TxProducer;
 use crate::metrics;
+use crate::pipeline::plan::Start;
 use crate::postgres::catalog::SlotInfo;
 use crate::postgres::ReplicationClient;
 use crate::snapshot::incremental;
 use crate::snapshot::initial::SnapTable;
-use crate::startup::Start;
 use crate::Lsn;
 
 use super::reader::Reader;
@@ -183,7 +183,7 @@ impl Slot<'_> {
     }
 
     /// Records, in its own Kafka transaction, that this connector created the slot at
-    /// `lsn`: the proof pgcdc needs before it ever drops the slot ([`crate::startup`]).
+    /// `lsn`: the proof pgcdc needs before it ever drops the slot ([`crate::pipeline::plan`]).
     async fn claim(&self, lsn: Lsn) -> Result<()> {
         let claim = SlotClaim {
             connector: self.conn.name.clone(),

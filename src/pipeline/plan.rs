@@ -29,7 +29,7 @@ pub enum Start {
 }
 
 /// Decides how to start. Errors are the one line the operator reads.
-pub fn decide(
+pub fn plan_start(
     conn: &ConnectorConfig,
     ck: Option<&Checkpoint>,
     claim: Option<&SlotClaim>,
@@ -350,7 +350,7 @@ mod tests {
         let c = ck("0/5000");
         let ahead = slot(false, "0/9000");
         for mode in ["initial", "never"] {
-            let e = decide(&conn(mode), Some(&c), None, Some(&ahead)).unwrap_err();
+            let e = plan_start(&conn(mode), Some(&c), None, Some(&ahead)).unwrap_err();
             let m = e.to_string();
             assert!(!e.is_transient(), "{m}");
             assert!(
@@ -363,17 +363,17 @@ mod tests {
         // At or behind the checkpoint: resume (PostgreSQL skips what was delivered).
         for at in ["0/5000", "0/4000"] {
             assert!(matches!(
-                decide(&conn("initial"), Some(&c), None, Some(&slot(false, at))),
+                plan_start(&conn("initial"), Some(&c), None, Some(&slot(false, at))),
                 Ok(Start::Resume)
             ));
         }
         // initial_only reads no slot; when_needed would take a new snapshot, but not by
         // dropping a slot pgcdc has no record of creating.
         assert!(matches!(
-            decide(&conn("initial_only"), Some(&c), None, Some(&ahead)),
+            plan_start(&conn("initial_only"), Some(&c), None, Some(&ahead)),
             Ok(Start::Resume)
         ));
-        let m = decide(&conn("when_needed"), Some(&c), None, Some(&ahead))
+        let m = plan_start(&conn("when_needed"), Some(&c), None, Some(&ahead))
             .unwrap_err()
             .to_string();
         assert!(m.contains("no record of creating it"), "{m}");
@@ -383,7 +383,8 @@ mod tests {
     fn another_consumers_slot_is_never_dropped() {
         for mode in ["initial", "when_needed"] {
             for active in [true, false] {
-                let e = decide(&conn(mode), None, None, Some(&slot(active, "0/5000"))).unwrap_err();
+                let e =
+                    plan_start(&conn(mode), None, None, Some(&slot(active, "0/5000"))).unwrap_err();
                 let m = e.to_string();
                 assert!(!e.is_transient(), "{m}");
                 assert!(
@@ -401,7 +402,7 @@ mod tests {
             slot: "elsewhere".into(),
             ..claim("0/1000")
         };
-        assert!(decide(
+        assert!(plan_start(
             &conn("initial"),
             None,
             Some(&other),
@@ -414,7 +415,7 @@ mod tests {
     fn pgcdcs_own_idle_slot_is_recreated_a_busy_one_waited_for() {
         let c = claim("0/1000");
         assert_eq!(
-            decide(
+            plan_start(
                 &conn("initial"),
                 None,
                 Some(&c),
@@ -425,7 +426,7 @@ mod tests {
                 drop_existing: true
             }
         );
-        let e = decide(
+        let e = plan_start(
             &conn("initial"),
             None,
             Some(&c),
@@ -434,7 +435,7 @@ mod tests {
         .unwrap_err();
         assert!(e.is_transient(), "{e}");
         // A slot behind its claim's creation point is not the one pgcdc created.
-        assert!(decide(
+        assert!(plan_start(
             &conn("initial"),
             None,
             Some(&claim("0/9000")),
@@ -451,7 +452,7 @@ mod tests {
             ..slot(false, "0/5000")
         };
         for mode in ["initial", "never"] {
-            let e = decide(
+            let e = plan_start(
                 &conn(mode),
                 Some(&ck("0/5000")),
                 Some(&claim("0/1000")),
@@ -468,7 +469,7 @@ mod tests {
                     && m.contains("snapshot.mode: when_needed"),
                 "{m}"
             );
-            let e = decide(&conn(mode), Some(&ck("0/5000")), None, None).unwrap_err();
+            let e = plan_start(&conn(mode), Some(&ck("0/5000")), None, None).unwrap_err();
             let m = e.to_string();
             assert!(
                 m.contains("pgcdc_shop does not exist")
@@ -478,7 +479,7 @@ mod tests {
             );
         }
         assert_eq!(
-            decide(
+            plan_start(
                 &conn("when_needed"),
                 Some(&ck("0/5000")),
                 Some(&claim("0/1000")),
@@ -490,7 +491,7 @@ mod tests {
             }
         );
         assert_eq!(
-            decide(&conn("when_needed"), Some(&ck("0/5000")), None, None).unwrap(),
+            plan_start(&conn("when_needed"), Some(&ck("0/5000")), None, None).unwrap(),
             Start::Snapshot {
                 drop_existing: false
             }
@@ -508,7 +509,7 @@ mod tests {
             ..slot(false, "0/5000")
         };
         let ck = ck("0/5000");
-        match decide(&c, Some(&ck), Some(&claim("0/1000")), Some(&lost)).unwrap() {
+        match plan_start(&c, Some(&ck), Some(&claim("0/1000")), Some(&lost)).unwrap() {
             Start::Resnapshot {
                 drop_existing: true,
                 lost,
@@ -519,13 +520,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Not provably pgcdc's: never dropped.
-        let e = decide(&c, Some(&ck), None, Some(&lost)).unwrap_err();
+        let e = plan_start(&c, Some(&ck), None, Some(&lost)).unwrap_err();
         assert!(e.to_string().contains("pg_drop_replication_slot"), "{e}");
         // Gone, or ahead of the checkpoint (a crash right after recreating it): re-read
         // from the slot as it is.
         for s in [None, Some(slot(false, "0/9000"))] {
             assert!(matches!(
-                decide(&c, Some(&ck), Some(&claim("0/1000")), s.as_ref()).unwrap(),
+                plan_start(&c, Some(&ck), Some(&claim("0/1000")), s.as_ref()).unwrap(),
                 Start::Resnapshot {
                     drop_existing: false,
                     ..
@@ -534,7 +535,7 @@ mod tests {
         }
         // A healthy slot resumes.
         assert_eq!(
-            decide(
+            plan_start(
                 &c,
                 Some(&ck),
                 Some(&claim("0/1000")),
@@ -549,23 +550,23 @@ mod tests {
     fn trusted_positions_resume_and_no_slot_snapshots() {
         let s = slot(false, "0/5000");
         assert_eq!(
-            decide(&conn("never"), None, None, Some(&s)).unwrap(),
+            plan_start(&conn("never"), None, None, Some(&s)).unwrap(),
             Start::Resume
         );
         assert_eq!(
-            decide(&conn("initial"), Some(&ck("0/5000")), None, Some(&s)).unwrap(),
+            plan_start(&conn("initial"), Some(&ck("0/5000")), None, Some(&s)).unwrap(),
             Start::Resume
         );
         assert_eq!(
-            decide(&conn("initial"), None, None, None).unwrap(),
+            plan_start(&conn("initial"), None, None, None).unwrap(),
             Start::Snapshot {
                 drop_existing: false
             }
         );
         // when_needed with a gap needs a snapshot, and the slot is not provably ours.
-        assert!(decide(&conn("when_needed"), Some(&ck("0/1000")), None, Some(&s)).is_err());
+        assert!(plan_start(&conn("when_needed"), Some(&ck("0/1000")), None, Some(&s)).is_err());
         assert_eq!(
-            decide(
+            plan_start(
                 &conn("when_needed"),
                 Some(&ck("0/1000")),
                 Some(&claim("0/1000")),
