@@ -104,11 +104,32 @@ async fn python_and_java_consumers_end_with_the_source_table() {
         .expect("run examples/python/materialize.py");
     assert_eq!(table("Python", &python), source);
 
-    let classpath =
-        format!("{root}/.stack/connect/libs/*:{root}/.stack/connect/plugins/confluent-avro/*");
+    // Built with mvn from examples/java/pom.xml as a user builds it, with Confluent's jars
+    // from the local stack (they are not on Maven Central), then run from its jar.
+    let build = format!("{root}/.stack/java-example");
+    let mvn = Command::new("mvn")
+        .args([
+            "-q",
+            "-B",
+            "-f",
+            &format!("{root}/examples/java/pom.xml"),
+            "package",
+        ])
+        .arg(format!(
+            "-Dconfluent.jars={root}/.stack/connect/plugins/confluent-avro"
+        ))
+        .arg(format!("-Dbuild.dir={build}"))
+        .output()
+        .expect("run mvn (Debian's maven)");
+    assert!(
+        mvn.status.success(),
+        "mvn package of examples/java failed: {}{}",
+        String::from_utf8_lossy(&mvn.stdout),
+        String::from_utf8_lossy(&mvn.stderr)
+    );
     let java = Command::new("java")
-        .args(["-cp", &classpath])
-        .arg(format!("{root}/examples/java/Materialize.java"))
+        .args(["-cp", &format!("{build}/materialize-1.0.jar:{build}/lib/*")])
+        .arg("Materialize")
         .args([
             &h.stack.kafka_bootstrap,
             &h.stack.registry_url,
@@ -116,7 +137,7 @@ async fn python_and_java_consumers_end_with_the_source_table() {
             &count,
         ])
         .output()
-        .expect("run examples/java/Materialize.java (dev/connect/install provides its jars)");
+        .expect("run the Materialize example's jar");
     assert_eq!(table("Java", &java), source);
     h.drop_slot().await;
 }
