@@ -18,6 +18,7 @@ pub async fn status(daemon: &DaemonConfig, conn: &ConnectorConfig) -> Result<Str
         .await
         .map_err(|e| {
             Error::permanent(Code::Internal, format!("checkpoint reader failed: {e}"))
+                .with_source(e)
         })??;
     let _ = writeln!(out, "connector {}", conn.name);
     match &ck {

@@ -28,6 +28,7 @@ pub async fn bind(addr: &str) -> Result<TcpListener> {
             "http.listen {addr}: cannot listen: {e}; choose another address in the daemon config"
         ),
         )
+        .with_source(e)
     })
 }
 

@@ -127,12 +127,14 @@ impl Registered {
                 Code::Registry,
                 format!("internal error: Avro schema {id} does not resolve: {e}"),
             )
+            .with_source(e)
         })?;
         let names = encode::Names::of(schema).map_err(|e| {
             Error::permanent(
                 Code::Registry,
                 format!("internal error: Avro schema {id} does not resolve: {e}"),
             )
+            .with_source(e)
         })?;
         Ok(Registered {
             id,
@@ -158,6 +160,7 @@ impl Registered {
                 Code::Registry,
                 format!("{}: value does not fit its Avro schema: {e}", what()),
             )
+            .with_source(e)
         })?;
         #[cfg(debug_assertions)]
         {

@@ -30,6 +30,7 @@ pub fn settings(cfg: &RegistryConfig) -> Result<SrSettings> {
             Code::Registry,
             format!("schema registry {}: bad settings: {e}", cfg.url),
         )
+        .with_source(e)
     })
 }
 

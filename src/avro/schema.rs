@@ -142,6 +142,7 @@ pub(crate) fn build(json: Json) -> Result<Built> {
             Code::Registry,
             format!("internal error: generated Avro schema does not parse: {e}"),
         )
+        .with_source(e)
     })?;
     Ok(Built { json: text, schema })
 }

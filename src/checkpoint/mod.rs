@@ -48,6 +48,7 @@ impl Checkpoint {
                 Code::Checkpoint,
                 format!("checkpoint of connector {}: {e}", self.connector),
             )
+            .with_source(e)
         })
     }
 
@@ -58,6 +59,7 @@ impl Checkpoint {
                 Code::Checkpoint,
                 format!("internal error: checkpoint record does not serialize: {e}"),
             )
+            .with_source(e)
         })
     }
 }
@@ -86,6 +88,7 @@ impl SlotClaim {
                 Code::Checkpoint,
                 format!("internal error: checkpoint record does not serialize: {e}"),
             )
+            .with_source(e)
         })
     }
 }

@@ -230,8 +230,9 @@ pub async fn check_brokers(cfg: &KafkaConfig, connector: &str) -> Result<(), Err
                 "Kafka {}: no answer to a metadata request ({e}); check kafka.bootstrap_servers and that the brokers run",
                 cfg.bootstrap_servers
             ))
-        })
+        .with_source(e)
+})
     })
     .await
-    .map_err(|e| Error::permanent(Code::Internal, format!("broker check failed: {e}")))?
+    .map_err(|e| Error::permanent(Code::Internal, format!("broker check failed: {e}")).with_source(e))?
 }

@@ -111,7 +111,8 @@ pub fn read_state(
                                     "checkpoint of connector {connector} in {topic} offset {} is not valid: {e}",
                                     m.offset()
                                 ))
-                            })?;
+        .with_source(e)
+})?;
                             last = Some(c);
                         }
                         None => last = None, // a tombstone resets the connector

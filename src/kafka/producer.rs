@@ -232,7 +232,9 @@ impl TxProducer {
             })
         })
         .await
-        .map_err(|e| Error::permanent(Code::Kafka, format!("Kafka {what}: task failed: {e}")))?
+        .map_err(|e| {
+            Error::permanent(Code::Kafka, format!("Kafka {what}: task failed: {e}")).with_source(e)
+        })?
     }
 
     /// Registers the transactional id with the coordinator, fencing any older producer with

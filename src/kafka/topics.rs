@@ -53,7 +53,10 @@ impl Topics {
                 .fetch_metadata(Some(&name), Duration::from_secs(30))
         })
         .await
-        .map_err(|e| Error::permanent(Code::Internal, format!("topic metadata task failed: {e}")))?
+        .map_err(|e| {
+            Error::permanent(Code::Internal, format!("topic metadata task failed: {e}"))
+                .with_source(e)
+        })?
         .map_err(|e| classify(&self.brokers, &format!("reading metadata of {topic}"), e))?;
         let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
             return Ok(false);

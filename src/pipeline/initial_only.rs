@@ -88,9 +88,9 @@ pub(super) async fn initial_only(
         r = work => { r?; true }
     };
     drop(reader);
-    let r = sink_task
-        .await
-        .map_err(|e| Error::permanent(Code::Internal, format!("the Kafka sink failed: {e}")))?;
+    let r = sink_task.await.map_err(|e| {
+        Error::permanent(Code::Internal, format!("the Kafka sink failed: {e}")).with_source(e)
+    })?;
     if let Some(ex) = exporter {
         let _ = ex.commit().await;
     }

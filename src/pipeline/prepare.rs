@@ -86,6 +86,7 @@ pub(super) async fn kafka(daemon: &DaemonConfig, conn: &ConnectorConfig) -> Resu
                 .await
                 .map_err(|e| {
                     Error::permanent(Code::Internal, format!("checkpoint reader failed: {e}"))
+                        .with_source(e)
                 })?
         }
     })

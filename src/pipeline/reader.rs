@@ -75,6 +75,7 @@ impl Reader<'_> {
                 Code::PostgresProtocol,
                 format!("connector {}: at LSN {lsn}: {e}", self.conn.name),
             )
+            .with_source(e)
         })?;
         match msg {
             Message::Begin {

@@ -223,6 +223,7 @@ impl SnapshotConn {
                             t.relation.quoted_name()
                         ),
                     )
+                    .with_source(m)
                 })?);
             }
         }

@@ -40,7 +40,7 @@ pub async fn ssl_request(tcp: &mut TcpStream) -> std::io::Result<u8> {
 pub fn connector(cfg: &PostgresConfig) -> Result<native_tls::TlsConnector> {
     builder(cfg, cfg.sslmode)?
         .build()
-        .map_err(|e| Error::permanent(Code::PostgresTls, format!("TLS setup: {e}")))
+        .map_err(|e| Error::permanent(Code::PostgresTls, format!("TLS setup: {e}")).with_source(e))
 }
 
 fn builder(cfg: &PostgresConfig, mode: SslMode) -> Result<native_tls::TlsConnectorBuilder> {
@@ -61,6 +61,7 @@ fn builder(cfg: &PostgresConfig, mode: SslMode) -> Result<native_tls::TlsConnect
                 Code::PostgresTls,
                 format!("postgres.sslrootcert {}: cannot read: {e}", path.display()),
             )
+            .with_source(e)
         })?;
         let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| {
             Error::permanent(
@@ -70,6 +71,7 @@ fn builder(cfg: &PostgresConfig, mode: SslMode) -> Result<native_tls::TlsConnect
                     path.display()
                 ),
             )
+            .with_source(e)
         })?;
         b.add_root_certificate(cert).disable_built_in_roots(true);
     }

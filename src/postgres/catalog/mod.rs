@@ -77,6 +77,7 @@ impl Col for tokio_postgres::Row {
                 Code::PostgresConnect,
                 format!("internal error: catalog query column {i} ({name}): {e}; please report it"),
             )
+            .with_source(e)
         })
     }
 }

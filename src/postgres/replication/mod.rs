@@ -153,7 +153,7 @@ impl ReplicationClient {
             params.push(("replication", "database"));
         }
         frontend::startup_message(params.iter().copied(), &mut buf).map_err(|e| {
-            Error::permanent(Code::PostgresProtocol, format!("startup message: {e}"))
+            Error::permanent(Code::PostgresProtocol, format!("startup message: {e}")).with_source(e)
         })?;
         self.send(&buf).await?;
 
