@@ -97,8 +97,8 @@ fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
         .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
 }
 
-#[test]
-fn no_module_imports_one_that_imports_it_back() {
+/// Every top-level module and the modules it uses.
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut all = Vec::new();
     files(&src, &mut all);
@@ -123,11 +123,57 @@ fn no_module_imports_one_that_imports_it_back() {
     // The reader sees real edges (a test that finds none would pass on anything).
     assert!(graph["pipeline"].contains("kafka"), "{graph:?}");
     assert!(graph["kafka"].contains("checkpoint"), "{graph:?}");
+    graph
+}
+
+#[test]
+fn no_module_imports_one_that_imports_it_back() {
+    let graph = graph();
     if let Some(c) = cycle(&graph) {
         panic!(
             "module import cycle: {} (move the shared item below both; lib.rs has the order)",
             c.join(" → ")
         );
+    }
+}
+
+/// The modules `lib.rs`'s map lists "from the bottom", in its order.
+fn documented_order() -> Vec<String> {
+    let lib = include_str!("lib.rs");
+    let start = lib
+        .find("from the bottom")
+        .expect("lib.rs: the module order");
+    let text = &lib[start..];
+    let end = text
+        .find(".\n")
+        .expect("lib.rs: the order ends with a full stop");
+    text[..end]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn lib_rs_lists_every_module_in_an_order_it_keeps() {
+    let mut graph = graph();
+    graph.remove("layering"); // this test
+    let order = documented_order();
+    let listed: BTreeSet<String> = order.iter().cloned().collect();
+    let modules: BTreeSet<String> = graph.keys().cloned().collect();
+    assert_eq!(
+        listed, modules,
+        "lib.rs's module order must name every top-level module once: {order:?}"
+    );
+    let at = |m: &str| order.iter().position(|o| o == m).unwrap();
+    for (m, used) in &graph {
+        for u in used {
+            assert!(
+                at(u) < at(m),
+                "{m} uses {u}, which lib.rs's order (from the bottom up) puts above it: move one of them"
+            );
+        }
     }
 }
 

@@ -2,17 +2,19 @@
 //! events, exactly once.
 //!
 //! Module map, in the order the data flows. No module imports one that imports it back
-//! (`layering` checks it from the sources): from the bottom, `sql`, `clock`, `prefix`,
-//! `metrics`, `config`, `error`, `typemap`, `decode`, `postgres`, `checkpoint`, `kafka`,
-//! `avro`, `toast`, `snapshot`, `pipeline`, `supervisor`.
+//! (`layering` checks it from the sources, and that this list keeps it): from the bottom,
+//! `lsn`, `sql`, `clock`, `prefix`, `metrics`, `config`, `error`, `health`, `typemap`,
+//! `decode`, `postgres`, `checkpoint`, `kafka`, `avro`, `change`, `toast`, `snapshot`,
+//! `consume`, `tail`, `pipeline`, `admin`, `supervisor`, `http`.
 //!
 //! ```text
-//!  PostgreSQL ──pgoutput──▶ postgres ──bytes──▶ decode ──rows──▶ typemap ──values──▶ avro
-//!  (slot, publication)      (connect,           (messages,       (PG type →          (schemas,
-//!                            replication,        relations)       Avro type/value)    registry,
-//!                            feedback)                                                wire format)
-//!                                                                                        │
-//!        slot flush LSN ◀── checkpoint ◀── kafka (transactional producer, topics) ◀──────┘
+//!  PostgreSQL ─pgoutput─▶ postgres ─bytes─▶ decode ─tuples─▶ change ─events─▶ toast ─▶ avro
+//!  (slot, publication)    (replication,     (messages,       (a row change    (unchanged  (typemap
+//!                          feedback)         relations)       as Debezium      TOAST       values,
+//!                                                             events)          filled)     schemas,
+//!  snapshot (initial, incremental) ─rows──────────────────────────────────────────────▶  registry)
+//!                                                                                           │
+//!        slot flush LSN ◀── checkpoint ◀── kafka (transactional producer, topics, sink) ◀───┘
 //! ```
 //!
 //! - [`lsn`]: the `Lsn` newtype shared by every stage; [`error`]: the one error type (kind,

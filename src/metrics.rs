@@ -4,7 +4,7 @@
 //! open Kafka transaction) are computed at scrape time from positions the pipeline keeps in
 //! atomics ([`Live`]), so the hot path only stores numbers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -88,6 +88,8 @@ struct Metrics {
     heartbeat_errors: ByConnector,
     client_logs_suppressed: ByConnector,
     live: Arc<Live>,
+    /// The tables each connector has series of, so that [`remove`] finds them.
+    tables: Mutex<BTreeMap<String, BTreeSet<String>>>,
 }
 
 fn commit_histogram() -> Histogram {
@@ -119,6 +121,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         heartbeat_errors: Family::default(),
         client_logs_suppressed: Family::default(),
         live: Arc::new(Live::default()),
+        tables: Mutex::default(),
     };
     // prometheus-client appends `_total` to counters (and the unit to unit-bearing names).
     registry.register(
@@ -228,6 +231,7 @@ fn connector(c: &str) -> ConnectorLabels {
 }
 
 fn table(c: &str, t: &str) -> TableLabels {
+    seen_table(c, t);
     TableLabels {
         connector: c.to_owned(),
         table: t.to_owned(),
@@ -235,6 +239,7 @@ fn table(c: &str, t: &str) -> TableLabels {
 }
 
 fn table_op(c: &str, t: &str, op: &str) -> TableOpLabels {
+    seen_table(c, t);
     TableOpLabels {
         connector: c.to_owned(),
         table: t.to_owned(),
@@ -247,6 +252,71 @@ fn table_family(which: TableCounter) -> &'static ByTable {
         TableCounter::Unavailable => &METRICS.unavailable,
         TableCounter::Lossy => &METRICS.lossy,
         TableCounter::ToastFetched => &METRICS.toast_fetched,
+    }
+}
+
+fn seen_table(c: &str, t: &str) {
+    let mut m = METRICS.tables.lock().unwrap_or_else(|e| e.into_inner());
+    match m.get_mut(c) {
+        Some(ts) if ts.contains(t) => {}
+        Some(ts) => {
+            ts.insert(t.to_owned());
+        }
+        None => {
+            m.insert(c.to_owned(), BTreeSet::from([t.to_owned()]));
+        }
+    }
+}
+
+/// Every op a table series may carry (`Op::code`, and `m` for messages).
+const OPS: [&str; 6] = ["r", "c", "u", "d", "t", "m"];
+
+/// Drops every series of `connector` (its file was removed): a scrape no longer shows a
+/// connector that does not exist, frozen at its last values.
+pub fn remove(c: &str) {
+    let m = &*METRICS;
+    m.live.0.lock().unwrap_or_else(|e| e.into_inner()).remove(c);
+    let labels = connector(c);
+    for f in [
+        &m.transactions,
+        &m.kafka_commits,
+        &m.connector_errors,
+        &m.connector_restarts,
+        &m.signal_errors,
+        &m.heartbeats,
+        &m.outbox_events,
+        &m.outbox_unroutable,
+        &m.slots_lost,
+        &m.transaction_timeouts,
+        &m.heartbeat_errors,
+        &m.client_logs_suppressed,
+    ] {
+        f.remove(&labels);
+    }
+    m.kafka_commit_seconds.remove(&labels);
+    let tables = m
+        .tables
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(c)
+        .unwrap_or_default();
+    for t in &tables {
+        let tl = TableLabels {
+            connector: c.to_owned(),
+            table: t.clone(),
+        };
+        for f in [&m.snapshot_rows, &m.unavailable, &m.lossy, &m.toast_fetched] {
+            f.remove(&tl);
+        }
+        for op in OPS {
+            let tol = TableOpLabels {
+                connector: c.to_owned(),
+                table: t.clone(),
+                op: op.to_owned(),
+            };
+            m.events.remove(&tol);
+            m.skipped.remove(&tol);
+        }
     }
 }
 
@@ -467,6 +537,35 @@ pub fn render() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_removed_connector_leaves_no_series() {
+        for c in ["gone", "kept"] {
+            events(c, "public.t", "c").inc();
+            count_skipped(c, "public.t", "t");
+            count(LOSSY_VALUES, c, "public.t", 1);
+            count_connector(c, ConnectorEvent::Restart);
+            kafka_committed(c, 0.01);
+            live(c).confirmed.store(5, Ordering::Relaxed);
+        }
+        remove("gone");
+        let out = render();
+        assert!(!out.contains("connector=\"gone\""), "{out}");
+        for series in [
+            "pgcdc_events_total",
+            "pgcdc_skipped_operations_total",
+            "pgcdc_lossy_values_total",
+            "pgcdc_connector_restarts_total",
+            "pgcdc_kafka_commit_seconds_bucket",
+            "pgcdc_replication_lag_bytes",
+        ] {
+            assert!(
+                out.lines()
+                    .any(|l| l.starts_with(series) && l.contains("connector=\"kept\"")),
+                "{series} of the kept connector: {out}"
+            );
+        }
+    }
 
     #[test]
     fn labeled_counters_render_with_escaped_labels() {

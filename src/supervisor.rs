@@ -126,6 +126,7 @@ pub async fn run_reloading(
                     let keep = names.contains(name);
                     if !keep {
                         health::remove(name);
+                        crate::metrics::remove(name);
                     }
                     keep
                 });
@@ -173,6 +174,7 @@ pub async fn run_reloading(
                         removed.retain(|n| n != &name);
                         failed.remove(&name);
                         health::remove(&name);
+                        crate::metrics::remove(&name);
                     }
                     if let Some(p) = queued.remove(&name) {
                         if !stopping {

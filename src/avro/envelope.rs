@@ -10,10 +10,10 @@ use crate::avro::fields::Shape;
 use crate::avro::policy::{placeholder_value, Marks, ValuePolicy, HEADER_LOSSY};
 use crate::avro::schema::{none, some};
 use crate::avro::Registered;
+use crate::config::MAX_RECORD_BYTES;
 use crate::config::{ToastMode, Unrepresentable};
 use crate::decode::{Relation, Tuple, TupleData};
 use crate::error::{Code, Error, Result};
-use crate::kafka::producer::MAX_RECORD_BYTES;
 use crate::Lsn;
 
 /// Debezium's operation codes.

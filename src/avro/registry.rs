@@ -61,25 +61,52 @@ impl Registry {
     }
 
     /// The version of schema `id` under `subject` (`GET /schemas/ids/{id}/versions`), or
-    /// None when the registry does not say.
-    pub async fn version(&self, subject: &str, id: u32) -> Option<u32> {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .ok()?;
-        let mut req = client.get(format!(
+    /// None when the registry lists no version of it under `subject`. A registry that does
+    /// not answer is retried in place, then the error is the caller's.
+    pub async fn version(&self, subject: &str, id: u32) -> Result<Option<u32>> {
+        let url = format!(
             "{}/schemas/ids/{id}/versions",
             self.url.trim_end_matches('/')
-        ));
-        if let Some((user, password)) = &self.auth {
-            req = req.basic_auth(user, password.as_deref());
-        }
-        let body: serde_json::Value = req.send().await.ok()?.json().await.ok()?;
-        body.as_array()?
-            .iter()
-            .find(|v| v["subject"] == subject)
-            .and_then(|v| v["version"].as_u64())
-            .map(|v| v as u32)
+        );
+        let unavailable = |what: String| {
+            Error::transient(
+                Code::RegistryUnavailable,
+                format!(
+                    "schema registry {}: GET /schemas/ids/{id}/versions: {what}",
+                    self.url
+                ),
+            )
+        };
+        let body: serde_json::Value = retry(IN_PLACE, "reading a schema's version", || async {
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .map_err(|e| unavailable(e.to_string()).with_source(e))?;
+            let mut req = client.get(&url);
+            if let Some((user, password)) = &self.auth {
+                req = req.basic_auth(user, password.as_deref());
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| unavailable(e.to_string()).with_source(e))?;
+            match resp.status().as_u16() {
+                404 => Ok(serde_json::Value::Null),
+                200..=299 => resp
+                    .json()
+                    .await
+                    .map_err(|e| unavailable(e.to_string()).with_source(e)),
+                s => Err(unavailable(format!("HTTP {s}"))),
+            }
+        })
+        .await?;
+        Ok(body.as_array().and_then(|versions| {
+            versions
+                .iter()
+                .find(|v| v["subject"] == subject)
+                .and_then(|v| v["version"].as_u64())
+                .map(|v| v as u32)
+        }))
     }
 
     /// Registers `schema`, or gives the registry's reason when the subject's compatibility

@@ -93,7 +93,8 @@ impl Topics {
         }
         // A topic that exists is used as it is: creating it again would need Create, which a
         // principal with Write on topics an operator made does not have.
-        if self.exists(topic).await? {
+        let exists = retry(IN_PLACE, "reading topic metadata", || self.exists(topic)).await?;
+        if exists {
             self.known.insert(topic.to_owned());
             return Ok(());
         }

@@ -76,7 +76,7 @@ impl Reader<'_> {
                 Err(e) => return Err(e),
             };
             let subject = format!("{}-value", codec.topic);
-            let version = self.registry.version(&subject, codec.value.id).await;
+            let version = self.registry.version(&subject, codec.value.id).await?;
             changes.push(TableChange {
                 id: crate::sql::qualified(&t.schema, &t.table),
                 topic: codec.topic.to_string(),

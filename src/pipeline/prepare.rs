@@ -91,7 +91,10 @@ pub(super) async fn kafka(daemon: &DaemonConfig, conn: &ConnectorConfig) -> Resu
         }
     })
     .await?;
-    crate::avro::registry::check(&daemon.schema_registry).await?;
+    retry(IN_PLACE, "checking the schema registry", || {
+        crate::avro::registry::check(&daemon.schema_registry)
+    })
+    .await?;
     Ok(KafkaState {
         producer,
         topics,
