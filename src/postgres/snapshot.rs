@@ -21,7 +21,7 @@ use crate::config::PostgresConfig;
 use crate::decode::{Tuple, TupleData};
 use crate::error::{Code, Error, Result};
 use crate::postgres::catalog::{connect_client, pg_err, SnapshotTable};
-use crate::postgres::replication::SESSION_OPTIONS;
+use crate::postgres::SESSION_OPTIONS;
 use crate::sql::{sql_ident, sql_literal};
 use crate::Lsn;
 

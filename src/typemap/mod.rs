@@ -2,7 +2,7 @@
 //! that its consumers read our events unchanged.
 //!
 //! Values arrive in PostgreSQL's text output format. The replication session pins the output
-//! settings that text depends on (see `postgres::replication::SESSION_OPTIONS`): `DateStyle=ISO`,
+//! settings that text depends on (see `postgres::SESSION_OPTIONS`): `DateStyle=ISO`,
 //! `TimeZone=UTC`, `IntervalStyle=iso_8601`, `extra_float_digits=3`, `bytea_output=hex`,
 //! `lc_monetary=C`.
 //!

@@ -209,7 +209,7 @@ impl Catalog {
         let (client, server) = connect_client(
             cfg,
             application_name,
-            Some(crate::postgres::replication::SESSION_OPTIONS),
+            Some(crate::postgres::SESSION_OPTIONS),
         )
         .await?;
         Ok(Catalog {

@@ -24,14 +24,9 @@ use tokio::net::TcpStream;
 
 use crate::config::{PostgresConfig, SslMode};
 use crate::error::{Code, Error, Result};
-use crate::postgres::tls;
+use crate::postgres::{tls, SESSION_OPTIONS};
 use crate::sql::{sql_ident, sql_literal};
 use crate::Lsn;
-
-/// Output settings pinned for the replication session, so that pgoutput's text values have
-/// one format whatever the server's defaults (see `typemap`).
-pub const SESSION_OPTIONS: &str = "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=iso_8601 \
-     -c extra_float_digits=3 -c bytea_output=hex -c lc_monetary=C";
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
