@@ -131,7 +131,7 @@ impl Reader<'_> {
             }
             Message::Relation(r) => {
                 let rel = self.catalog.relation(&r, self.conn).await?;
-                let captured = self.conn.captures(&rel.schema, &rel.table);
+                let captured = self.catalog.captures(self.conn, &rel).await?;
                 // A schema barrier: snapshot reads of this table take its new shape (rebuilt at
                 // once: the incremental window looks the table up for every change).
                 let name = rel.qualified_name();

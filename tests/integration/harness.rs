@@ -153,6 +153,22 @@ impl Harness {
         (d, c)
     }
 
+    /// `pgcdc validate` on freshly written configs: its exit code and standard output.
+    pub fn validate(&self, extra: &str) -> (Option<i32>, String) {
+        let (d, c) = self.write_configs(extra);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgcdc"))
+            .arg("--config")
+            .arg(&d)
+            .arg("validate")
+            .arg(&c)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     /// One run of the connector (no restarts) on freshly written configs; it must fail
     /// within `timeout`.
     pub async fn run_once_expect_error(

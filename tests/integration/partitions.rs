@@ -1,7 +1,9 @@
 //! Partitioned tables: the partitioned root names the topic (the publication pgcdc creates
 //! sets `publish_via_partition_root`), for rows snapshotted and streamed, in every partition,
 //! and a new partition makes no new topic. A publication someone else made that publishes
-//! partitions under their own names is refused with the statement that fixes it.
+//! partitions under their own names is refused (by `validate` too) with the statement that
+//! fixes it. With `publish_via_partition_root: false` each partition has its own topic, for
+//! snapshot and stream alike.
 
 use std::time::Duration;
 
@@ -108,14 +110,17 @@ async fn partitions_stream_and_snapshot_under_the_root() {
 async fn a_publication_that_publishes_partitions_by_name_is_refused() {
     let h = Harness::new("partpub", SCHEMA).await;
     h.sql("CREATE PUBLICATION leafpub FOR TABLE events").await;
+    let fix = "ALTER PUBLICATION leafpub SET (publish_via_partition_root = true)";
+    let (code, out) = h.validate("publication: leafpub\n");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(fix) && out.contains("public.events"), "{out}");
     let err = h
         .run_once_expect_error("publication: leafpub\n", Duration::from_secs(60))
         .await;
     let text = err.to_string();
     assert!(!err.is_transient(), "{text}");
     assert!(
-        text.contains("ALTER PUBLICATION leafpub SET (publish_via_partition_root = true)")
-            && text.contains("public.events"),
+        text.contains(fix) && text.contains("public.events"),
         "{text}"
     );
 
@@ -127,6 +132,12 @@ async fn a_publication_that_publishes_partitions_by_name_is_refused() {
         h.name
     ))
     .await;
+    let (code, out) = h.validate("");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("(managed by pgcdc) gets publish_via_partition_root = true at start"),
+        "{out}"
+    );
     let run = h.start("").await;
     h.sql("INSERT INTO events VALUES (9, '2026-09-09', 'after-fix')")
         .await;
@@ -142,6 +153,50 @@ async fn a_publication_that_publishes_partitions_by_name_is_refused() {
         .unwrap()
         .get(0);
     assert!(via_root);
+    run.stop().await.unwrap();
+    h.drop_slot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_publish_via_partition_root_each_partition_has_its_own_topic() {
+    let h = Harness::new("partleaf", SCHEMA).await;
+    let run = h
+        .start("publish_via_partition_root: false\ntables:\n  include: [public.events]\n")
+        .await;
+    h.sql("INSERT INTO events VALUES (3, '2025-07-01', 'stream-a'), (4, '2026-07-01', 'stream-b')")
+        .await;
+    for (part, snap, stream) in [
+        ("events_2025", "snap-a", "stream-a"),
+        ("events_2026", "snap-b", "stream-b"),
+    ] {
+        let recs = h.read(part, 2, Duration::from_secs(90)).await;
+        let got: Vec<(&str, &str)> = recs
+            .iter()
+            .map(|r| {
+                (
+                    r.value["op"].as_str().unwrap(),
+                    r.value["after"]["v"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, [("r", snap), ("c", stream)], "{part}: {recs:#?}");
+        assert_eq!(recs[1].value["source"]["table"], part);
+    }
+    assert_eq!(
+        count(&h, &h.topic("events"), Duration::from_secs(3)).await,
+        0,
+        "nothing under the partitioned table's own topic"
+    );
+    let c = h.client().await;
+    let via_root: bool = c
+        .query_one(
+            "SELECT pubviaroot FROM pg_publication WHERE pubname = $1",
+            &[&format!("pgcdc_{}", h.name)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!via_root);
     run.stop().await.unwrap();
     h.drop_slot().await;
 }

@@ -19,14 +19,61 @@ pub struct SnapshotTable {
 }
 
 impl Catalog {
-    /// Captured tables, as `schema.table`, in name order.
+    /// The tables a snapshot reads, as `schema.table`, in name order: the captured tables,
+    /// where with `publish_via_partition_root: false` a partitioned table stands for its
+    /// leaf partitions (the stream names them, so their rows go to their own topics).
     pub async fn captured_table_names(&self, conn: &ConnectorConfig) -> Result<Vec<String>> {
-        Ok(self
-            .captured_tables(conn)
-            .await?
-            .into_iter()
-            .map(|t| t.name)
-            .collect())
+        let mut out = Vec::new();
+        for t in self.captured_tables(conn).await? {
+            if !t.partitioned || conn.publish_via_partition_root {
+                out.push(t.name);
+                continue;
+            }
+            let leaves = self
+                .client
+                .query(
+                    "SELECT n.nspname || '.' || c.relname
+                       FROM pg_partition_tree($1::text::regclass) p
+                       JOIN pg_class c ON c.oid = p.relid
+                       JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE p.isleaf
+                      ORDER BY 1",
+                    &[&t.quoted],
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+            for r in &leaves {
+                out.push(r.col(0)?);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Whether the stream's relation `rel` is captured: by its own name, or, with
+    /// `publish_via_partition_root: false` (pgoutput then names the partitions), as a
+    /// partition of a captured partitioned table.
+    pub async fn captures(&self, conn: &ConnectorConfig, rel: &Relation) -> Result<bool> {
+        if conn.captures(&rel.schema, &rel.table) {
+            return Ok(true);
+        }
+        if conn.publish_via_partition_root {
+            return Ok(false);
+        }
+        let root = self
+            .client
+            .query_opt(
+                "SELECT n.nspname, c.relname
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.oid = pg_partition_root($1::oid::regclass) AND c.oid <> $1::oid",
+                &[&rel.oid],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        match root {
+            Some(r) => Ok(conn.captures(&r.col::<String>(0)?, &r.col::<String>(1)?)),
+            None => Ok(false),
+        }
     }
 
     /// The relation of `schema.table` as pgoutput would announce it (columns in attnum
