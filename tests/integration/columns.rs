@@ -128,3 +128,43 @@ async fn rules_on_the_key_or_on_missing_columns_are_refused_at_start() {
         );
     }
 }
+
+/// `include` sends only the columns it lists (the key among them), in snapshot rows,
+/// changes and the registered schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn include_sends_only_the_listed_columns() {
+    let h = Harness::new("colinc", SCHEMA).await;
+    h.sql("INSERT INTO customers (id, name, email, ssn) VALUES (1, 'ann', 'a@x', '123')")
+        .await;
+    let run = h
+        .start("columns:\n  public.customers:\n    include: [id, name]\n")
+        .await;
+    h.sql("INSERT INTO customers (id, name, email, ssn) VALUES (2, 'bob', 'b@x', '456')")
+        .await;
+    let recs = h.read("customers", 2, Duration::from_secs(90)).await;
+    run.stop().await.unwrap();
+    let names = |v: &Json| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    for (r, name) in recs.iter().zip(["ann", "bob"]) {
+        assert_eq!(names(&r.value["after"]), ["id", "name"], "{r:?}");
+        assert_eq!(r.value["after"]["name"], name);
+    }
+    let latest = get_json(&format!(
+        "{}/subjects/{}-value/versions/latest",
+        h.stack.registry_url,
+        h.topic("customers")
+    ))
+    .await;
+    let schema: Json = serde_json::from_str(latest["schema"].as_str().unwrap()).unwrap();
+    let fields: Vec<&str> = schema["fields"][0]["type"][1]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["id", "name"], "{schema}");
+    h.drop_slot().await;
+}

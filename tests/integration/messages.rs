@@ -84,3 +84,64 @@ async fn messages_on(major: Option<u32>) {
     run.stop().await.unwrap();
     h.drop_slot().await;
 }
+
+/// `prefix_include` keeps only the prefixes it names; a non-transactional message is sent
+/// when PostgreSQL writes it, whatever becomes of a transaction around it: while that
+/// transaction is still open, and also when it rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_include_and_non_transactional_messages_inside_a_transaction() {
+    let h = Harness::new("msginc", "CREATE TABLE t (id int PRIMARY KEY);").await;
+    let run = h
+        .start("messages:\n  enabled: true\n  prefix_include: [keep]\n")
+        .await;
+    h.sql("SELECT pg_logical_emit_message(false, 'other', 'not included')")
+        .await;
+    h.sql("SELECT pg_logical_emit_message(true, 'other', 'not included either')")
+        .await;
+    h.sql("BEGIN; INSERT INTO t VALUES (1); SELECT pg_logical_emit_message(false, 'keep', 'rolled back'); ROLLBACK")
+        .await;
+    let open = h.client().await;
+    open.batch_execute(
+        "BEGIN; INSERT INTO t VALUES (2); SELECT pg_logical_emit_message(false, 'keep', 'while open')",
+    )
+    .await
+    .unwrap();
+    let topic = format!("{}.message", h.prefix);
+    let hex = |s: &str| {
+        format!(
+            "\\x{}",
+            s.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    };
+    let content = |recs: &[crate::harness::Record]| -> Vec<String> {
+        recs.iter()
+            .map(|r| {
+                assert_eq!(r.key["prefix"], "keep", "{r:?}");
+                r.value["message"]["content"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+    // Both arrive while the transaction around the second one is still open.
+    let recs = read_topic(&h.stack, &topic, 2, Duration::from_secs(90)).await;
+    assert_eq!(content(&recs), [hex("rolled back"), hex("while open")]);
+    assert!(recs.iter().all(|r| r.value["transaction"].is_null()));
+    open.batch_execute("COMMIT").await.unwrap();
+    h.sql("BEGIN; INSERT INTO t VALUES (3); SELECT pg_logical_emit_message(true, 'keep', 'in its transaction'); COMMIT")
+        .await;
+    let recs = read_topic(&h.stack, &topic, 3, Duration::from_secs(90)).await;
+    assert_eq!(
+        content(&recs),
+        [
+            hex("rolled back"),
+            hex("while open"),
+            hex("in its transaction")
+        ]
+    );
+    assert!(!recs[2].value["transaction"].is_null());
+    // Rows 2 and 3 arrived; row 1 was rolled back.
+    let rows = h.read("t", 2, Duration::from_secs(30)).await;
+    let ids: Vec<i64> = rows.iter().map(|r| r.key["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [2, 3]);
+    run.stop().await.unwrap();
+    h.drop_slot().await;
+}

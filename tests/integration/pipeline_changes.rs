@@ -208,6 +208,37 @@ async fn truncates_are_skipped_by_default_and_counted() {
     h.drop_slot().await;
 }
 
+/// `skipped_operations: [c, u, d]`: creates, updates and deletes are not sent (a delete's
+/// tombstone neither), snapshot reads and the truncate are, and each skipped event is
+/// counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_operations_drop_their_events_and_a_deletes_tombstone() {
+    let h = Harness::new(
+        "skipcud",
+        "CREATE TABLE accounts (id int PRIMARY KEY, v text); INSERT INTO accounts VALUES (0, 'snap');",
+    )
+    .await;
+    let run = h.start("skipped_operations: [c, u, d]\n").await;
+    h.sql(
+        "INSERT INTO accounts VALUES (1, 'a'); UPDATE accounts SET v = 'b' WHERE id = 1; \
+         DELETE FROM accounts WHERE id = 1; TRUNCATE accounts;",
+    )
+    .await;
+    // read keeps reading past the n-th record: a create, update, delete or tombstone would
+    // show.
+    let recs = h.read("accounts", 2, Duration::from_secs(60)).await;
+    assert_eq!(ops(&recs), ["r", "t"], "{recs:#?}");
+    for op in ["c", "u", "d"] {
+        assert_eq!(
+            pgcdc::metrics::get_skipped(&h.name, "public.accounts", op),
+            1,
+            "{op}"
+        );
+    }
+    run.stop().await.unwrap();
+    h.drop_slot().await;
+}
+
 /// A transaction replicated into this server (a replication origin set up, as a subscriber
 /// or a replication tool does): `source.origin` and `source.origin_lsn` name where it came
 /// from, as Debezium 3.5+; local transactions have both null.
