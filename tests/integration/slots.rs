@@ -64,3 +64,40 @@ async fn failover_on(major: Option<u32>) {
     run.stop().await.unwrap();
     h.drop_slot().await;
 }
+
+/// `validate` checks `slot_failover` against the server: a warning where no standby is in
+/// `synchronized_standby_slots` (the failover slot may then confirm what no standby has),
+/// a problem before PostgreSQL 17.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_checks_slot_failover_against_the_server() {
+    let h = Harness::new("fovalid", "CREATE TABLE t (id int PRIMARY KEY);").await;
+    let standbys: String = h
+        .client()
+        .await
+        .query_one("SELECT current_setting('synchronized_standby_slots')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(standbys, "", "the stack's server names no standby");
+    let (code, out) = h.validate("slot_failover: true\n");
+    assert_eq!(code, Some(0), "a warning, not a problem: {out}");
+    assert!(
+        out.contains("names no standby in synchronized_standby_slots"),
+        "{out}"
+    );
+    let (_, without) = h.validate("");
+    assert!(!without.contains("synchronized_standby_slots"), "{without}");
+
+    let old = Harness::for_major(
+        Some(16),
+        "fovalid16",
+        "CREATE TABLE t (id int PRIMARY KEY);",
+    )
+    .await;
+    let (code, out) = old.validate("slot_failover: true\n");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("slot_failover needs 17 or newer") && out.contains("remove slot_failover"),
+        "{out}"
+    );
+}
