@@ -47,8 +47,34 @@ async fn ddl_on(major: Option<u32>) {
         err.to_string().contains("pgcdc install-ddl-capture"),
         "{err}"
     );
-    let db = pgcdc::admin::install_ddl_capture(&conn).await.unwrap();
-    assert_eq!(db, h.db);
+    if major.is_none() {
+        // As an operator runs it: the SQL for a DBA, then the install itself.
+        let (_, file) = h.write_configs("schema_changes: true\n");
+        let dir = file.parent().unwrap().join("connectors");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(&file, dir.join("c.yaml")).unwrap();
+        let cli = |args: &[&str]| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgcdc"))
+                .arg("install-ddl-capture")
+                .arg("--connectors-dir")
+                .arg(&dir)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let sql = cli(&["--print", &h.name]);
+        assert!(sql.contains("CREATE EVENT TRIGGER"), "{sql}");
+        let said = cli(&[&h.name]);
+        assert!(
+            said.contains(&format!("DDL capture installed in database {}", h.db)),
+            "{said}"
+        );
+    } else {
+        let db = pgcdc::admin::install_ddl_capture(&conn).await.unwrap();
+        assert_eq!(db, h.db);
+    }
 
     let run = h.start("schema_changes: true\n").await;
     h.sql("INSERT INTO t VALUES (1, 1)").await;
