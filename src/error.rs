@@ -134,7 +134,7 @@ impl Code {
             Code::KafkaConfig => "correct the librdkafka option the message names in config/pgcdc.yaml",
             Code::KafkaUnavailable => "check that the brokers in kafka.bootstrap_servers run and are reachable; pgcdc retries meanwhile",
             Code::KafkaAuthorization => "grant the ACL the message names to pgcdc's principal (README lists the ACLs it needs)",
-            Code::KafkaFenced => "another pgcdc runs the same connector: stop one of them",
+            Code::KafkaFenced => "another instance of this connector took over; this one stands by (stop one if two were not meant to run)",
             Code::KafkaRecordTooLarge => "raise the topic's max.message.bytes (and the producer's message.max.bytes) above the size the message names",
             Code::SinkStopped => "read the error of the Kafka sink logged with it; pgcdc retries from the last checkpoint",
             Code::KafkaTransactionTimeout => "raise kafka.transaction.timeout (and the brokers' transaction.max.timeout.ms) above the time the message names; pgcdc retries meanwhile",

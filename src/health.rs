@@ -12,6 +12,9 @@ pub enum State {
     Starting,
     /// Streaming (or running its `initial_only` snapshot).
     Running,
+    /// Another instance of the connector holds the slot; this one takes over when it is
+    /// released.
+    Standby,
     /// A transient error stopped the run; the supervisor restarts it after a backoff.
     Restarting(Problem),
     /// A permanent error stopped it; the operator must act.
@@ -43,6 +46,7 @@ impl State {
         match self {
             State::Starting => "starting",
             State::Running => "running",
+            State::Standby => "standby",
             State::Restarting(_) => "restarting",
             State::Failed(_) => "failed",
             State::Stopped => "stopped",
@@ -51,7 +55,7 @@ impl State {
 
     /// Whether `/healthz` may answer 200 while a connector is in this state.
     fn healthy(&self) -> bool {
-        matches!(self, State::Running | State::Stopped)
+        matches!(self, State::Running | State::Standby | State::Stopped)
     }
 }
 

@@ -251,6 +251,20 @@ async fn run_one(
                 tracing::info!(connector = %conn.name, "stopped");
                 return Ok(());
             }
+            Err(e) if e.kind() == crate::error::Kind::Fenced => {
+                // High availability: the instance that fenced this one holds the slot now;
+                // this one stands by (the next run waits for the slot's release).
+                metrics::count_connector(&conn.name, ConnectorEvent::Error);
+                health::set(&conn.name, health::State::Standby);
+                tracing::warn!(connector = %conn.name, code = %e.code(), error = %e,
+                    "another instance of this connector took over; standing by");
+                tokio::select! {
+                    biased;
+                    _ = stop.changed() => return Ok(()),
+                    _ = tokio::time::sleep(conn.takeover / 4) => {}
+                }
+                health::set(&conn.name, health::State::Starting);
+            }
             Err(e) if e.is_transient() => {
                 metrics::count_connector(&conn.name, ConnectorEvent::Error);
                 health::set(

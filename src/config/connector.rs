@@ -58,6 +58,11 @@ pub struct ConnectorConfig {
     /// What to do when the slot can no longer deliver what follows the checkpoint
     /// (invalidated by PostgreSQL, gone, or ahead of the checkpoint).
     pub on_slot_lost: OnSlotLost,
+    /// High availability: while the slot is active in another session (another instance of
+    /// this connector), this instance stands by, and takes over within this long of the
+    /// slot's release.
+    #[serde(with = "humantime_serde")]
+    pub takeover: std::time::Duration,
     /// Changes of a partition are published as changes of its partitioned root (the
     /// publication's `publish_via_partition_root`), so the root names the topic and a new
     /// partition makes no new topic. pgcdc sets it on the publication it creates (and on
@@ -121,6 +126,7 @@ impl Default for ConnectorConfig {
             publication: None,
             slot_failover: false,
             on_slot_lost: OnSlotLost::Stop,
+            takeover: std::time::Duration::from_secs(10),
             publish_via_partition_root: true,
             publish_generated_columns: false,
             tables: TableFilter::default(),

@@ -101,7 +101,7 @@ pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
 /// What a fenced producer's error adds: the usual reason. A broker that aborted a
 /// transaction past its timeout fences the same way ([`sink`] tells the two apart).
 pub(crate) const FENCED_NOTE: &str =
-    "another pgcdc instance runs this connector (same transactional.id), this one stops";
+    "another pgcdc instance runs this connector (same transactional.id) and took over; this one stands by";
 
 /// The principal pgcdc authenticates as, for messages: `User:<sasl.username>`.
 pub fn principal(cfg: &KafkaConfig) -> String {

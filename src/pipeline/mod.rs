@@ -60,6 +60,9 @@ pub async fn run(
     let slot = conn.slot_name();
     let catalog = Catalog::connect(&conn.postgres, conn.numeric_mode, &app).await?;
     let messages = prepare::database(conn, &catalog).await?;
+    if !prepare::stand_by(conn, &catalog, &mut shutdown).await? {
+        return Ok(());
+    }
     let kafka = prepare::kafka(daemon, conn).await?;
     let (producer, ck, claim) = (kafka.producer, kafka.ck, kafka.claim);
 

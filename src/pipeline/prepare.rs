@@ -51,6 +51,46 @@ pub(super) async fn database(conn: &ConnectorConfig, catalog: &Catalog) -> Resul
     Ok(catalog.server_version_num().await? >= 140_000)
 }
 
+/// High availability: while the slot is active in another session (another instance of
+/// this connector, most likely), waits, saying so once: initialising the producer would
+/// fence that instance. Polls often enough to take over within `takeover` of the slot's
+/// release. Returns false when shutdown came first.
+pub(super) async fn stand_by(
+    conn: &ConnectorConfig,
+    catalog: &Catalog,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<bool> {
+    let slot = conn.slot_name();
+    let poll = (conn.takeover / 4).max(std::time::Duration::from_millis(100));
+    let mut waiting_since: Option<Instant> = None;
+    loop {
+        let active = catalog.slot(&slot).await?.filter(|s| s.active);
+        match (active, waiting_since) {
+            (None, None) => return Ok(true),
+            (None, Some(since)) => {
+                tracing::info!(connector = %conn.name, slot = %slot, waited_s = since.elapsed().as_secs(),
+                    "replication slot released: taking over");
+                crate::health::set(&conn.name, crate::health::State::Starting);
+                return Ok(true);
+            }
+            (Some(s), None) => {
+                let pid = s
+                    .active_pid
+                    .map_or_else(|| "?".to_owned(), |p| p.to_string());
+                tracing::warn!(connector = %conn.name, slot = %slot, active_pid = %pid, takeover = ?conn.takeover,
+                    "replication slot {slot} is active in another session (walsender pid {pid}), most likely another instance of this connector: standing by, taking over when it is released");
+                crate::health::set(&conn.name, crate::health::State::Standby);
+                waiting_since = Some(Instant::now());
+            }
+            (Some(_), Some(_)) => {}
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return Ok(false),
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
 /// What Kafka holds for this connector, with the producer that writes it.
 pub(super) struct KafkaState {
     pub(super) producer: TxProducer,
