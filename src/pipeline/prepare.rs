@@ -51,8 +51,8 @@ pub(super) async fn database(conn: &ConnectorConfig, catalog: &Catalog) -> Resul
     Ok(catalog.server_version_num().await? >= 140_000)
 }
 
-/// High availability: while the slot is active in another session (another instance of
-/// this connector, most likely), waits, saying so once: initialising the producer would
+/// High availability: while the slot is active in another session of this connector (another
+/// instance, by its application_name), waits, saying so once: initialising the producer would
 /// fence that instance. Polls often enough to take over within `takeover` of the slot's
 /// release. Returns false when shutdown came first.
 pub(super) async fn stand_by(
@@ -63,8 +63,17 @@ pub(super) async fn stand_by(
     let slot = conn.slot_name();
     let poll = (conn.takeover / 4).max(std::time::Duration::from_millis(100));
     let mut waiting_since: Option<Instant> = None;
+    // pgcdc's replication sessions carry this application_name; a slot active in any other
+    // session (pg_recvlogical, another tool) is not a peer's, and the start decision
+    // reports it.
+    let peer_app = format!("pgcdc-{}", conn.name);
     loop {
-        let active = catalog.slot(&slot).await?.filter(|s| s.active);
+        let mut active = catalog.slot(&slot).await?.filter(|s| s.active);
+        if let Some(pid) = active.as_ref().and_then(|s| s.active_pid) {
+            if catalog.application_name(pid).await?.as_deref() != Some(peer_app.as_str()) {
+                active = None;
+            }
+        }
         match (active, waiting_since) {
             (None, None) => return Ok(true),
             (None, Some(since)) => {
@@ -78,7 +87,7 @@ pub(super) async fn stand_by(
                     .active_pid
                     .map_or_else(|| "?".to_owned(), |p| p.to_string());
                 tracing::warn!(connector = %conn.name, slot = %slot, active_pid = %pid, takeover = ?conn.takeover,
-                    "replication slot {slot} is active in another session (walsender pid {pid}), most likely another instance of this connector: standing by, taking over when it is released");
+                    "replication slot {slot} is active in another instance of this connector (walsender pid {pid}): standing by, taking over when it is released");
                 crate::health::set(&conn.name, crate::health::State::Standby);
                 waiting_since = Some(Instant::now());
             }

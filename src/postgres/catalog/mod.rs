@@ -269,6 +269,22 @@ impl Catalog {
         row.col(0)
     }
 
+    /// The `application_name` of backend `pid` (None when it is gone or not visible).
+    pub async fn application_name(&self, pid: i32) -> Result<Option<String>> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT application_name FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        match row {
+            Some(r) => r.col(0),
+            None => Ok(None),
+        }
+    }
+
     pub async fn slot(&self, name: &str) -> Result<Option<SlotInfo>> {
         let row = self
             .client
