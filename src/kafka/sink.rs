@@ -143,6 +143,11 @@ impl SinkRx {
     pub(crate) async fn recv(&mut self) -> Option<SinkMsg> {
         self.rx.recv().await.map(|(m, _bytes)| m)
     }
+
+    /// Nothing waits in the channel: the reader has not handed over anything more yet.
+    fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
 }
 
 pub(crate) struct Sink {
@@ -312,12 +317,15 @@ impl Sink {
                     at_boundary = true;
                     self.position = self.position.max(end_lsn);
                     last_txn = Some((commit_lsn, end_lsn, xid, commit_ts_us));
+                    // A thin stream commits at once: nothing more is waiting, so waiting
+                    // for max_interval would only add latency. Under load the channel fills
+                    // while a commit runs, and the next commit takes all of it.
                     let full = open.as_ref().is_some_and(|o| {
                         o.events >= self.limits.max_events
                             || o.bytes >= self.limits.max_bytes
                             || o.started.elapsed() >= self.limits.max_interval
                     });
-                    if full {
+                    if full || (open.is_some() && rx.is_empty()) {
                         self.commit(&mut open, last_txn).await?;
                         last_commit_at = Instant::now();
                     }
