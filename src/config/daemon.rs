@@ -70,8 +70,8 @@ pub const DEFAULT_TXN_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Reader → producer buffer: 32 MiB.
 pub const DEFAULT_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
-/// librdkafka's queue: 64 MiB (librdkafka's own default is 1 GiB).
-pub const DEFAULT_PRODUCER_QUEUE_BYTES: u64 = 64 * 1024 * 1024;
+/// librdkafka's queue: 32 MiB (librdkafka's own default is 1 GiB).
+pub const DEFAULT_PRODUCER_QUEUE_BYTES: u64 = 32 * 1024 * 1024;
 
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
