@@ -169,19 +169,8 @@ async fn validate_names_each_problem_and_its_fix() {
     h.sql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO pgcdc_norep;")
         .await;
     let validate = |h: &Harness| {
-        let (d, c) = h.write_configs(
+        h.validate(
             "tables:\n  include: [public.good, public.nothing, public.nokey, public.missing]\n",
-        );
-        let out = Command::new(env!("CARGO_BIN_EXE_pgcdc"))
-            .arg("--config")
-            .arg(&d)
-            .arg("validate")
-            .arg(&c)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
         )
     };
 
