@@ -206,6 +206,11 @@ pub struct TransactionConfig {
     pub max_bytes: u64,
     #[serde(with = "humantime_serde")]
     pub max_interval: Duration,
+    /// At a PostgreSQL transaction boundary with nothing more read yet: how long to wait
+    /// for more before committing. Zero (the default) commits at once, the lowest latency;
+    /// more makes fewer, larger Kafka transactions out of a trickle of small ones.
+    #[serde(with = "humantime_serde")]
+    pub idle_wait: Duration,
     /// librdkafka's `transaction.timeout.ms`: the broker aborts a Kafka transaction open
     /// longer (one PostgreSQL transaction must stream within it). At most the brokers'
     /// `transaction.max.timeout.ms` (15 minutes by default).
@@ -219,6 +224,7 @@ impl Default for TransactionConfig {
             max_events: DEFAULT_TXN_MAX_EVENTS,
             max_bytes: DEFAULT_TXN_MAX_BYTES,
             max_interval: DEFAULT_TXN_MAX_INTERVAL,
+            idle_wait: Duration::ZERO,
             timeout: DEFAULT_TXN_TIMEOUT,
         }
     }
@@ -357,6 +363,16 @@ impl DaemonConfig {
         }
         if self.kafka.transaction.max_bytes == 0 {
             return err("kafka.transaction.max_bytes", "must be at least 1".into());
+        }
+        if self.kafka.transaction.idle_wait > self.kafka.transaction.max_interval {
+            return err(
+                "kafka.transaction.idle_wait",
+                format!(
+                    "{} is longer than kafka.transaction.max_interval ({}), which always commits first; lower it",
+                    humantime::format_duration(self.kafka.transaction.idle_wait),
+                    humantime::format_duration(self.kafka.transaction.max_interval)
+                ),
+            );
         }
         validate_topic_name(&self.kafka.offsets_topic)
             .or_else(|m| err("kafka.offsets_topic", m))?;

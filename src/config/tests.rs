@@ -295,6 +295,26 @@ fn parses_daemon_with_human_durations() {
     let c = daemon(&text).unwrap();
     assert_eq!(c.kafka.transaction.max_events, 7);
     assert_eq!(c.kafka.transaction.max_interval, DEFAULT_TXN_MAX_INTERVAL);
+    assert_eq!(c.kafka.transaction.idle_wait, Duration::ZERO);
+}
+
+#[test]
+fn idle_wait_is_at_most_max_interval() {
+    let text = DAEMON.replace(
+        "    max_interval: 1s\n",
+        "    max_interval: 1s\n    idle_wait: 20ms\n",
+    );
+    assert_eq!(
+        daemon(&text).unwrap().kafka.transaction.idle_wait,
+        Duration::from_millis(20)
+    );
+    let text = DAEMON.replace(
+        "    max_interval: 1s\n",
+        "    max_interval: 1s\n    idle_wait: 2s\n",
+    );
+    let e = daemon(&text).unwrap_err();
+    assert_eq!(e.field, "kafka.transaction.idle_wait");
+    assert!(e.to_string().contains("max_interval (1s)"), "{e}");
 }
 
 #[test]

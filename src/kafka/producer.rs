@@ -311,6 +311,20 @@ impl TxProducer {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
+                // librdkafka refuses at once when the topic's metadata already said
+                // TopicAuthorizationFailed: the same refusal as in a delivery report.
+                Err((
+                    e @ KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed),
+                    _,
+                )) => {
+                    return Err(refused_topic(
+                        &self.brokers,
+                        &format!("producing to {topic}"),
+                        &self.principal,
+                        topic,
+                        e,
+                    ))
+                }
                 Err((e, _)) => return Err(self.error(&format!("producing to {topic}"), e)),
             }
         }

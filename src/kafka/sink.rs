@@ -256,12 +256,16 @@ impl Sink {
         let mut at_boundary = true;
         let mut last_txn: Option<(Lsn, Lsn, u32, i64)> = None;
         let mut last_commit_at = Instant::now();
+        let mut boundary_at = Instant::now();
         loop {
             // When to commit without new input: an open transaction at a PostgreSQL
-            // transaction boundary after max_interval; with nothing open, a heartbeat that
-            // checkpoints idle progress and finds out early when another instance fenced us.
+            // transaction boundary after max_interval, or idle_wait after that boundary;
+            // with nothing open, a heartbeat that checkpoints idle progress and finds out
+            // early when another instance fenced us.
             let wake = match &open {
-                Some(o) if at_boundary => Some(o.started + self.limits.max_interval),
+                Some(o) if at_boundary => Some(
+                    (o.started + self.limits.max_interval).min(boundary_at + self.limits.idle_wait),
+                ),
                 Some(_) => None,
                 None => Some(last_commit_at + HEARTBEAT_INTERVAL),
             };
@@ -315,22 +319,27 @@ impl Sink {
                     commit_ts_us,
                 }) => {
                     at_boundary = true;
+                    boundary_at = Instant::now();
                     self.position = self.position.max(end_lsn);
                     last_txn = Some((commit_lsn, end_lsn, xid, commit_ts_us));
-                    // A thin stream commits at once: nothing more is waiting, so waiting
-                    // for max_interval would only add latency. Under load the channel fills
-                    // while a commit runs, and the next commit takes all of it.
+                    // A thin stream commits at once (idle_wait 0): nothing more is waiting,
+                    // so waiting for max_interval would only add latency. Under load the
+                    // channel fills while a commit runs, and the next commit takes all of it.
                     let full = open.as_ref().is_some_and(|o| {
                         o.events >= self.limits.max_events
                             || o.bytes >= self.limits.max_bytes
                             || o.started.elapsed() >= self.limits.max_interval
                     });
-                    if full || (open.is_some() && rx.is_empty()) {
+                    let idle = self.limits.idle_wait.is_zero() && rx.is_empty();
+                    if full || (open.is_some() && idle) {
                         self.commit(&mut open, last_txn).await?;
                         last_commit_at = Instant::now();
                     }
                 }
                 Some(SinkMsg::Boundary(lsn)) => {
+                    if !at_boundary {
+                        boundary_at = Instant::now();
+                    }
                     at_boundary = true;
                     self.position = self.position.max(lsn);
                 }

@@ -83,7 +83,7 @@ async fn sigterm_exits_within_shutdown_timeout_while_postgres_does_not_answer() 
     dev_stack_args(&["scratch-down", "frozen"]);
 }
 
-/// Shutdown with a Kafka transaction open (a long `max_interval` keeps it open): pgcdc
+/// Shutdown with a Kafka transaction open (a long `max_interval` and `idle_wait` keep it open): pgcdc
 /// commits it with its checkpoint, and its last status update tells the slot exactly that
 /// position before it exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,6 +91,7 @@ async fn shutdown_commits_the_open_transaction_and_reports_its_position_to_the_s
     let h = Harness::new("lastflush", "CREATE TABLE t (id int PRIMARY KEY, v text);").await;
     let (mut daemon, conn) = h.configs("tables:\n  include: [public.t]\n");
     daemon.kafka.transaction.max_interval = Duration::from_secs(120);
+    daemon.kafka.transaction.idle_wait = Duration::from_secs(120);
     let kafka = daemon.kafka.clone();
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(pgcdc::supervisor::run(daemon, vec![conn], rx));
