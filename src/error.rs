@@ -61,6 +61,9 @@ pub enum Code {
     KafkaRecordTooLarge,
     /// The broker aborted a Kafka transaction open longer than its timeout.
     KafkaTransactionTimeout,
+    /// The producer delivered nothing for a long while although the brokers answer and every
+    /// partition has a leader (a librdkafka stall after a broker outage).
+    KafkaStalled,
     /// The Kafka sink task ended; its own error says why.
     SinkStopped,
     /// Any other Kafka error.
@@ -102,6 +105,7 @@ impl Code {
             Code::KafkaFenced => "kafka.fenced",
             Code::KafkaRecordTooLarge => "kafka.record_too_large",
             Code::KafkaTransactionTimeout => "kafka.transaction_timeout",
+            Code::KafkaStalled => "kafka.stalled",
             Code::SinkStopped => "internal.sink_stopped",
             Code::Kafka => "kafka",
             Code::Checkpoint => "checkpoint",
@@ -138,6 +142,7 @@ impl Code {
             Code::KafkaRecordTooLarge => "raise the topic's max.message.bytes (and the producer's message.max.bytes) above the size the message names",
             Code::SinkStopped => "read the error of the Kafka sink logged with it; pgcdc retries from the last checkpoint",
             Code::KafkaTransactionTimeout => "raise kafka.transaction.timeout (and the brokers' transaction.max.timeout.ms) above the time the message names; pgcdc retries meanwhile",
+            Code::KafkaStalled => "none: pgcdc restarts the connector from the last checkpoint with a new producer; if it repeats, report it with the log of a run with kafka.librdkafka.debug set to eos,topic,broker",
             Code::Kafka => "read the broker's message; pgcdc retries from the last checkpoint when it can",
             Code::Checkpoint => "check the offsets topic the message names (kafka.offsets_topic): readable, compacted, written only by pgcdc",
             Code::RegistryUnavailable => "check that schema_registry.url answers; pgcdc retries meanwhile",
@@ -168,6 +173,7 @@ impl Code {
         Code::KafkaFenced,
         Code::KafkaRecordTooLarge,
         Code::KafkaTransactionTimeout,
+        Code::KafkaStalled,
         Code::SinkStopped,
         Code::Kafka,
         Code::Checkpoint,

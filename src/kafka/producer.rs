@@ -32,6 +32,13 @@ fn drain(p: &Inner) {
     }
 }
 
+/// How long a full queue may go without a single delivery report before the producer asks
+/// the brokers whether they answer (see [`TxProducer::stalled`]).
+const STALL_CHECK: Duration = Duration::from_secs(30);
+/// How long that metadata request may take: a broker that does not answer within it is an
+/// outage, waited out.
+const STALL_PROBE: Duration = Duration::from_secs(10);
+
 /// How long a failed blocking transaction call waits for librdkafka to record a fatal
 /// (fenced) state before its error is classified.
 const FENCED_GRACE: Duration = Duration::from_secs(1);
@@ -62,6 +69,8 @@ pub fn transactional_id(connector: &str) -> String {
 pub struct Deliveries {
     /// The connector whose librdkafka lines are counted when suppressed.
     connector: std::sync::Arc<str>,
+    /// Delivery reports served, successful or not: progress, for the stall watchdog.
+    reports: AtomicU64,
     failed: AtomicU64,
     /// The first failed delivery's error, classified when the flush reports it.
     first_error: Mutex<Option<KafkaError>>,
@@ -95,6 +104,7 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        self.reports.fetch_add(1, Ordering::Relaxed);
         if let Err((e, m)) = result {
             if e.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAuthorizationFailed) {
                 if let Ok(mut first) = self.first_denied.lock() {
@@ -164,6 +174,7 @@ impl TxProducer {
         let inner: Inner = c
             .create_with_context(Deliveries {
                 connector: connector.into(),
+                reports: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
                 first_error: Mutex::new(None),
                 first_denied: Mutex::new(None),
@@ -288,6 +299,9 @@ impl TxProducer {
                 }
             }
         }
+        // Since when the queue has been full with no delivery report, and how many reports
+        // had been served then.
+        let mut full_since: Option<(std::time::Instant, u64)> = None;
         loop {
             let mut rec = BaseRecord::<[u8], [u8]>::to(topic);
             if let Some(k) = key {
@@ -309,6 +323,16 @@ impl TxProducer {
             match self.inner.send(rec) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    let reports = self.inner.context().reports.load(Ordering::Relaxed);
+                    match full_since {
+                        Some((since, seen)) if seen == reports => {
+                            if since.elapsed() >= STALL_CHECK {
+                                self.stalled(topic, since.elapsed()).await?;
+                                full_since = Some((std::time::Instant::now(), reports));
+                            }
+                        }
+                        _ => full_since = Some((std::time::Instant::now(), reports)),
+                    }
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 // librdkafka refuses at once when the topic's metadata already said
@@ -326,6 +350,50 @@ impl TxProducer {
                     ))
                 }
                 Err((e, _)) => return Err(self.error(&format!("producing to {topic}"), e)),
+            }
+        }
+    }
+
+    /// The queue has been full for `waited` without a delivery report. While the brokers do
+    /// not answer, or a partition of `topic` has no leader, that is an outage: waited out
+    /// (Ok). When they answer and every partition has a leader, this producer is stuck:
+    /// librdkafka can keep a partition's leader as unknown after a broker was fenced and
+    /// came back ("new leader-1 not found in cache", the same stall as
+    /// vectordotdev/vector#25375), and nothing moves until `message.timeout.ms` expires the
+    /// queue. A transient error then restarts the connector from its checkpoint with a new
+    /// producer; the open transaction is aborted by the new producer's fencing, so nothing
+    /// is delivered twice.
+    async fn stalled(&self, topic: &str, waited: Duration) -> Result<()> {
+        let p = self.inner.clone();
+        let t = topic.to_owned();
+        let leaders = tokio::task::spawn_blocking(move || {
+            let md = p.client().fetch_metadata(Some(&t), STALL_PROBE).ok()?;
+            let topic = md.topics().iter().find(|m| m.name() == t)?;
+            let parts = topic.partitions();
+            let led = topic.error().is_none()
+                && !parts.is_empty()
+                && parts.iter().all(|p| p.error().is_none() && p.leader() >= 0);
+            Some((led, parts.len()))
+        })
+        .await
+        .ok()
+        .flatten();
+        match leaders {
+            Some((true, partitions)) => Err(Error::transient(
+                Code::KafkaStalled,
+                format!(
+                    "Kafka {}: producing to {topic}: nothing delivered for {} s with the \
+                     producer's queue full, although the brokers answer and all {partitions} \
+                     partitions of {topic} have a leader (librdkafka stuck after a broker \
+                     outage); restarting the connector from its last checkpoint with a new \
+                     producer",
+                    self.brokers,
+                    waited.as_secs()
+                ),
+            )),
+            _ => {
+                tracing::debug!(%topic, waited_s = waited.as_secs(), "producer queue full and the brokers do not answer (or a partition has no leader); waiting");
+                Ok(())
             }
         }
     }
