@@ -6,4 +6,5 @@ BEGIN
                     payload text NOT NULL, at timestamptz NOT NULL DEFAULT now())', t);
   END LOOP;
 END $$;
-CREATE PUBLICATION pgcdc_bench FOR TABLE bench_a, bench_b, bench_c, bench_d, bench_live;
+CREATE TABLE bench_ins (id bigint PRIMARY KEY, n int NOT NULL, payload text NOT NULL);
+CREATE PUBLICATION pgcdc_bench FOR TABLE bench_a, bench_b, bench_c, bench_d, bench_ins, bench_live;
