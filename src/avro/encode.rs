@@ -26,7 +26,7 @@ impl Names {
     }
 }
 
-fn zigzag(n: i64, out: &mut Vec<u8>) {
+pub fn zigzag(n: i64, out: &mut Vec<u8>) {
     let mut z = ((n << 1) ^ (n >> 63)) as u64;
     while z >= 0x80 {
         out.push((z as u8) | 0x80);
@@ -35,7 +35,7 @@ fn zigzag(n: i64, out: &mut Vec<u8>) {
     out.push(z as u8);
 }
 
-fn bytes(b: &[u8], out: &mut Vec<u8>) {
+pub fn bytes(b: &[u8], out: &mut Vec<u8>) {
     zigzag(b.len() as i64, out);
     out.extend_from_slice(b);
 }

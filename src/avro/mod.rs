@@ -152,6 +152,46 @@ impl Registered {
         self.schema
     }
 
+    /// The named types of the schema, for [`encode::write`].
+    pub fn names(&self) -> &encode::Names {
+        &self.names
+    }
+
+    /// Encodes in the Confluent wire format with `write`, which appends the Avro body
+    /// straight from the event (no `Value` tree: the streaming hot path). Debug builds also
+    /// build `check`, the same event as a `Value`, and assert that apache-avro's writer
+    /// produces the same bytes.
+    pub fn encode_with(
+        &self,
+        write: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), String>,
+        #[cfg_attr(not(debug_assertions), allow(unused_variables))] check: impl FnOnce() -> Value,
+        what: &dyn Fn() -> String,
+    ) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(256);
+        out.push(0);
+        out.extend_from_slice(&self.id.to_be_bytes());
+        write(&mut out).map_err(|e| {
+            Error::permanent(
+                Code::Registry,
+                format!("{}: value does not fit its Avro schema: {e}", what()),
+            )
+        })?;
+        #[cfg(debug_assertions)]
+        {
+            let value = check();
+            let mut expected = vec![0];
+            expected.extend_from_slice(&self.id.to_be_bytes());
+            if let Err(e) = self.writer.write_value_ref(&mut expected, &value) {
+                panic!("apache-avro refuses the event pgcdc encodes: {e}");
+            }
+            assert_eq!(
+                out, expected,
+                "pgcdc's direct envelope encoding differs from apache-avro's"
+            );
+        }
+        Ok(out)
+    }
+
     /// Encodes `value` in the Confluent wire format, refusing a value that does not fit the
     /// schema.
     pub fn encode(&self, value: Value, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
