@@ -414,6 +414,34 @@ mod tests {
     }
 
     #[test]
+    fn extreme_positions_and_xids_are_spelled_in_full() {
+        let c = codec();
+        for (xid, last, lsn, commit) in [
+            (0, 0, 0, 0),
+            (u32::MAX, u64::MAX, u64::MAX - 1, u64::MAX),
+            (9, 10, 99, 100),
+        ] {
+            let mut out = insert(&c, row("1", Some("7"))).unwrap();
+            let Change::Event(e) = out.remove(0) else {
+                panic!("not an event")
+            };
+            let mut cx = cx(SnapshotMark::False);
+            (cx.xid, cx.last_commit_lsn.0, cx.lsn.0, cx.commit_lsn.0) = (xid, last, lsn, commit);
+            // Debug builds also assert these bytes against apache-avro's for the Value.
+            let enc = e.encode(&c, &ORIGIN(), &cx).unwrap();
+            let value = decode(&enc.value, &c.value);
+            assert_eq!(
+                at(&value, "source.sequence"),
+                &Value::String(format!("[\"{last}\",\"{lsn}\"]"))
+            );
+            assert_eq!(
+                at(&value, "transaction.id"),
+                &Value::String(format!("{xid}:{commit}"))
+            );
+        }
+    }
+
+    #[test]
     fn a_key_change_encodes_as_delete_with_a_marked_key_only_before_then_create() {
         let c = codec();
         let out = update(&c, Some(&row("1", None)), true, row("2", Some("7")), true).unwrap();

@@ -375,7 +375,6 @@ pub fn write_source(
     table: &str,
     out: &mut Vec<u8>,
 ) {
-    use std::fmt::Write as _;
     let commit_us = cx.commit_ts_us;
     encode::bytes(env!("CARGO_PKG_VERSION").as_bytes(), out);
     encode::bytes(b"postgresql", out);
@@ -385,9 +384,21 @@ pub fn write_source(
     encode::zigzag(0, out);
     encode::bytes(cx.snapshot.as_str().as_bytes(), out);
     encode::bytes(origin.db.as_bytes(), out);
-    let mut sequence = String::with_capacity(48);
-    let _ = write!(sequence, "[\"{}\",\"{}\"]", cx.last_commit_lsn.0, cx.lsn.0);
-    opt_str(&sequence, out);
+    // sequence: ["<last commit lsn>","<lsn>"], formatted on the stack.
+    let mut seq = [0u8; 48];
+    let mut n = 0;
+    for (part, lsn) in [
+        (&b"[\""[..], cx.last_commit_lsn.0),
+        (&b"\",\""[..], cx.lsn.0),
+    ] {
+        seq[n..n + part.len()].copy_from_slice(part);
+        n += part.len();
+        n += decimal(lsn, &mut seq[n..]);
+    }
+    seq[n..n + 2].copy_from_slice(b"\"]");
+    n += 2;
+    encode::zigzag(1, out);
+    encode::bytes(&seq[..n], out);
     opt_long(commit_us, out);
     opt_long(commit_us.saturating_mul(1000), out);
     encode::bytes(schema.as_bytes(), out);
@@ -408,12 +419,32 @@ pub fn write_source(
     opt_long(cx.commit_lsn.0 as i64, out);
 }
 
+/// Writes `v` in decimal at the start of `buf` (at least 20 bytes), returning its length.
+fn decimal(mut v: u64, buf: &mut [u8]) -> usize {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let len = tmp.len() - i;
+    buf[..len].copy_from_slice(&tmp[i..]);
+    len
+}
+
 /// The Avro body of [`block_value`].
 fn write_block(cx: &ChangeContext, out: &mut Vec<u8>) {
-    use std::fmt::Write as _;
-    let mut id = String::with_capacity(32);
-    let _ = write!(id, "{}:{}", cx.xid, cx.commit_lsn.0);
-    encode::bytes(id.as_bytes(), out);
+    // id: "<xid>:<commit lsn>", formatted on the stack.
+    let mut id = [0u8; 41];
+    let mut n = decimal(u64::from(cx.xid), &mut id);
+    id[n] = b':';
+    n += 1;
+    n += decimal(cx.commit_lsn.0, &mut id[n..]);
+    encode::bytes(&id[..n], out);
     encode::zigzag(cx.total_order as i64, out);
     encode::zigzag(cx.table_order as i64, out);
 }
