@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # Integration tests are I/O-bound against the local stack; a few run at once on 2 cores.
 TEST_THREADS ?= 4
 
-.PHONY: help stack stack-down stack-status build test unit-test run lint bench bounds chaos compat
+.PHONY: help stack stack-down stack-status build test unit-test run lint bench bounds chaos compat fuzz
 
 help:
 	@echo "make run         local stack up, demo tables, daemon on connectors/example.yaml"
@@ -16,6 +16,7 @@ help:
 	@echo "make bounds      RSS through a 5M-row transaction with Kafka paused 60 s (RESULT line; not in CI)"
 	@echo "make chaos       exactly-once under >=20 SIGKILLs and server restarts (RESULT line)"
 	@echo "make compat      Flink SQL (debezium-avro-confluent) reads pgcdc's topics; final state = PostgreSQL (not in CI)"
+	@echo "make fuzz        property tests of the decoder and text parsers for FUZZ_SECONDS (600) (RESULT line; not in CI)"
 
 stack:
 	@dev/stack up
@@ -38,6 +39,9 @@ test: stack
 
 chaos: stack
 	@dev/chaos/run
+
+fuzz:
+	@dev/fuzz
 
 compat: stack
 	cargo build --locked

@@ -16,6 +16,8 @@
 //! - [`value`]: text output → Avro value, or a [`ValueError`] naming the problem;
 //! - `text`: parsers for PostgreSQL's text output formats (numbers, arrays, hstore, dates).
 
+#[cfg(test)]
+mod props;
 mod schema;
 #[cfg(test)]
 mod tests;

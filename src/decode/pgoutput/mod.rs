@@ -360,4 +360,6 @@ pub fn decode(data: Bytes) -> Result<Message, DecodeError> {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
