@@ -3,6 +3,32 @@
 //! and Apicurio Registry on loopback. One test binary, so rdkafka links once.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test tool: failing loudly is its job
 
+/// The version matrix (issue 14.1): `on_majors!(name, f)` makes module `name` with one test
+/// per other PostgreSQL major of the stack (`pg14`, `pg15`, `pg16`, `pg18`), each running
+/// `f(Some(major))` on that server; the test calling `f(None)` covers the stack's 17.
+macro_rules! on_majors {
+    ($name:ident, $f:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pg14() {
+                super::$f(Some(14)).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pg15() {
+                super::$f(Some(15)).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pg16() {
+                super::$f(Some(16)).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pg18() {
+                super::$f(Some(18)).await
+            }
+        }
+    };
+}
+
 mod checkpoint;
 mod columns;
 mod common;
@@ -21,6 +47,7 @@ mod lost_slot;
 mod messages;
 mod outbox;
 mod partitions;
+mod pg_values;
 mod pipeline_changes;
 mod pipeline_types;
 mod python_consumer;

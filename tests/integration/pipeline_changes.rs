@@ -32,7 +32,13 @@ fn ops(recs: &[Record]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inserts_updates_deletes_truncates_across_tables() {
-    let h = Harness::new("changes", SCHEMA).await;
+    changes_on(None).await;
+}
+
+on_majors!(inserts_updates_deletes_truncates_on, changes_on);
+
+async fn changes_on(major: Option<u32>) {
+    let h = Harness::for_major(major, "changes", SCHEMA).await;
     let run = h.start(CONNECTOR).await;
     h.sql(
         "BEGIN;

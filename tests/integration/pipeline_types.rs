@@ -139,7 +139,13 @@ fn assert_fields(row: &str, got: &Json, want: &Json) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_arrives_intact() {
-    let h = Harness::new("types", SCHEMA).await;
+    every_type_on(None).await;
+}
+
+on_majors!(every_type_arrives_intact_on, every_type_on);
+
+async fn every_type_on(major: Option<u32>) {
+    let h = Harness::for_major(major, "types", SCHEMA).await;
     let run = h.start("").await;
     h.sql(TYPICAL).await;
     h.sql(EDGES).await;

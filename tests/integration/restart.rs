@@ -20,7 +20,14 @@ async fn insert(h: &Harness, from: i32, to: i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_lose_and_duplicate_nothing() {
-    let mut h = Harness::new(
+    restart_on(None).await;
+}
+
+on_majors!(sigkill_and_restart_on, restart_on);
+
+async fn restart_on(major: Option<u32>) {
+    let mut h = Harness::for_major(
+        major,
         "restart",
         "CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL);",
     )

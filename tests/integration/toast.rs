@@ -174,7 +174,13 @@ fn ops(recs: &[Record]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_completes_what_it_can_prove_and_marks_the_rest() {
-    let h = Harness::new("toastfetch", SCHEMA).await;
+    toast_fetch_on(None).await;
+}
+
+on_majors!(fetch_completes_on, toast_fetch_on);
+
+async fn toast_fetch_on(major: Option<u32>) {
+    let h = Harness::for_major(major, "toastfetch", SCHEMA).await;
     let (recs, want) = scenarios(&h, "snapshot:\n  mode: never\ntoast: fetch\n").await;
     // The first run's 12 records, then the restart's two (nothing committed is re-read).
     assert_eq!(

@@ -88,8 +88,14 @@ async fn initial_snapshot_of_a_million_rows_under_concurrent_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_mid_snapshot_resumes_without_duplicates() {
+    snapshot_crash_on(None).await;
+}
+
+on_majors!(crash_mid_snapshot_on, snapshot_crash_on);
+
+async fn snapshot_crash_on(major: Option<u32>) {
     const ROWS: i64 = 300_000;
-    let h = Harness::new("snapcrash", &table_sql("big", ROWS)).await;
+    let h = Harness::for_major(major, "snapcrash", &table_sql("big", ROWS)).await;
     let extra = "snapshot:\n  workers: 2\n  chunk_rows: 3000\n  incremental_chunk_rows: 5000\n";
     let (daemon_file, conn_file) = h.write_configs(extra);
     let (stop, ops, w) = spawn_writer(&h, "big", ROWS);
