@@ -45,7 +45,7 @@ impl Topics {
 
     /// Whether `topic` exists, from the cluster's metadata (false also when the principal
     /// may not describe it: the create that follows names the ACLs).
-    async fn exists(&self, topic: &str) -> Result<bool> {
+    async fn exists(&self, topic: &str) -> Result<Option<usize>> {
         let (admin, name) = (self.admin.clone(), topic.to_owned());
         let md = tokio::task::spawn_blocking(move || {
             admin
@@ -59,17 +59,17 @@ impl Topics {
         })?
         .map_err(|e| classify(&self.brokers, &format!("reading metadata of {topic}"), e))?;
         let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
-            return Ok(false);
+            return Ok(None);
         };
         match t.error().map(RDKafkaErrorCode::from) {
-            None => Ok(!t.partitions().is_empty()),
+            None => Ok((!t.partitions().is_empty()).then(|| t.partitions().len())),
             // A missing topic the principal may not create looks the same as one it may not
             // describe (the metadata request allows auto-creation): creating it tells them
             // apart, and its refusal names both ACLs.
             Some(
                 RDKafkaErrorCode::UnknownTopicOrPartition
                 | RDKafkaErrorCode::TopicAuthorizationFailed,
-            ) => Ok(false),
+            ) => Ok(None),
             Some(code) => Err(Error::transient(
                 Code::KafkaUnavailable,
                 format!(
@@ -94,15 +94,20 @@ impl Topics {
         // A topic that exists is used as it is: creating it again would need Create, which a
         // principal with Write on topics an operator made does not have.
         let exists = retry(IN_PLACE, "reading topic metadata", || self.exists(topic)).await?;
-        if exists {
+        let want = partitions.unwrap_or(self.partitions);
+        if let Some(n) = exists {
+            if n != want as usize {
+                tracing::warn!(
+                    topic,
+                    partitions = n,
+                    configured = want,
+                    "topic {topic} exists with {n} partitions, not the {want} pgcdc would create it with: pgcdc uses it as it is (each key keeps its order within its partition); to change it, alter the topic's partitions (keys then move to other partitions) or delete it before pgcdc first writes"
+                );
+            }
             self.known.insert(topic.to_owned());
             return Ok(());
         }
-        let mut nt = NewTopic::new(
-            topic,
-            partitions.unwrap_or(self.partitions),
-            TopicReplication::Fixed(self.replication),
-        );
+        let mut nt = NewTopic::new(topic, want, TopicReplication::Fixed(self.replication));
         for (k, v) in &self.configs {
             if !extra.iter().any(|(ek, _)| ek == k) {
                 nt = nt.set(k, v);
@@ -157,5 +162,38 @@ impl Topics {
         .await?;
         self.known.insert(topic.to_owned());
         Ok(())
+    }
+
+    /// Refuses an offsets topic that is not compacted: Kafka would delete pgcdc's checkpoints
+    /// after `retention.ms`, and a restart after that would not know where it stopped. Kafka
+    /// Connect refuses its offsets topic likewise. A principal without DescribeConfigs on the
+    /// topic gets a warning instead.
+    pub async fn check_compacted(&self, topic: &str) -> Result<()> {
+        use rdkafka::admin::ResourceSpecifier;
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+        let res = self
+            .admin
+            .describe_configs(&[ResourceSpecifier::Topic(topic)], &opts)
+            .await
+            .map_err(|e| classify(&self.brokers, &format!("describing topic {topic}"), e))?;
+        let policy = match res.into_iter().next() {
+            Some(Ok(r)) => r.get("cleanup.policy").and_then(|e| e.value.clone()),
+            Some(Err(_)) | None => None,
+        };
+        match policy {
+            Some(p) if p.split(',').any(|v| v.trim() == "compact") => Ok(()),
+            // Not shown (a principal without DescribeConfigs on the topic): not checkable.
+            None => {
+                tracing::warn!(topic, "cannot read cleanup.policy of the offsets topic {topic}; make sure it is compacted (grant {} DescribeConfigs on Topic {topic} to let pgcdc check)", self.principal);
+                Ok(())
+            }
+            Some(p) => Err(Error::permanent(
+                Code::Kafka,
+                format!(
+                    "Kafka {}: offsets topic {topic} has cleanup.policy={}, so Kafka would delete pgcdc's checkpoints after retention.ms; run kafka-configs.sh --bootstrap-server {} --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact (or set kafka.offsets_topic to a compacted topic)",
+                    self.brokers, p, self.brokers
+                ),
+            )),
+        }
     }
 }

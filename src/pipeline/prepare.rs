@@ -125,6 +125,7 @@ pub(super) async fn kafka(daemon: &DaemonConfig, conn: &ConnectorConfig) -> Resu
             &[("cleanup.policy", "compact")],
         )
         .await?;
+    topics.check_compacted(&daemon.kafka.offsets_topic).await?;
     // A coordinator moving or a partition without a leader for a moment is retried here,
     // not by restarting the connector.
     let (ck, claim) = retry(IN_PLACE, "reading the checkpoint", || {

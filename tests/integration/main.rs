@@ -29,6 +29,7 @@ macro_rules! on_majors {
     };
 }
 
+mod bad_input;
 mod checkpoint;
 mod columns;
 mod common;

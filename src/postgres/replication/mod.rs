@@ -388,7 +388,23 @@ impl ReplicationClient {
                 "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {opt}",
                 sql_ident(slot)
             ))
-            .await?;
+            .await
+            .map_err(|e| {
+                // configuration_limit_exceeded: every slot max_replication_slots allows
+                // exists. Retried: dropping a slot frees one without restarting pgcdc.
+                if e.sqlstate() == Some("53400") {
+                    Error::transient(
+                        Code::Slot,
+                        format!(
+                            "PostgreSQL {}: cannot create replication slot {slot}: all replication slots are in use (max_replication_slots); drop one that is no longer needed (SELECT slot_name, active FROM pg_replication_slots) or raise max_replication_slots and restart the server; pgcdc retries",
+                            self.server
+                        ),
+                    )
+                    .with_sqlstate("53400")
+                } else {
+                    e
+                }
+            })?;
         let row = rows.first();
         let lsn = row
             .and_then(|r| r.get(1).cloned().flatten())
