@@ -253,6 +253,22 @@ fn dates_and_times() {
         conv(&PgType::TimeTz, "01:00:00+00"),
         Value::String("01:00:00Z".into())
     );
+    assert_eq!(
+        conv(&PgType::TimeTz, "01:00:00-05:30:15"),
+        Value::String("01:00:00-05:30:15".into())
+    );
+    assert_eq!(
+        conv(&PgType::TimeTz, "01:00:00+00:00:00"),
+        Value::String("01:00:00Z".into())
+    );
+    for bad in [
+        "01:00:00+5",
+        "01:00:00+05:3",
+        "01:00:00+05:30:15:00",
+        "01:00:00+",
+    ] {
+        assert!(PgType::TimeTz.to_avro(bad.as_bytes()).is_err(), "{bad}");
+    }
 }
 
 #[test]
@@ -297,6 +313,10 @@ fn timestamps() {
     assert_eq!(
         conv(&PgType::TimestampTz, "12345-01-01 00:00:00+00"),
         Value::String("+12345-01-01T00:00:00Z".into())
+    );
+    assert_eq!(
+        conv(&PgType::TimestampTz, "2024-01-02 03:04:05-03:30"),
+        Value::String("2024-01-02T03:04:05-03:30".into())
     );
     assert_eq!(
         conv(&PgType::TimestampTz, "infinity"),

@@ -69,33 +69,42 @@ pub(in crate::typemap) fn split_offset(t: &str) -> Option<(&str, &str)> {
     Some((&t[..pos], &t[pos..]))
 }
 
-pub(in crate::typemap) fn normalize_offset(off: &str) -> Option<String> {
-    let (sign, rest) = off.split_at(1);
-    let parts: Vec<&str> = rest.split(':').collect();
-    if parts.is_empty()
-        || parts.len() > 3
-        || parts
-            .iter()
-            .any(|p| p.len() != 2 || !p.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return None;
+/// Appends a UTC offset (`+05`, `-03:30`, `+05:30:15`) in ISO-8601 form (`+05:00`, `-03:30`,
+/// `+05:30:15`, `Z` for zero) to `out`; None if it is not one.
+fn push_offset(off: &str, out: &mut String) -> Option<()> {
+    let (sign, rest) = off.split_at_checked(1)?;
+    let mut parts = [""; 3];
+    let mut n = 0;
+    for p in rest.split(':') {
+        if n == 3 || p.len() != 2 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        parts[n] = p;
+        n += 1;
     }
-    if parts.iter().all(|p| *p == "00") {
-        return Some("Z".into());
+    if parts[..n].iter().all(|p| *p == "00") {
+        out.push('Z');
+        return Some(());
     }
-    let mut s = format!("{sign}{}:{}", parts[0], parts.get(1).unwrap_or(&"00"));
-    if let Some(sec) = parts.get(2) {
-        s.push(':');
-        s.push_str(sec);
+    out.push_str(sign);
+    out.push_str(parts[0]);
+    out.push(':');
+    out.push_str(if n > 1 { parts[1] } else { "00" });
+    if n > 2 {
+        out.push(':');
+        out.push_str(parts[2]);
     }
-    Some(s)
+    Some(())
 }
 
 /// `timetz`: ISO-8601 time with its own offset kept (`12:34:56.789+05:30`, `Z` for UTC).
 pub(in crate::typemap) fn format_timetz(t: &str) -> Option<String> {
     let (time, off) = split_offset(t)?;
     parse_time_micros(time)?;
-    Some(format!("{time}{}", normalize_offset(off)?))
+    let mut s = String::with_capacity(t.len() + 3);
+    s.push_str(time);
+    push_offset(off, &mut s)?;
+    Some(s)
 }
 
 /// `timestamp` → microseconds since the Unix epoch (±infinity: see [`infinite`]).
@@ -142,11 +151,15 @@ pub(in crate::typemap) fn format_timestamptz(t: &str) -> Option<String> {
     let rest = rest.strip_prefix(' ')?;
     let (time, off) = split_offset(rest)?;
     parse_time_micros(time)?;
-    let off = normalize_offset(off)?;
-    let year = if (0..=9999).contains(&y) {
-        format!("{y:04}")
+    // One allocation: this runs for every timestamptz value.
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(t.len() + 4);
+    let _ = if (0..=9999).contains(&y) {
+        write!(s, "{y:04}-{m:02}-{d:02}T")
     } else {
-        format!("{y:+05}")
+        write!(s, "{y:+05}-{m:02}-{d:02}T")
     };
-    Some(format!("{year}-{m:02}-{d:02}T{time}{off}"))
+    s.push_str(time);
+    push_offset(off, &mut s)?;
+    Some(s)
 }
