@@ -182,42 +182,27 @@ impl Registered {
             let mut expected = vec![0];
             expected.extend_from_slice(&self.id.to_be_bytes());
             if let Err(e) = self.writer.write_value_ref(&mut expected, &value) {
-                panic!("apache-avro refuses the event pgcdc encodes: {e}");
+                panic!("apache-avro refuses what pgcdc encodes: {e}");
             }
             assert_eq!(
                 out, expected,
-                "pgcdc's direct envelope encoding differs from apache-avro's"
+                "pgcdc's Avro encoding differs from apache-avro's"
             );
         }
         Ok(out)
     }
 
     /// Encodes `value` in the Confluent wire format, refusing a value that does not fit the
-    /// schema.
+    /// schema (debug builds check the bytes against apache-avro's, as [`Self::encode_with`]).
     pub fn encode(&self, value: Value, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(256);
-        out.push(0);
-        out.extend_from_slice(&self.id.to_be_bytes());
-        encode::write(&value, self.schema, &self.names, None, &mut out).map_err(|e| {
-            Error::permanent(
-                Code::Registry,
-                format!("{}: value does not fit its Avro schema: {e}", what()),
-            )
-            .with_source(e)
-        })?;
-        #[cfg(debug_assertions)]
-        {
-            let mut check = vec![0];
-            check.extend_from_slice(&self.id.to_be_bytes());
-            if let Err(e) = self.writer.write_value_ref(&mut check, &value) {
-                panic!("apache-avro refuses what pgcdc's encoder wrote: {e}");
-            }
-            assert_eq!(
-                out, check,
-                "pgcdc's Avro encoder differs from apache-avro's"
-            );
-        }
-        Ok(out)
+        self.encode_with(
+            |out| {
+                encode::write(&value, self.schema, &self.names, None, out)
+                    .map_err(|e| e.to_string())
+            },
+            || value.clone(),
+            what,
+        )
     }
 }
 
