@@ -71,48 +71,42 @@ async fn an_unknown_host_is_named_and_retried() {
     assert!(!msg.contains('\n'), "one line: {msg}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slot_of_another_plugin_or_database_is_refused_and_kept() {
-    let h = Harness::new("otherplugin", TABLE).await;
-    let c = h.stack.pg_connect(&h.db).await;
+/// Creates the connector's slot in `db` with `plugin` as another consumer would, runs the
+/// connector once and returns its (permanent) refusal; the slot is still there, then dropped.
+async fn refusal_for_foreign_slot(h: &Harness, db: &str, plugin: &str) -> String {
+    let c = h.stack.pg_connect(db).await;
     c.execute(
-        "SELECT pg_create_logical_replication_slot($1, 'test_decoding')",
-        &[&h.slot()],
+        "SELECT pg_create_logical_replication_slot($1, $2)",
+        &[&h.slot(), &plugin],
     )
     .await
     .unwrap();
     let e = h.run_once_expect_error("", Duration::from_secs(60)).await;
     let msg = e.to_string();
     assert!(!e.is_transient(), "{msg}");
+    assert!(msg.contains(&h.slot()), "{msg}");
     assert!(
-        msg.contains(&h.slot()) && msg.contains("test_decoding") && msg.contains("pgoutput"),
-        "{msg}"
-    );
-    assert!(
-        slot_exists(&h).await,
+        slot_exists(h).await,
         "another consumer's slot is never dropped"
     );
     c.execute("SELECT pg_drop_replication_slot($1)", &[&h.slot()])
         .await
         .unwrap();
+    msg
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_of_another_plugin_or_database_is_refused_and_kept() {
+    let h = Harness::new("otherplugin", TABLE).await;
+    let msg = refusal_for_foreign_slot(&h, &h.db, "test_decoding").await;
+    assert!(
+        msg.contains("test_decoding") && msg.contains("pgoutput"),
+        "{msg}"
+    );
     // The same name taken by a pgoutput slot in another database.
     let other = h.stack.fresh_database("otherdb").await;
-    let oc = h.stack.pg_connect(&other).await;
-    oc.execute(
-        "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-        &[&h.slot()],
-    )
-    .await
-    .unwrap();
-    let e = h.run_once_expect_error("", Duration::from_secs(60)).await;
-    let msg = e.to_string();
-    assert!(!e.is_transient(), "{msg}");
-    assert!(msg.contains(&other) && msg.contains(&h.slot()), "{msg}");
-    assert!(slot_exists(&h).await);
-    oc.execute("SELECT pg_drop_replication_slot($1)", &[&h.slot()])
-        .await
-        .unwrap();
+    let msg = refusal_for_foreign_slot(&h, &other, "pgoutput").await;
+    assert!(msg.contains(&other), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
