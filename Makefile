@@ -34,7 +34,7 @@ test: stack
 	@for m in 14 15 16 18; do PG_MAJOR=$$m dev/stack pg || exit 1; done
 	@dev/connect/install
 	cargo test --locked --all-targets -- --test-threads=$(TEST_THREADS)
-	@echo "chaos (short): a few SIGKILLs, a SIGTERM, Kafka and PostgreSQL restarts"
+	@echo "chaos (short): a few SIGKILLs, a SIGTERM, Kafka, registry and PostgreSQL restarts"
 	CHAOS_DURATION=40 CHAOS_MIN_CRASHES=4 CHAOS_SIGTERMS=1 CHAOS_MAX_ROWS=2000 CHAOS_PROFILE=debug dev/chaos/run
 
 chaos: stack

@@ -32,10 +32,14 @@ DO $$
 DECLARE t text;
 BEGIN
   FOREACH t IN ARRAY ARRAY['chaos_a', 'chaos_b', 'chaos_c'] LOOP
-    EXECUTE format('CREATE TABLE %I (id bigint PRIMARY KEY, change_id bigint NOT NULL, payload text NOT NULL)', t);
+    EXECUTE format('CREATE TABLE %I (id bigint PRIMARY KEY, change_id bigint NOT NULL, payload text NOT NULL, n int NOT NULL DEFAULT 0)', t);
     EXECUTE format('ALTER TABLE %I REPLICA IDENTITY FULL', t);
     EXECUTE format('CREATE TRIGGER stamp BEFORE INSERT OR UPDATE ON %I FOR EACH ROW EXECUTE FUNCTION chaos_stamp()', t);
     EXECUTE format('CREATE TRIGGER record AFTER INSERT OR UPDATE OR DELETE ON %I FOR EACH ROW EXECUTE FUNCTION chaos_record()', t);
   END LOOP;
 END $$;
 CREATE SEQUENCE chaos_id_seq;
+-- ~6 KB of random hex: stored out of line (TOAST) even after compression.
+CREATE FUNCTION chaos_big(seed bigint) RETURNS text VOLATILE LANGUAGE sql AS $$
+  SELECT string_agg(md5(random()::text || seed), '') FROM generate_series(1, 200)
+$$;
