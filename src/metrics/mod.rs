@@ -2,20 +2,20 @@
 //!
 //! Every series carries a `connector` label (`table` and `op` where they apply). Gauges that change continuously (replication lag, the age of the
 //! open Kafka transaction) are computed at scrape time from positions the pipeline keeps in
-//! atomics ([`Live`]), so the hot path only stores numbers.
+//! atomics ([`Live`], in `live.rs`), so the hot path only stores numbers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::EncodeLabelSet;
 pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::{Registry, Unit};
+
+mod live;
+use live::Live;
+pub use live::Positions;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConnectorLabels {
@@ -275,7 +275,7 @@ const OPS: [&str; 6] = ["r", "c", "u", "d", "t", "m"];
 /// connector that does not exist, frozen at its last values.
 pub fn remove(c: &str) {
     let m = &*METRICS;
-    m.live.0.lock().unwrap_or_else(|e| e.into_inner()).remove(c);
+    m.live.remove(c);
     let labels = connector(c);
     for f in [
         &m.transactions,
@@ -420,111 +420,6 @@ pub fn live(c: &str) -> Arc<Positions> {
     METRICS.live.of(c)
 }
 
-/// Positions and timestamps one connector's pipeline stores as they change.
-#[derive(Debug, Default)]
-pub struct Positions {
-    /// The server's WAL end, from the replication stream.
-    pub server_wal_end: AtomicU64,
-    /// The position named by the last committed checkpoint (what the slot may confirm).
-    pub confirmed: AtomicU64,
-    /// Commit time (µs since 1970) of the newest PostgreSQL transaction delivered, and when
-    /// it was delivered; both 0 before the first.
-    pub delivered_commit_us: AtomicI64,
-    /// µs since 1970 when the open Kafka transaction began; 0 when none is open.
-    pub open_since_us: AtomicI64,
-    /// Set when the sink is caught up with an idle server: lag in seconds is then 0.
-    pub idle: std::sync::atomic::AtomicBool,
-}
-
-/// The registry's view of every connector's [`Positions`].
-#[derive(Debug, Default)]
-struct Live(Mutex<BTreeMap<String, Arc<Positions>>>);
-
-impl Live {
-    fn of(&self, c: &str) -> Arc<Positions> {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(c.to_owned()).or_default().clone()
-    }
-}
-
-fn now_us() -> i64 {
-    crate::clock::now_micros()
-}
-
-/// (name, help, unit, value from a connector's positions and the time now in µs).
-type LiveGauge = (
-    &'static str,
-    &'static str,
-    Option<Unit>,
-    fn(&Positions, i64) -> f64,
-);
-
-impl Collector for Live {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let all: Vec<(String, Arc<Positions>)> = {
-            let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        };
-        let now = now_us();
-        let gauges: [LiveGauge; 3] = [
-            (
-                "pgcdc_replication_lag_bytes",
-                "WAL between the server's end and the position the last Kafka commit confirmed.",
-                None,
-                |p, _| {
-                    let end = p.server_wal_end.load(Ordering::Relaxed);
-                    let done = p.confirmed.load(Ordering::Relaxed);
-                    if end == 0 || done == 0 {
-                        0.0
-                    } else {
-                        end.saturating_sub(done) as f64
-                    }
-                },
-            ),
-            (
-                "pgcdc_replication_lag",
-                "Now minus the commit time of the newest PostgreSQL transaction delivered (0 when caught up with an idle server).",
-                Some(Unit::Seconds),
-                |p, now| {
-                    let ts = p.delivered_commit_us.load(Ordering::Relaxed);
-                    if ts == 0 || p.idle.load(Ordering::Relaxed) {
-                        0.0
-                    } else {
-                        ((now - ts).max(0) as f64) / 1e6
-                    }
-                },
-            ),
-            (
-                "pgcdc_open_kafka_transaction_age",
-                "How long the open Kafka transaction has been open (0 when none is).",
-                Some(Unit::Seconds),
-                |p, now| {
-                    let since = p.open_since_us.load(Ordering::Relaxed);
-                    if since == 0 {
-                        0.0
-                    } else {
-                        ((now - since).max(0) as f64) / 1e6
-                    }
-                },
-            ),
-        ];
-        for (name, help, unit, value) in gauges {
-            let mut family = encoder.encode_descriptor(
-                name,
-                help,
-                unit.as_ref(),
-                <ConstGauge<f64> as TypedMetric>::TYPE,
-            )?;
-            for (c, p) in &all {
-                let labels = connector(c);
-                let enc = family.encode_family(&labels)?;
-                ConstGauge::new(value(p, now)).encode(enc)?;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Every series in the text exposition format.
 pub fn render() -> String {
     let mut out = String::new();
@@ -537,6 +432,7 @@ pub fn render() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn a_removed_connector_leaves_no_series() {
@@ -593,9 +489,9 @@ mod tests {
         p.server_wal_end.store(10_000, Ordering::Relaxed);
         p.confirmed.store(9_000, Ordering::Relaxed);
         p.delivered_commit_us
-            .store(now_us() - 2_500_000, Ordering::Relaxed);
+            .store(crate::clock::now_micros() - 2_500_000, Ordering::Relaxed);
         p.open_since_us
-            .store(now_us() - 1_000_000, Ordering::Relaxed);
+            .store(crate::clock::now_micros() - 1_000_000, Ordering::Relaxed);
         kafka_committed("lag1", 0.004);
         let text = render();
         assert!(
