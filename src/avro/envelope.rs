@@ -348,8 +348,7 @@ impl TableCodec {
         }
         encode::bytes(op.code().as_bytes(), out);
         for t in [now_us.div_euclid(1000), now_us, now_us.saturating_mul(1000)] {
-            encode::zigzag(1, out);
-            encode::zigzag(t, out);
+            opt_long(t, out);
         }
         Ok(())
     }
@@ -361,20 +360,14 @@ fn opt_long(v: i64, out: &mut Vec<u8>) {
     encode::zigzag(v, out);
 }
 
-/// `["null", string]` holding `v`.
-fn opt_str(v: &str, out: &mut Vec<u8>) {
+/// `["null", string]` (or bytes) holding `v`.
+fn opt_bytes(v: &[u8], out: &mut Vec<u8>) {
     encode::zigzag(1, out);
-    encode::bytes(v.as_bytes(), out);
+    encode::bytes(v, out);
 }
 
 /// The Avro body of [`source_value`], in `schema::source_schema`'s field order.
-pub fn write_source(
-    origin: &Origin,
-    cx: &ChangeContext,
-    schema: &str,
-    table: &str,
-    out: &mut Vec<u8>,
-) {
+fn write_source(origin: &Origin, cx: &ChangeContext, schema: &str, table: &str, out: &mut Vec<u8>) {
     let commit_us = cx.commit_ts_us;
     encode::bytes(env!("CARGO_PKG_VERSION").as_bytes(), out);
     encode::bytes(b"postgresql", out);
@@ -397,8 +390,7 @@ pub fn write_source(
     }
     seq[n..n + 2].copy_from_slice(b"\"]");
     n += 2;
-    encode::zigzag(1, out);
-    encode::bytes(&seq[..n], out);
+    opt_bytes(&seq[..n], out);
     opt_long(commit_us, out);
     opt_long(commit_us.saturating_mul(1000), out);
     encode::bytes(schema.as_bytes(), out);
@@ -408,7 +400,7 @@ pub fn write_source(
     encode::zigzag(0, out); // xmin
     match &cx.repl_origin {
         Some(o) => {
-            opt_str(&o.name, out);
+            opt_bytes(o.name.as_bytes(), out);
             opt_long(o.lsn.0 as i64, out);
         }
         None => {
