@@ -3,7 +3,9 @@
 //! `{"events":n,"first_ms":..,"last_ms":..,"p50_ms":..,"p99_ms":..}` where times are
 //! milliseconds since the Unix epoch and latencies are consumer receive time minus the
 //! PostgreSQL commit time carried in `source.ts_us` (with `--latency`). `--skip n` ignores
-//! the first n events.
+//! the first n events. `--check-keys` (keys whose first field is a `long`, numbered 1..n):
+//! reads on for a few seconds after the n-th event and adds `"distinct"`, `"duplicates"` and
+//! `"out_of_range"` to the line, so `make bounds` proves every row arrived exactly once.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test tool: failing loudly is its job
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,6 +43,13 @@ async fn main() {
     let timeout =
         Duration::from_secs(arg(&args, "--timeout").map_or(600, |t| t.parse().expect("--timeout")));
     let latency = args.iter().any(|a| a == "--latency");
+    let check_keys = args.iter().any(|a| a == "--check-keys");
+    // How often each key 1..=expect was read (index 0: keys out of that range).
+    let mut seen: Vec<u8> = if check_keys {
+        vec![0; expect + 1]
+    } else {
+        Vec::new()
+    };
     // Events to read before measuring (a warm-up that created the topic).
     let mut skip: usize = arg(&args, "--skip").map_or(0, |s| s.parse().expect("--skip"));
 
@@ -80,6 +89,25 @@ async fn main() {
         }
         last_ms = received / 1000;
         events += 1;
+        if check_keys {
+            count_key(&mut seen, m.key());
+        }
+    }
+    if check_keys {
+        // Anything after the n-th event is a duplicate or a stray: give it time to show.
+        let settle = Instant::now() + Duration::from_secs(3);
+        loop {
+            let left = settle.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if let Some(m) = reader.next(left).await.expect("consume") {
+                if m.payload().is_some() {
+                    events += 1;
+                    count_key(&mut seen, m.key());
+                }
+            }
+        }
     }
     lat_us.sort_unstable();
     let pct = |p: f64| -> f64 {
@@ -89,11 +117,47 @@ async fn main() {
         let i = ((lat_us.len() as f64 - 1.0) * p).round() as usize;
         lat_us[i] as f64 / 1000.0
     };
+    let keys = if check_keys {
+        let distinct = seen[1..].iter().filter(|&&c| c > 0).count();
+        let duplicates: u64 = seen[1..]
+            .iter()
+            .map(|&c| u64::from(c.saturating_sub(1)))
+            .sum();
+        format!(
+            ",\"distinct\":{distinct},\"duplicates\":{duplicates},\"out_of_range\":{}",
+            seen[0]
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "{{\"events\":{events},\"first_ms\":{first_ms},\"last_ms\":{last_ms},\"p50_ms\":{:.1},\"p99_ms\":{:.1}}}",
+        "{{\"events\":{events},\"first_ms\":{first_ms},\"last_ms\":{last_ms},\"p50_ms\":{:.1},\"p99_ms\":{:.1}{keys}}}",
         pct(0.50),
         pct(0.99)
     );
+}
+
+/// Counts a key whose first field is an Avro `long` in 1..seen.len() (Confluent wire format:
+/// magic byte and schema id, then the zigzag varint); anything else counts in `seen[0]`.
+fn count_key(seen: &mut [u8], key: Option<&[u8]>) {
+    let id = key
+        .and_then(|k| k.get(5..))
+        .and_then(zigzag_long)
+        .and_then(|v| usize::try_from(v).ok())
+        .filter(|&i| i >= 1 && i < seen.len())
+        .unwrap_or(0);
+    seen[id] = seen[id].saturating_add(1);
+}
+
+fn zigzag_long(bytes: &[u8]) -> Option<i64> {
+    let mut n: u64 = 0;
+    for (i, b) in bytes.iter().take(10).enumerate() {
+        n |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((n >> 1) as i64 ^ -((n & 1) as i64));
+        }
+    }
+    None
 }
 
 fn source_ts_us(v: &apache_avro::types::Value) -> Option<i64> {
