@@ -21,7 +21,7 @@ use std::sync::Arc;
 use apache_avro::types::Value;
 
 use crate::avro::envelope::{
-    ChangeContext, Encoded, Op, Origin, ReplOrigin, SnapshotMark, TableCodec,
+    ChangeContext, Encoded, EventKey, Op, Origin, ReplOrigin, SnapshotMark, TableCodec,
 };
 use crate::avro::policy::Marks;
 use crate::config::SkippedOp;
@@ -144,12 +144,15 @@ impl Event {
         origin: &Origin,
         cx: &ChangeContext,
     ) -> Result<Encoded> {
-        let mut marks = self.marks;
-        let after = match &self.after {
-            Some(t) => Some(codec.row(t, false, &mut marks)?),
-            None => None,
-        };
-        codec.encode_event(self.op, self.key, self.before, after, &marks, origin, cx)
+        codec.encode_event(
+            self.op,
+            EventKey::Converted(self.key),
+            self.before,
+            self.after.as_ref(),
+            self.marks,
+            origin,
+            cx,
+        )
     }
 }
 

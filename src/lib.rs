@@ -31,7 +31,8 @@
 //!   not, with Debezium's placeholder and a header).
 //! - [`typemap`]: PostgreSQL types to Avro schemas and values.
 //! - [`avro`]: table schemas (fields shaped as Debezium's: NOT NULL, defaults), registry
-//!   client, envelopes, value policies, wire format.
+//!   client, row images ([`avro::row`]: written from the text to Avro bytes), envelopes,
+//!   value policies, wire format.
 //! - [`kafka`]: topics, the transactional producer, and the sink that writes whole
 //!   PostgreSQL transactions and the checkpoint in one Kafka transaction.
 //! - [`checkpoint`]: the offsets record written in the same Kafka transaction as the events,

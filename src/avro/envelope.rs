@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
+use apache_avro::schema::NamespaceRef;
 use apache_avro::types::Value;
+use apache_avro::Schema;
 
 use crate::avro::columns::Rule;
-use crate::avro::fields::Shape;
-use crate::avro::policy::{placeholder_value, Marks, ValuePolicy, HEADER_LOSSY};
+use crate::avro::policy::{Marks, ValuePolicy};
 use crate::avro::schema::{none, some};
 use crate::avro::{encode, Registered};
 use crate::config::MAX_RECORD_BYTES;
-use crate::config::{ToastMode, Unrepresentable};
-use crate::decode::{Relation, Tuple, TupleData};
+use crate::decode::{Relation, Tuple};
 use crate::error::{Code, Error, Result};
 use crate::Lsn;
 
@@ -46,7 +46,7 @@ pub struct TableCodec {
     /// Each column's field in the `Value` record (required or optional, default).
     pub fields: Vec<crate::avro::fields::FieldSpec>,
     /// Each column's rule (`columns.<table>`): sent, left out, masked, hashed, truncated.
-    pub rules: Vec<crate::avro::columns::Rule>,
+    pub rules: Vec<Rule>,
     pub key: Option<Registered>,
     pub value: Registered,
     pub policy: Arc<ValuePolicy>,
@@ -58,6 +58,13 @@ pub struct Encoded {
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     pub headers: Vec<(&'static str, String)>,
+}
+
+/// An event's key: converted while the change was decoded (a key change compares old and
+/// new), or written from the row it belongs to ([`TableCodec::encode_key`]).
+pub enum EventKey<'a> {
+    Converted(Option<Value>),
+    Row(&'a Tuple),
 }
 
 /// What every event of a connector says about where it comes from.
@@ -122,147 +129,6 @@ pub struct ReplOrigin {
 }
 
 impl TableCodec {
-    fn column_error(&self, i: usize, e: impl std::fmt::Display) -> Error {
-        Error::permanent(
-            Code::Value,
-            format!(
-                "table {} column {}: {e}",
-                self.rel.quoted_name(),
-                self.rel
-                    .columns
-                    .get(i)
-                    .map(|c| crate::sql::ident(&c.name))
-                    .unwrap_or_else(|| "?".into())
-            ),
-        )
-    }
-
-    fn check_width(&self, t: &Tuple) -> Result<()> {
-        if t.len() != self.rel.columns.len() {
-            return Err(Error::permanent(Code::Value, format!(
-                "table {}: a row has {} columns but the relation announced {}; this is a pgoutput protocol error",
-                self.rel.quoted_name(),
-                t.len(),
-                self.rel.columns.len()
-            )));
-        }
-        Ok(())
-    }
-
-    /// One column's value. A value its Avro type cannot hold is null under
-    /// `unrepresentable: null` (marked lossy); an unchanged TOASTed value that nobody
-    /// completed is the placeholder (marked unavailable), or an error under `toast: fail`.
-    fn cell(&self, i: usize, d: &TupleData, marks: &mut Marks) -> Result<Option<Value>> {
-        match d {
-            TupleData::Null => Ok(None),
-            TupleData::Text(b) => match self.rel.columns[i].ty.to_avro(b) {
-                Ok(v) => Ok(Some(v)),
-                Err(e) if self.policy.unrepresentable == Unrepresentable::Null => {
-                    tracing::debug!(table = %self.rel.quoted_name(), column = i, error = %e, "value carried as null");
-                    marks.lossy(i);
-                    Ok(None)
-                }
-                Err(e) => Err(self.column_error(
-                    i,
-                    format!("{e}; pgcdc stops (unrepresentable: fail); set unrepresentable: null to carry it as null with header {HEADER_LOSSY}"),
-                )),
-            },
-            TupleData::Binary(_) => {
-                Err(self.column_error(i, "arrived in binary format, which pgcdc does not request"))
-            }
-            TupleData::UnchangedToast => {
-                if self.policy.toast == ToastMode::Fail {
-                    return Err(self.column_error(
-                        i,
-                        format!(
-                            "PostgreSQL did not send this unchanged TOASTed value (REPLICA IDENTITY DEFAULT) and \
-                             toast: fail stops here; set toast: fetch or placeholder to go on (this WAL is already \
-                             written), and run ALTER TABLE {} REPLICA IDENTITY FULL so future updates carry it",
-                            self.rel.quoted_name()
-                        ),
-                    ));
-                }
-                marks.unavailable(i);
-                Ok(placeholder_value(&self.rel.columns[i].ty, &self.policy.placeholder))
-            }
-        }
-    }
-
-    /// The `Value` record of a row image; `marks` collects the columns that fall under a
-    /// policy. A key-only old image (`key_only`: REPLICA IDENTITY DEFAULT or USING INDEX)
-    /// carries only the identity columns: the others are marked unavailable, and a required
-    /// field among them carries Debezium's fill ([`crate::avro::fields`]).
-    pub fn row(&self, t: &Tuple, key_only: bool, marks: &mut Marks) -> Result<Value> {
-        self.check_width(t)?;
-        let mut fields = Vec::with_capacity(t.len());
-        for (i, d) in t.iter().enumerate() {
-            let rule = &self.rules[i];
-            if *rule == Rule::Drop {
-                continue;
-            }
-            let col = &self.rel.columns[i];
-            let spec = &self.fields[i];
-            let v = if key_only && !col.identity {
-                marks.missing(i);
-                None
-            } else if rule.replaces_type() {
-                match d {
-                    TupleData::Text(b) => rule.replace(b),
-                    // Null stays null; a value PostgreSQL did not send is marked, and only
-                    // a string placeholder can stand in a string field.
-                    _ => match self.cell(i, d, marks)? {
-                        Some(Value::String(p)) if marks.unavailable.contains(&i) => {
-                            Some(Value::String(p))
-                        }
-                        _ => None,
-                    },
-                }
-            } else {
-                let v = self.cell(i, d, marks)?.map(|v| rule.truncate(v));
-                if v.is_none() && spec.shape == Shape::Required && !marks.unavailable.contains(&i) {
-                    // NULL in a column that is NOT NULL now (the row was written before
-                    // SET NOT NULL): the required field cannot hold it.
-                    if self.policy.unrepresentable == Unrepresentable::Fail {
-                        return Err(self.column_error(
-                            i,
-                            format!("is NULL in a row written before the column became NOT NULL, and its field is required; \
-                                     pgcdc stops (unrepresentable: fail); set unrepresentable: null to carry the column default \
-                                     or zero with header {HEADER_LOSSY}"),
-                        ));
-                    }
-                    marks.lossy(i);
-                }
-                v
-            };
-            fields.push((self.field_names[i].clone(), spec.wrap(v, &col.ty)));
-        }
-        Ok(Value::Record(fields))
-    }
-
-    /// The key record of a row image, or None for a keyless table. Key fields are
-    /// required, so no policy applies: a key value that does not convert is an error.
-    pub fn key(&self, t: &Tuple) -> Result<Option<Value>> {
-        if self.key.is_none() {
-            return Ok(None);
-        }
-        self.check_width(t)?;
-        let mut fields = Vec::new();
-        for (i, c) in self.rel.key_columns() {
-            let v = match &t[i] {
-                TupleData::Text(b) => c.ty.to_avro(b).map_err(|e| self.column_error(i, e))?,
-                _ => {
-                    return Err(self.column_error(
-                        i,
-                        "is a key column but the row carries no value for it (NULL, or the old image lacks it); \
-                         give the table a primary key or fix key_columns",
-                    ))
-                }
-            };
-            fields.push((self.field_names[i].clone(), v));
-        }
-        Ok(Some(Value::Record(fields)))
-    }
-
     /// The envelope as a `Value` (what [`Self::write_envelope`] encodes directly; debug builds
     /// check one against the other for every event).
     #[cfg_attr(not(debug_assertions), allow(dead_code))]
@@ -313,30 +179,26 @@ impl TableCodec {
         &self,
         op: Op,
         before: Option<&Value>,
-        after: Option<&Value>,
+        after: Option<&Tuple>,
+        marks: &mut Marks,
         origin: &Origin,
         cx: &ChangeContext,
         now_us: i64,
         out: &mut Vec<u8>,
-    ) -> std::result::Result<(), String> {
-        use apache_avro::Schema;
-        let Schema::Record(env) = self.value.schema() else {
-            return Err("the value schema is not an envelope record".into());
-        };
-        let row = match env.fields.first().map(|f| &f.schema) {
-            Some(Schema::Union(u)) if env.fields[0].name == "before" => u.variants().get(1),
-            _ => None,
+    ) -> Result<()> {
+        match before {
+            None => encode::zigzag(0, out),
+            Some(v) => {
+                encode::zigzag(1, out);
+                let (row, ns) = self.row_schema()?;
+                encode::write(v, row, self.value.names(), ns, out).map_err(|e| self.misfit(e))?;
+            }
         }
-        .ok_or("the envelope schema has no before row")?;
-        let ns = env.name.namespace();
-        let names = self.value.names();
-        for v in [before, after] {
-            match v {
-                None => encode::zigzag(0, out),
-                Some(v) => {
-                    encode::zigzag(1, out);
-                    encode::write(v, row, names, ns, out)?;
-                }
+        match after {
+            None => encode::zigzag(0, out),
+            Some(t) => {
+                encode::zigzag(1, out);
+                self.write_row(t, false, marks, out)?;
             }
         }
         write_source(origin, cx, &self.rel.schema, &self.rel.table, out);
@@ -351,6 +213,22 @@ impl TableCodec {
             opt_long(t, out);
         }
         Ok(())
+    }
+}
+
+impl TableCodec {
+    /// The row record of the envelope schema (the `before` union's record) and the
+    /// envelope's namespace, which its references resolve in.
+    pub(super) fn row_schema(&self) -> Result<(&'static Schema, NamespaceRef<'static>)> {
+        let Schema::Record(env) = self.value.schema() else {
+            return Err(self.misfit("the value schema is not an envelope record"));
+        };
+        let row = match env.fields.first().map(|f| &f.schema) {
+            Some(Schema::Union(u)) if env.fields[0].name == "before" => u.variants().get(1),
+            _ => None,
+        }
+        .ok_or_else(|| self.misfit("the envelope schema has no before row"))?;
+        Ok((row, env.name.namespace()))
     }
 }
 
@@ -443,29 +321,64 @@ fn write_block(cx: &ChangeContext, out: &mut Vec<u8>) {
 
 impl TableCodec {
     /// Encodes one event (key and value in the Confluent wire format), refusing records
-    /// over pgcdc's size limit with the table named.
+    /// over pgcdc's size limit with the table named. `after` is the new row as PostgreSQL
+    /// sent it, converted as it is written; `marks` are those of `before`, and the columns
+    /// of `after` under a policy join them.
     #[allow(clippy::too_many_arguments)]
     pub fn encode_event(
         &self,
         op: Op,
-        key: Option<Value>,
+        key: EventKey<'_>,
         before: Option<Value>,
-        after: Option<Value>,
-        marks: &Marks,
+        after: Option<&Tuple>,
+        mut marks: Marks,
         origin: &Origin,
         cx: &ChangeContext,
     ) -> Result<Encoded> {
         let what = || format!("table {}", self.rel.quoted_name());
         let key = match (key, &self.key) {
-            (Some(k), Some(ks)) => Some(ks.encode(k, &what)?),
-            _ => None,
+            (EventKey::Row(t), _) => self.encode_key(t)?,
+            (EventKey::Converted(Some(k)), Some(ks)) => Some(ks.encode(k, &what)?),
+            (EventKey::Converted(_), _) => None,
         };
+        #[cfg(debug_assertions)]
+        let before_marks = marks.clone();
         let now_us = crate::clock::now_micros();
         let value = self.value.encode_with(
-            |out| self.write_envelope(op, before.as_ref(), after.as_ref(), origin, cx, now_us, out),
-            || self.envelope_at(op, before.clone(), after.clone(), origin, cx, now_us),
-            &what,
+            |out| {
+                self.write_envelope(
+                    op,
+                    before.as_ref(),
+                    after,
+                    &mut marks,
+                    origin,
+                    cx,
+                    now_us,
+                    out,
+                )
+            },
+            || {
+                let after = after.map(|t| {
+                    self.row(t, false, &mut Marks::default())
+                        .unwrap_or_else(|e| {
+                            panic!("the direct writer accepted a row row() refuses: {e}")
+                        })
+                });
+                self.envelope_at(op, before.clone(), after, origin, cx, now_us)
+            },
         )?;
+        #[cfg(debug_assertions)]
+        {
+            // The direct writer marks what the `Value` path marks.
+            let mut expected = before_marks;
+            if let Some(t) = after {
+                let _ = self.row(t, false, &mut expected);
+            }
+            assert_eq!(
+                marks, expected,
+                "the row writer's marks differ from row()'s"
+            );
+        }
         let size = value.len() + key.as_ref().map_or(0, Vec::len);
         if size > MAX_RECORD_BYTES {
             return Err(Error::permanent(Code::Value, format!(

@@ -11,6 +11,7 @@ pub mod notification;
 pub mod outbox;
 pub mod policy;
 pub mod registry;
+pub mod row;
 pub mod schema;
 pub mod schema_change;
 pub mod txmeta;
@@ -163,19 +164,13 @@ impl Registered {
     /// produces the same bytes.
     pub fn encode_with(
         &self,
-        write: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), String>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
         #[cfg_attr(not(debug_assertions), allow(unused_variables))] check: impl FnOnce() -> Value,
-        what: &dyn Fn() -> String,
     ) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(256);
         out.push(0);
         out.extend_from_slice(&self.id.to_be_bytes());
-        write(&mut out).map_err(|e| {
-            Error::permanent(
-                Code::Registry,
-                format!("{}: value does not fit its Avro schema: {e}", what()),
-            )
-        })?;
+        write(&mut out)?;
         #[cfg(debug_assertions)]
         {
             let value = check();
@@ -198,12 +193,19 @@ impl Registered {
         self.encode_with(
             |out| {
                 encode::write(&value, self.schema, &self.names, None, out)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| misfit(what, e))
             },
             || value.clone(),
-            what,
         )
     }
+}
+
+/// A value that does not fit the schema pgcdc built for it (`what`: the table, say).
+pub(crate) fn misfit(what: &dyn Fn() -> String, e: impl std::fmt::Display) -> Error {
+    Error::permanent(
+        Code::Registry,
+        format!("{}: value does not fit its Avro schema: {e}", what()),
+    )
 }
 
 #[cfg(test)]

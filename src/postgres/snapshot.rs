@@ -211,20 +211,30 @@ impl SnapshotConn {
         let width = t.relation.columns.len();
         let mut rows = Vec::new();
         let mut buf = BytesMut::new();
+        let unexpected = |m: String| {
+            Error::permanent(
+                Code::Snapshot,
+                format!(
+                    "table {}: unexpected COPY output: {m}",
+                    t.relation.quoted_name()
+                ),
+            )
+            .with_source(m)
+        };
         while let Some(chunk) = stream.try_next().await.map_err(|e| self.err(e))? {
+            // PostgreSQL sends each row in a CopyData message of its own: parse it where it
+            // is, without copying it into `buf` (a copy and an allocation per row).
+            if let (true, Some((b'\n', line))) = (buf.is_empty(), chunk.split_last()) {
+                if !line.contains(&b'\n') {
+                    let line = chunk.slice(..line.len());
+                    rows.push(parse_copy_line(line, width).map_err(unexpected)?);
+                    continue;
+                }
+            }
             buf.extend_from_slice(&chunk);
             while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
                 let line = buf.split_to(nl + 1).freeze();
-                rows.push(parse_copy_line(line.slice(..nl), width).map_err(|m| {
-                    Error::permanent(
-                        Code::Snapshot,
-                        format!(
-                            "table {}: unexpected COPY output: {m}",
-                            t.relation.quoted_name()
-                        ),
-                    )
-                    .with_source(m)
-                })?);
+                rows.push(parse_copy_line(line.slice(..nl), width).map_err(unexpected)?);
             }
         }
         if !buf.is_empty() {

@@ -13,7 +13,7 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::avro::envelope::{ChangeContext, Op, Origin, SnapshotMark, TableCodec};
+use crate::avro::envelope::{ChangeContext, EventKey, Op, Origin, SnapshotMark, TableCodec};
 use crate::avro::policy::Marks as ValueMarks;
 use crate::checkpoint::progress::{ChunkDone, SnapshotState, TableProgress};
 use crate::clock::now_micros;
@@ -346,12 +346,15 @@ pub(crate) fn encode_reads(
             table_order: 0,
             repl_origin: None,
         };
-        let key = t.codec.key(row)?;
-        let mut marks = ValueMarks::default();
-        let after = t.codec.row(row, false, &mut marks)?;
-        let enc = t
-            .codec
-            .encode_event(Op::Read, key, None, Some(after), &marks, origin, &cx)?;
+        let enc = t.codec.encode_event(
+            Op::Read,
+            EventKey::Row(row),
+            None,
+            Some(row),
+            ValueMarks::default(),
+            origin,
+            &cx,
+        )?;
         out.push(Record {
             topic: t.codec.topic.clone(),
             key: enc.key,

@@ -27,7 +27,7 @@ mod value;
 pub use schema::Names;
 #[cfg(test)]
 pub(crate) use text::parse_decimal;
-pub use value::ValueError;
+pub use value::{Scalar, ValueError};
 
 use crate::config::NumericMode;
 

@@ -177,6 +177,28 @@ proptest! {
         }
     }
 
+    /// The row writer's scalar view agrees with `to_avro` on any input: the same value
+    /// where it gives one, and it gives one wherever `to_avro` converts a scalar it covers.
+    #[test]
+    fn scalar_of_agrees_with_to_avro(ty in pg_type(), raw in texty()) {
+        let full = ty.to_avro(&raw);
+        match ty.scalar_of(&raw) {
+            // Debug forms: NaN equals NaN there, and -0.0 differs from 0.0.
+            Some(s) => prop_assert_eq!(format!("{:?}", Some(s.to_value())), format!("{:?}", full.ok())),
+            None => {
+                let covered = matches!(
+                    ty,
+                    PgType::Bool | PgType::Int2 | PgType::Int4 | PgType::Int8 | PgType::Oid
+                        | PgType::Float4 | PgType::Float8 | PgType::Text | PgType::Uuid
+                        | PgType::Json | PgType::Date | PgType::Time | PgType::Timestamp
+                        | PgType::TimestampTz | PgType::Interval | PgType::Enum { .. }
+                        | PgType::NumericAny(NumericMode::String)
+                );
+                prop_assert!(!covered || full.is_err(), "{:?} converts but scalar_of gave None", ty);
+            }
+        }
+    }
+
     #[test]
     fn text_arrays_as_postgresql_prints_them_parse_back(
         items in proptest::collection::vec(proptest::option::of(element()), 0..8),
