@@ -1,8 +1,14 @@
 //! Chaos checker (`make chaos`): compares every event in the chaos topics, read with
 //! `read_committed` and decoded through the registry, with the ground truth PostgreSQL
 //! recorded in `chaos_truth`. Prints exactly one line
-//! `RESULT crashes=<n> events=<m> lost=<x> duplicated=<y> out_of_order=<z>` and exits
-//! non-zero unless all three are 0 (or an event matches no committed change).
+//! `RESULT crashes=<n> events=<m> lost=<x> duplicated=<y> out_of_order=<z> snapshot_reads=<r>`
+//! and exits non-zero unless the three counts are 0 (or an event matches no committed
+//! change).
+//!
+//! An incremental snapshot's read (`op: r`) must carry a version of its row that was
+//! committed (else it is a phantom) and must not be older than the last event of that row
+//! before it (else out of order: a consumer would go back to an older state); it is neither
+//! lost nor duplicated when absent or repeated.
 //!
 //! Memory (issue 14.2): the truth is streamed with COPY into flat arrays indexed by
 //! `change_id` (a dense sequence), about 10 bytes per change and 4 per row, instead of hash
@@ -148,6 +154,7 @@ async fn main() {
     let mut phantom = 0u64;
     let mut duplicated = 0u64;
     let mut out_of_order = 0u64;
+    let mut snapshot_reads = 0u64;
     for (ti, table) in TABLES.iter().enumerate() {
         let topic = format!("{prefix}.public.{table}");
         let ends = reader.assign_to_end(&topic).expect("assign");
@@ -176,6 +183,7 @@ async fn main() {
                 "c" => ('i', "after"),
                 "u" => ('u', "after"),
                 "d" => ('d', "before"),
+                "r" => ('r', "after"),
                 other => panic!("{topic} offset {}: unexpected op {other}", m.offset()),
             };
             let img = field(&v, image)
@@ -183,6 +191,31 @@ async fn main() {
             let id = long(field(img, "id")).expect("id");
             let change_id = long(field(img, "change_id")).expect("change_id");
             events += 1;
+            if op == 'r' {
+                snapshot_reads += 1;
+                // A committed version of this row: its insert or one of its updates.
+                let c = usize::try_from(change_id)
+                    .ok()
+                    .filter(|&c| c < truth.kind.len())
+                    .filter(|&c| {
+                        truth.kind[c] & 3 == ti as u8 + 1
+                            && matches!(truth.kind[c] >> 2, 1 | 2)
+                            && i64::from(truth.row[c]) == id
+                    });
+                let Some(c) = c else {
+                    phantom += 1;
+                    eprintln!("phantom snapshot read (no committed version matches): {table} id {id} change_id {change_id}");
+                    continue;
+                };
+                let row = truth.row[c] as usize;
+                if (c as u32) < last[row] {
+                    out_of_order += 1;
+                    eprintln!("snapshot read older than an earlier event: {table} id {id} change_id {c} after {}", last[row]);
+                } else {
+                    last[row] = c as u32;
+                }
+                continue;
+            }
             // The truth entry this event stands for: the change itself for an insert or an
             // update, the delete of that row version for a delete.
             let at = usize::try_from(change_id)
@@ -250,7 +283,7 @@ async fn main() {
         "checker: {} changes of ground truth, peak RSS {rss_mb} MB",
         truth.kind.iter().filter(|&&k| k != 0).count()
     );
-    println!("RESULT crashes={crashes} events={events} lost={lost} duplicated={duplicated} out_of_order={out_of_order}");
+    println!("RESULT crashes={crashes} events={events} lost={lost} duplicated={duplicated} out_of_order={out_of_order} snapshot_reads={snapshot_reads}");
     if lost > 0 || duplicated > 0 || out_of_order > 0 || phantom > 0 {
         std::process::exit(1);
     }

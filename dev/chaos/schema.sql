@@ -1,6 +1,8 @@
 -- Chaos test schema: three captured tables whose every change gets a unique change_id, and a
 -- ground-truth table (not captured) that records each committed change in the same
 -- transaction. Rolled-back changes leave no truth row and no WAL commit: both sides agree.
+-- A primary-key change is recorded as pgcdc (and Debezium) sends it: a delete of the old key
+-- and an insert of the new one.
 CREATE SEQUENCE chaos_change_seq;
 CREATE TABLE chaos_truth (
   change_id bigint PRIMARY KEY,   -- for inserts/updates: the row's new change_id
@@ -19,6 +21,10 @@ END $$;
 CREATE FUNCTION chaos_record() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'INSERT' THEN
+    INSERT INTO chaos_truth VALUES (NEW.change_id, TG_TABLE_NAME, 'i', NEW.id, NULL);
+  ELSIF TG_OP = 'UPDATE' AND NEW.id <> OLD.id THEN
+    -- A primary-key change: Debezium's delete of the old key, then a create of the new one.
+    INSERT INTO chaos_truth VALUES (nextval('chaos_change_seq'), TG_TABLE_NAME, 'd', OLD.id, OLD.change_id);
     INSERT INTO chaos_truth VALUES (NEW.change_id, TG_TABLE_NAME, 'i', NEW.id, NULL);
   ELSIF TG_OP = 'UPDATE' THEN
     INSERT INTO chaos_truth VALUES (NEW.change_id, TG_TABLE_NAME, 'u', NEW.id, OLD.change_id);
