@@ -7,6 +7,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
+use serde_json::json;
 
 use crate::harness::Harness;
 
@@ -265,4 +266,111 @@ async fn exhausted_replication_slots_are_named_and_retried() {
     );
     assert!(!slot_exists(&h).await);
     crate::common::dev_stack_args(&["scratch-down", "fewslots"]);
+}
+
+/// `run`, not only `validate`: a user without REPLICATION, then a captured table with
+/// REPLICA IDENTITY NOTHING, each refused at start with the statement that fixes it and no
+/// slot created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_refuses_a_role_without_replication_and_replica_identity_nothing_before_any_slot() {
+    let mut h = Harness::new(
+        "runrefuses",
+        "CREATE TABLE good (id int PRIMARY KEY);
+         CREATE TABLE nothing (id int PRIMARY KEY);
+         ALTER TABLE nothing REPLICA IDENTITY NOTHING;
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO pgcdc_norep;",
+    )
+    .await;
+    h.postgres_auth = "  user: pgcdc_norep\n  sslmode: disable\n".into();
+    let e = h
+        .run_once_expect_error(
+            "tables:\n  include: [public.good]\n",
+            Duration::from_secs(60),
+        )
+        .await;
+    let msg = e.to_string();
+    assert!(!e.is_transient(), "{msg}");
+    assert_eq!(e.code().as_str(), "postgres.preflight", "{msg}");
+    assert!(
+        msg.contains("lacks the REPLICATION attribute")
+            && msg.contains("ALTER ROLE \"pgcdc_norep\" WITH REPLICATION"),
+        "{msg}"
+    );
+    assert!(!slot_exists(&h).await, "no slot before the checks pass");
+
+    h.postgres_auth = format!("  user: {}\n  sslmode: disable\n", h.stack.pg_user);
+    let e = h
+        .run_once_expect_error(
+            "tables:\n  include: [public.good, public.nothing]\n",
+            Duration::from_secs(60),
+        )
+        .await;
+    let msg = e.to_string();
+    assert!(!e.is_transient(), "{msg}");
+    assert_eq!(e.code().as_str(), "postgres.preflight", "{msg}");
+    assert!(
+        msg.contains("table public.nothing has REPLICA IDENTITY NOTHING")
+            && msg.contains("ALTER TABLE public.nothing REPLICA IDENTITY DEFAULT"),
+        "{msg}"
+    );
+    assert!(!slot_exists(&h).await, "no slot before the checks pass");
+}
+
+/// A captured table dropped while pgcdc streams: its last changes arrive, the other tables
+/// go on streaming past the publication check (every 10 s), and a restart that still names
+/// it in `tables.include` is refused with the table named, nothing acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_dropped_while_captured_delivers_its_last_changes_and_the_rest_streams_on() {
+    let h = Harness::new(
+        "droplive",
+        "CREATE TABLE gone (id int PRIMARY KEY, v text); CREATE TABLE stays (id int PRIMARY KEY);",
+    )
+    .await;
+    let tables = "tables:\n  include: [public.gone, public.stays]\nsnapshot:\n  mode: never\n";
+    let run = h.start(tables).await;
+    h.sql("INSERT INTO gone VALUES (1, 'first'), (2, 'last'); INSERT INTO stays VALUES (1);")
+        .await;
+    h.sql("DROP TABLE gone;").await;
+    let gone = h.read("gone", 2, Duration::from_secs(60)).await;
+    assert_eq!(gone.len(), 2, "{gone:#?}");
+    assert_eq!(gone[1].value["after"], json!({"id": 2, "v": "last"}));
+    // Past the running connector's publication check.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    h.sql("INSERT INTO stays VALUES (2);").await;
+    let stays = h.read("stays", 2, Duration::from_secs(60)).await;
+    assert_eq!(
+        stays
+            .iter()
+            .map(|r| r.key["id"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    run.stop().await.unwrap();
+
+    let c = h.stack.pg_connect("postgres").await;
+    let confirmed = || async {
+        c.query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&h.slot()],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0)
+    };
+    let before = confirmed().await;
+    let e = h
+        .run_once_expect_error(tables, Duration::from_secs(60))
+        .await;
+    let msg = e.to_string();
+    assert!(!e.is_transient(), "{msg}");
+    assert!(
+        msg.contains("public.gone") && msg.contains("does not exist"),
+        "{msg}"
+    );
+    assert_eq!(
+        confirmed().await,
+        before,
+        "nothing acknowledged by the refused run"
+    );
+    h.drop_slot().await;
 }
