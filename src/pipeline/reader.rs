@@ -218,7 +218,7 @@ impl Reader<'_> {
                 }
                 self.snap.note_change(&codec.rel, cx.xid, &[&new]);
                 self.toast.on_insert(&codec.rel, &new);
-                let changes = change::insert(&codec, new)?;
+                let changes = change::insert(new);
                 self.send_changes(&codec, changes, cx, rel, lsn).await?;
             }
             Message::Update {

@@ -282,38 +282,40 @@ async fn run_refuses_a_role_without_replication_and_replica_identity_nothing_bef
     )
     .await;
     h.postgres_auth = "  user: pgcdc_norep\n  sslmode: disable\n".into();
-    let e = h
-        .run_once_expect_error(
-            "tables:\n  include: [public.good]\n",
-            Duration::from_secs(60),
-        )
-        .await;
-    let msg = e.to_string();
-    assert!(!e.is_transient(), "{msg}");
-    assert_eq!(e.code().as_str(), "postgres.preflight", "{msg}");
-    assert!(
-        msg.contains("lacks the REPLICATION attribute")
-            && msg.contains("ALTER ROLE \"pgcdc_norep\" WITH REPLICATION"),
-        "{msg}"
-    );
-    assert!(!slot_exists(&h).await, "no slot before the checks pass");
-
+    refused_at_start(
+        &h,
+        "tables:\n  include: [public.good]\n",
+        &[
+            "lacks the REPLICATION attribute",
+            "ALTER ROLE \"pgcdc_norep\" WITH REPLICATION",
+        ],
+    )
+    .await;
     h.postgres_auth = format!("  user: {}\n  sslmode: disable\n", h.stack.pg_user);
+    refused_at_start(
+        &h,
+        "tables:\n  include: [public.good, public.nothing]\n",
+        &[
+            "table public.nothing has REPLICA IDENTITY NOTHING",
+            "ALTER TABLE public.nothing REPLICA IDENTITY DEFAULT",
+        ],
+    )
+    .await;
+}
+
+/// One run with `extra` stops at its preflight, permanently, saying each of `says`, with no
+/// slot created.
+async fn refused_at_start(h: &Harness, extra: &str, says: &[&str]) {
     let e = h
-        .run_once_expect_error(
-            "tables:\n  include: [public.good, public.nothing]\n",
-            Duration::from_secs(60),
-        )
+        .run_once_expect_error(extra, Duration::from_secs(60))
         .await;
     let msg = e.to_string();
     assert!(!e.is_transient(), "{msg}");
     assert_eq!(e.code().as_str(), "postgres.preflight", "{msg}");
-    assert!(
-        msg.contains("table public.nothing has REPLICA IDENTITY NOTHING")
-            && msg.contains("ALTER TABLE public.nothing REPLICA IDENTITY DEFAULT"),
-        "{msg}"
-    );
-    assert!(!slot_exists(&h).await, "no slot before the checks pass");
+    for s in says {
+        assert!(msg.contains(s), "missing {s:?} in: {msg}");
+    }
+    assert!(!slot_exists(h).await, "no slot before the checks pass");
 }
 
 /// A captured table dropped while pgcdc streams: its last changes arrive, the other tables
