@@ -153,8 +153,8 @@ impl TableCodec {
     }
 
     /// Appends the Avro body of [`Self::row`]`(t, key_only, marks)` as the envelope's row
-    /// record without building it: a column kept as it is whose text is a
-    /// common scalar ([`crate::typemap::PgType::scalar_of`]) is written from the text; any other column
+    /// record without building it: a column kept as it is whose text is a common scalar
+    /// ([`crate::typemap::PgType::scalar_of`]) is written from the text; any other column
     /// goes through [`Self::column_value`] and [`encode::write`] on its own.
     pub(super) fn write_row(
         &self,
