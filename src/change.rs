@@ -41,6 +41,9 @@ pub struct Transaction {
     pub commit_ts_us: i64,
     /// Already delivered before the checkpoint: decoded again after a restart, not sent.
     pub skip: bool,
+    /// Its changes before this LSN were delivered by the tool pgcdc took over from (the
+    /// transaction it stopped inside): not sent.
+    pub skip_changes_before: Lsn,
     /// The replication origin PostgreSQL named for it, if any.
     pub repl_origin: Option<Arc<ReplOrigin>>,
     total: u64,
@@ -54,6 +57,7 @@ impl Transaction {
             commit_lsn,
             commit_ts_us,
             skip,
+            skip_changes_before: Lsn::ZERO,
             repl_origin: None,
             total: 0,
             per_table: HashMap::new(),

@@ -45,6 +45,8 @@ pub enum Code {
     Preflight,
     /// The replication slot: missing, ahead of the checkpoint, of another plugin.
     Slot,
+    /// Taking over from Debezium: its position cannot be continued safely.
+    Takeover,
     /// Initial or incremental snapshot.
     Snapshot,
     /// A value a policy refuses (`unrepresentable: fail`, `toast: fail`).
@@ -97,6 +99,7 @@ impl Code {
             Code::PostgresProtocol => "postgres.protocol",
             Code::Preflight => "postgres.preflight",
             Code::Slot => "postgres.slot",
+            Code::Takeover => "takeover",
             Code::Snapshot => "snapshot",
             Code::Value => "value",
             Code::KafkaConfig => "kafka.config",
@@ -133,6 +136,7 @@ impl Code {
             Code::PostgresProtocol => "report it with the message and the PostgreSQL version; pgcdc retries from the last checkpoint",
             Code::Preflight => "change the database setting or grant the message names (validate lists every check)",
             Code::Slot => "inspect pg_replication_slots for the slot the message names; see snapshot.mode for what pgcdc may do about it",
+            Code::Takeover => "do what the message says (stop Debezium first, let its snapshot finish, or start pgcdc on a new slot); nothing was written",
             Code::Snapshot => "read the message; the snapshot resumes from its last finished chunk on restart",
             Code::Value => "set the policy the message names (unrepresentable, toast) or change the column; the offending row is named",
             Code::KafkaConfig => "correct the librdkafka option the message names in config/pgcdc.yaml",
@@ -165,6 +169,7 @@ impl Code {
         Code::PostgresProtocol,
         Code::Preflight,
         Code::Slot,
+        Code::Takeover,
         Code::Snapshot,
         Code::Value,
         Code::KafkaConfig,

@@ -71,6 +71,12 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
+    /// Continue another tool's stream where it stopped, on its slot, topics and subjects,
+    /// with no snapshot (README: Switching from Debezium).
+    Takeover {
+        #[command(subcommand)]
+        from: TakeoverFrom,
+    },
     /// Print the events of topics as JSON, one object per line, decoded through the registry.
     Tail {
         /// Topic names, or regular expressions starting with ^.
@@ -85,6 +91,35 @@ enum Command {
         /// Stop when nothing arrives for this long (e.g. 10s).
         #[arg(long, value_parser = humantime::parse_duration)]
         idle_timeout: Option<Duration>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TakeoverFrom {
+    /// From a Debezium PostgreSQL connector: read where it stopped (Kafka Connect's offsets
+    /// topic, or --lsn), refuse what is unsafe, print the plan, and write the connector's
+    /// first checkpoint there. Stop Debezium first.
+    Debezium {
+        #[arg(long, default_value = "connectors")]
+        connectors_dir: PathBuf,
+        /// The pgcdc connector's name: its slot, publication and topic_prefix must be
+        /// Debezium's slot.name, publication.name and topic.prefix.
+        connector: String,
+        /// Kafka Connect's offsets topic (offset.storage.topic); default: the connector's
+        /// from_debezium.offsets_topic, else connect-offsets.
+        #[arg(long)]
+        offsets_topic: Option<String>,
+        /// The Debezium connector's name in Kafka Connect (needed when several connectors'
+        /// offsets name the same topic prefix).
+        #[arg(long)]
+        debezium_connector: Option<String>,
+        /// Debezium's last committed LSN instead of Connect's offsets (Debezium Server, an
+        /// embedded engine): every transaction that committed before it is in Kafka.
+        #[arg(long)]
+        lsn: Option<String>,
+        /// Print what was found and what would happen, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -232,6 +267,28 @@ fn main() -> ExitCode {
                 Ok(c) => pgcdc::admin::install_ddl_capture(&c).await.map(|db| {
                     println!("DDL capture installed in database {db}; set schema_changes: true in connector {connector}");
                 }),
+                Err(e) => Err(e),
+            },
+            Command::Takeover {
+                from:
+                    TakeoverFrom::Debezium {
+                        connectors_dir,
+                        connector,
+                        offsets_topic,
+                        debezium_connector,
+                        lsn,
+                        dry_run,
+                    },
+            } => match find_connector(&connectors_dir, &connector) {
+                Ok(c) => {
+                    let mut from = c.from_debezium.clone().unwrap_or_default();
+                    from.offsets_topic = offsets_topic.unwrap_or(from.offsets_topic);
+                    from.connector = debezium_connector.or(from.connector);
+                    from.lsn = lsn.or(from.lsn);
+                    pgcdc::pipeline::takeover::command(&daemon, &c, &from, dry_run)
+                        .await
+                        .map(|text| println!("{text}"))
+                }
                 Err(e) => Err(e),
             },
             Command::Tail {

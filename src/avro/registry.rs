@@ -109,6 +109,67 @@ impl Registry {
         }))
     }
 
+    /// Whether `subject`'s compatibility level accepts `schema` as its next version
+    /// (`POST /compatibility/subjects/{subject}/versions/latest?verbose=true`): None when it
+    /// does (or the subject does not exist yet), else the registry's reason.
+    pub async fn refuses(&self, subject: &str, schema: &str) -> Result<Option<String>> {
+        let url = format!(
+            "{}/compatibility/subjects/{subject}/versions/latest?verbose=true",
+            self.url.trim_end_matches('/')
+        );
+        let failed = |what: String| {
+            Error::transient(
+                Code::RegistryUnavailable,
+                format!(
+                    "schema registry {}: checking the compatibility of subject {subject}: {what}",
+                    self.url
+                ),
+            )
+        };
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| failed(e.to_string()).with_source(e))?;
+        let mut req = client
+            .post(&url)
+            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .json(&serde_json::json!({ "schema": schema }));
+        if let Some((user, password)) = &self.auth {
+            req = req.basic_auth(user, password.as_deref());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()).with_source(e))?;
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        match status {
+            200..=299 => {
+                if body["is_compatible"].as_bool() == Some(true) {
+                    return Ok(None);
+                }
+                let messages = body["messages"]
+                    .as_array()
+                    .map(|m| {
+                        m.iter()
+                            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    })
+                    .filter(|m| !m.is_empty());
+                Ok(Some(messages.unwrap_or_else(|| format!("not compatible: {body}"))))
+            }
+            // No such subject (40401) or version yet: the schema is its first version.
+            404 => Ok(None),
+            401 | 403 => Err(Error::permanent(
+                Code::RegistryAuth,
+                format!("schema registry {}: HTTP {status} checking subject {subject}; set schema_registry.username and schema_registry.password", self.url),
+            )),
+            422 => Ok(Some(format!("the registry refused the schema as invalid: {body}"))),
+            s => Err(failed(format!("HTTP {s}: {body}"))),
+        }
+    }
+
     /// Registers `schema`, or gives the registry's reason when the subject's compatibility
     /// level refuses it (HTTP 409), so the caller can fall back to a compatible form.
     pub async fn try_register(

@@ -3,6 +3,7 @@
 //! sees a checkpoint exactly when it sees every event before it, and the slot is told to
 //! release WAL only up to a position some committed checkpoint names.
 
+pub mod debezium;
 pub mod progress;
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,10 @@ pub struct Checkpoint {
     pub system_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<u32>,
+    /// Written by `pgcdc takeover`: the stream another tool (Debezium) delivered up to, and
+    /// the rule for its partly delivered transaction. pgcdc's first commit drops it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takeover: Option<debezium::Seam>,
 }
 
 impl Checkpoint {

@@ -115,6 +115,10 @@ pub struct ConnectorConfig {
     /// Debezium's `skipped.operations`: change events of these ops are not sent (counted in
     /// `pgcdc_skipped_operations_total`). Truncates by default, as Debezium; `[]` sends all.
     pub skipped_operations: Vec<SkippedOp>,
+    /// On the first start (no checkpoint yet), continue the stream of a Debezium
+    /// PostgreSQL connector where it stopped, on its slot and publication, with no
+    /// snapshot: what `pgcdc takeover debezium` does, unattended.
+    pub from_debezium: Option<FromDebezium>,
 }
 
 impl Default for ConnectorConfig {
@@ -147,6 +151,33 @@ impl Default for ConnectorConfig {
             toast_hold_bytes: DEFAULT_TOAST_HOLD_BYTES,
             unrepresentable: Unrepresentable::default(),
             skipped_operations: vec![SkippedOp::Truncate],
+            from_debezium: None,
+        }
+    }
+}
+
+/// `from_debezium`: where the Debezium connector's position is read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FromDebezium {
+    /// Kafka Connect's offsets topic (the worker's `offset.storage.topic`).
+    pub offsets_topic: String,
+    /// The Debezium connector's name in Kafka Connect. May be left out when the offsets of
+    /// only one connector name this connector's `topic_prefix`.
+    pub connector: Option<String>,
+    /// An explicit position instead of Connect's offsets (Debezium Server, an embedded
+    /// engine): every transaction that committed before this LSN is in Kafka.
+    pub lsn: Option<String>,
+}
+
+pub const DEFAULT_CONNECT_OFFSETS_TOPIC: &str = "connect-offsets";
+
+impl Default for FromDebezium {
+    fn default() -> Self {
+        FromDebezium {
+            offsets_topic: DEFAULT_CONNECT_OFFSETS_TOPIC.to_owned(),
+            connector: None,
+            lsn: None,
         }
     }
 }
@@ -390,6 +421,16 @@ impl ConnectorConfig {
             );
         }
         validate_topic_name(&self.topic_prefix).or_else(|m| err("topic_prefix", m))?;
+        if let Some(l) = self.from_debezium.as_ref().and_then(|d| d.lsn.as_deref()) {
+            if l.parse::<crate::Lsn>().is_err() {
+                return err(
+                    "from_debezium.lsn",
+                    format!(
+                        "{l:?} is not an LSN; write it as PostgreSQL prints it, e.g. 0/16B3748"
+                    ),
+                );
+            }
+        }
         for (t, rules) in &self.columns {
             rules
                 .validate()

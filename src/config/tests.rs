@@ -545,3 +545,26 @@ fn memory_bounds_are_bytes_within_what_librdkafka_and_the_largest_record_allow()
         .to_string();
     assert!(e.contains("queue.buffering.max.kbytes"), "{e}");
 }
+
+#[test]
+fn from_debezium_defaults_to_connects_topic_and_checks_its_lsn() {
+    let c = connector(&format!(
+        "{CONNECTOR}from_debezium:\n  connector: inventory\n"
+    ))
+    .unwrap();
+    let f = c.from_debezium.unwrap();
+    assert_eq!(f.offsets_topic, "connect-offsets");
+    assert_eq!(f.connector.as_deref(), Some("inventory"));
+    assert!(connector(CONNECTOR).unwrap().from_debezium.is_none());
+    let e = connector(&format!("{CONNECTOR}from_debezium:\n  lsn: 16B3748\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("orders.yaml") && e.contains("from_debezium.lsn") && e.contains("0/16B3748"),
+        "{e}"
+    );
+    let e = connector(&format!("{CONNECTOR}from_debezium:\n  slot: x\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("slot"), "{e}");
+}

@@ -24,32 +24,123 @@ pub fn read_state(
     connector: &str,
 ) -> Result<(Option<Checkpoint>, Option<SlotClaim>)> {
     let claim_key = SlotClaim::key(connector);
+    let topic = &cfg.offsets_topic;
+    let mut last: Option<Checkpoint> = None;
+    let mut claim: Option<SlotClaim> = None;
+    scan(
+        cfg,
+        topic,
+        &format!("pgcdc-checkpoint-reader-{connector}"),
+        connector,
+        "the checkpoint",
+        |m| {
+            if m.key() == Some(claim_key.as_bytes()) {
+                claim = m.payload().and_then(|v| serde_json::from_slice(v).ok());
+                return Ok(());
+            }
+            if m.key() != Some(connector.as_bytes()) {
+                return Ok(());
+            }
+            match m.payload() {
+                Some(v) => {
+                    let c: Checkpoint = serde_json::from_slice(v).map_err(|e| {
+                        Error::permanent(
+                            Code::Checkpoint,
+                            format!(
+                                "checkpoint of connector {connector} in {topic} offset {} is not valid: {e}",
+                                m.offset()
+                            ),
+                        )
+                        .with_source(e)
+                    })?;
+                    last = Some(c);
+                }
+                None => last = None, // a tombstone resets the connector
+            }
+            Ok(())
+        },
+    )?;
+    Ok((last, claim))
+}
+
+/// Kafka Connect offsets values by connector name, with where each was read.
+pub type ConnectOffsets = std::collections::BTreeMap<String, (Vec<u8>, String)>;
+
+/// The newest value of each Debezium connector whose Kafka Connect offsets key names
+/// `topic_prefix` (`["<name>",{"server":"<topic_prefix>"}]`), by connector name, with where
+/// it was read (`partition/offset`). A tombstone removes the connector. False when the topic
+/// does not exist.
+pub fn read_connect_offsets(
+    cfg: &KafkaConfig,
+    topic: &str,
+    topic_prefix: &str,
+    connector: &str,
+) -> Result<Option<ConnectOffsets>> {
+    let mut found = std::collections::BTreeMap::new();
+    let exists = scan(
+        cfg,
+        topic,
+        &format!("pgcdc-takeover-reader-{connector}"),
+        connector,
+        "Kafka Connect's offsets",
+        |m| {
+            let Some(name) = m
+                .key()
+                .and_then(|k| crate::checkpoint::debezium::connector_of(k, topic_prefix))
+            else {
+                return Ok(());
+            };
+            match m.payload() {
+                Some(v) => {
+                    found.insert(
+                        name,
+                        (v.to_vec(), format!("{}/{}", m.partition(), m.offset())),
+                    );
+                }
+                None => {
+                    found.remove(&name);
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(exists.then_some(found))
+}
+
+/// Reads every partition of `topic` from its beginning to its end (read_committed) and
+/// hands each record to `each`. False when the topic does not exist.
+fn scan(
+    cfg: &KafkaConfig,
+    topic: &str,
+    group: &str,
+    connector: &str,
+    what: &str,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<()>,
+) -> Result<bool> {
     let brokers = &cfg.bootstrap_servers;
     // librdkafka assigns partitions only within a group; this one never joins or commits,
     // but finding its coordinator needs Describe on it.
-    let group = format!("pgcdc-checkpoint-reader-{connector}");
     let consumer: BaseConsumer<QuietContext> = base_config(cfg)
-        .set("group.id", &group)
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false")
         .create_with_context(QuietContext::new(connector))
-        .map_err(|e| classify(brokers, "creating the checkpoint reader", e))?;
-    let topic = &cfg.offsets_topic;
+        .map_err(|e| classify(brokers, &format!("creating the reader of {what}"), e))?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(30))
         .map_err(|e| classify(brokers, &format!("reading metadata of {topic}"), e))?;
     let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
-        return Ok((None, None));
+        return Ok(false);
     };
-    // A topic pgcdc may not read would look empty: never take that for "no checkpoint".
-    let read_acl = || {
-        format!(
-            "Read and Describe on Topic {topic} (without them the checkpoint cannot be read back)"
-        )
-    };
+    // A topic pgcdc may not read would look empty: never take that for "nothing there".
+    let read_acl =
+        || format!("Read and Describe on Topic {topic} (without them {what} cannot be read)");
     match t.error() {
-        None | Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {}
+        None => {}
+        Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {
+            return Ok(false)
+        }
         Some(code) => {
             let e = classify(
                 brokers,
@@ -60,10 +151,8 @@ pub fn read_state(
         }
     }
     if t.partitions().is_empty() {
-        return Ok((None, None));
+        return Ok(false);
     }
-    let mut last: Option<Checkpoint> = None;
-    let mut claim: Option<SlotClaim> = None;
     for p in t.partitions() {
         let (low, high) = consumer
             .fetch_watermarks(topic, p.id(), Duration::from_secs(30))
@@ -73,10 +162,10 @@ pub fn read_state(
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .map_err(|e| classify(brokers, "assigning the offsets topic", e))?;
+            .map_err(|e| classify(brokers, &format!("assigning {topic}"), e))?;
         consumer
             .assign(&tpl)
-            .map_err(|e| classify(brokers, "assigning the offsets topic", e))?;
+            .map_err(|e| classify(brokers, &format!("assigning {topic}"), e))?;
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let pos = consumer
@@ -92,37 +181,16 @@ pub fn read_state(
             }
             if std::time::Instant::now() > deadline {
                 return Err(Error::transient(Code::Checkpoint, format!(
-                    "Kafka {brokers}: reading checkpoints from {topic} did not reach offset {high} within 60s"
+                    "Kafka {brokers}: reading {what} from {topic} did not reach offset {high} within 60s"
                 )));
             }
             match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => {
-                    if m.key() == Some(claim_key.as_bytes()) {
-                        claim = m.payload().and_then(|v| serde_json::from_slice(v).ok());
-                        continue;
-                    }
-                    if m.key() != Some(connector.as_bytes()) {
-                        continue;
-                    }
-                    match m.payload() {
-                        Some(v) => {
-                            let c: Checkpoint = serde_json::from_slice(v).map_err(|e| {
-                                Error::permanent(Code::Checkpoint, format!(
-                                    "checkpoint of connector {connector} in {topic} offset {} is not valid: {e}",
-                                    m.offset()
-                                ))
-        .with_source(e)
-})?;
-                            last = Some(c);
-                        }
-                        None => last = None, // a tombstone resets the connector
-                    }
-                }
+                Some(Ok(m)) => each(&m)?,
                 Some(Err(e)) => {
                     let acl = if e.rdkafka_error_code()
                         == Some(RDKafkaErrorCode::GroupAuthorizationFailed)
                     {
-                        format!("Describe on Group {group} (the checkpoint reader's)")
+                        format!("Describe on Group {group} (the reader of {what})")
                     } else {
                         read_acl()
                     };
@@ -133,5 +201,5 @@ pub fn read_state(
             }
         }
     }
-    Ok((last, claim))
+    Ok(true)
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::checkpoint::debezium::Seam;
 use crate::checkpoint::progress::{Advanced, SnapshotState};
 use crate::checkpoint::{Checkpoint, CHECKPOINT_VERSION};
 use crate::error::{Code, Error, Kind, Result};
@@ -167,6 +168,8 @@ pub(crate) struct Sink {
     live: Arc<metrics::Positions>,
     /// System identifier and timeline of the database streamed, recorded in checkpoints.
     identity: Option<(String, u32)>,
+    /// The seam of a takeover, kept in checkpoints until the position passes it.
+    seam: Option<Seam>,
 }
 
 struct OpenTxn {
@@ -196,7 +199,15 @@ impl Sink {
             snapshot: SnapshotState::default(),
             last_progress_log: Instant::now(),
             identity: None,
+            seam: None,
         }
+    }
+
+    /// After `pgcdc takeover`: checkpoints keep the seam while the position is at it (a
+    /// restart then skips Debezium's part of its last transaction again).
+    pub(crate) fn continuing(mut self, seam: Option<Seam>) -> Self {
+        self.seam = seam;
+        self
     }
 
     /// Checkpoints record the database this run streams (see [`Checkpoint::system_id`]).
@@ -413,6 +424,10 @@ impl Sink {
             snapshot: (self.snapshot != SnapshotState::default()).then(|| self.snapshot.clone()),
             system_id: self.identity.as_ref().map(|i| i.0.clone()),
             timeline: self.identity.as_ref().map(|i| i.1),
+            takeover: self
+                .seam
+                .clone()
+                .filter(|s| s.commit.parse::<Lsn>().is_ok_and(|c| self.position <= c)),
         };
         let commit_started = Instant::now();
         let committed = async {

@@ -43,6 +43,7 @@ mod reader;
 mod signals;
 mod start;
 mod stream;
+pub mod takeover;
 use initial_only::initial_only;
 use reader::Reader;
 
@@ -64,7 +65,16 @@ pub async fn run(
         return Ok(());
     }
     let kafka = prepare::kafka(daemon, conn).await?;
-    let (producer, ck, claim) = (kafka.producer, kafka.ck, kafka.claim);
+    let (producer, mut ck, claim) = (kafka.producer, kafka.ck, kafka.claim);
+    if let (None, Some(from)) = (&ck, &conn.from_debezium) {
+        // First start of a connector that continues Debezium's stream.
+        let t = takeover::plan(daemon, conn, from, None).await?;
+        tracing::info!(connector = %conn.name, "taking over from Debezium:\n{}", t.describe(conn, daemon));
+        ck = Some(
+            t.write(conn, &producer, &daemon.kafka.offsets_topic)
+                .await?,
+        );
+    }
 
     let (tx, rx) = crate::kafka::sink::channel(
         SINK_CHANNEL_CAPACITY,
@@ -120,6 +130,9 @@ pub async fn run(
     let start = opened.start;
     reader.last_commit = start;
     reader.skip_before = start;
+    let seam = ck.as_ref().and_then(|c| c.takeover.clone());
+    reader.seam_within = seam.as_ref().and_then(|s| s.within());
+    let sink = sink.continuing(seam);
 
     let sink_task = if let Some(name) = opened.exported {
         match initial_snapshot(reader, sink, rx, &name, start, &app, &mut shutdown).await? {

@@ -294,6 +294,7 @@ mod tests {
             snapshot: None,
             system_id: Some("7000000000000000001".into()),
             timeline: Some(1),
+            takeover: None,
         }
     }
 

@@ -174,6 +174,7 @@ impl<'a> Reader<'a> {
             txn: None,
             last_commit: Lsn::ZERO,
             skip_before: Lsn::ZERO,
+            seam_within: None,
             tx,
             origin,
             snap: Incremental::default(),

@@ -36,6 +36,9 @@ pub(super) struct Reader<'a> {
     pub(super) txn: Option<change::Transaction>,
     pub(super) last_commit: Lsn,
     pub(super) skip_before: Lsn,
+    /// After `pgcdc takeover`: the LSN Debezium stopped at inside the first transaction
+    /// to deliver, whose earlier changes it sent (see [`crate::checkpoint::debezium::Seam`]).
+    pub(super) seam_within: Option<Lsn>,
     pub(super) tx: SinkTx,
     pub(super) origin: Arc<Origin>,
     pub(super) snap: Incremental,
@@ -90,12 +93,20 @@ impl Reader<'_> {
                     ts_ms: commit_unix_us.div_euclid(1000),
                     ..Default::default()
                 });
-                self.txn = Some(change::Transaction::begin(
-                    xid,
-                    final_lsn,
-                    commit_unix_us,
-                    final_lsn < self.skip_before,
-                ));
+                let skip = final_lsn < self.skip_before;
+                let mut txn = change::Transaction::begin(xid, final_lsn, commit_unix_us, skip);
+                if !skip {
+                    if let Some(within) = self.seam_within.take() {
+                        // The first transaction to deliver is the one Debezium stopped in
+                        // when its first change is at or before where it stopped.
+                        if lsn <= within && within <= final_lsn {
+                            tracing::info!(connector = %self.conn.name, xid, commit_lsn = %final_lsn, before = %within,
+                                "takeover: Debezium delivered this transaction in part; skipping its changes before {within}");
+                            txn.skip_changes_before = within;
+                        }
+                    }
+                }
+                self.txn = Some(txn);
             }
             Message::Commit {
                 commit_lsn,
@@ -408,7 +419,7 @@ impl Reader<'_> {
         let skip = self
             .txn
             .as_ref()
-            .map(|t| t.skip)
+            .map(|t| t.skip || lsn < t.skip_changes_before)
             .ok_or_else(|| self.protocol("row change outside a transaction"))?;
         let Some(codec) = self.codecs.get(&rel).cloned() else {
             return Ok(None);
@@ -459,14 +470,7 @@ impl Reader<'_> {
                 ob.relation(&self.conn.name, &rel, &self.conn.outbox, payload_type);
             }
         }
-        let rules = crate::avro::columns::rules(self.conn, &rel)?;
-        let mut fields = crate::avro::fields::field_specs(&rel);
-        for (spec, rule) in fields.iter_mut().zip(&rules) {
-            if rule.replaces_type() {
-                *spec = crate::avro::fields::FieldSpec::optional();
-            }
-        }
-        let mut v = envelope_schema(prefix, &rel, &fields, &rules)?;
+        let (rules, mut fields, mut v) = value_schema(self.conn, &rel)?;
         let id = match self.registry.try_register(&subject, &v.json).await? {
             Ok(id) => id,
             Err(reason) => {
@@ -492,4 +496,25 @@ impl Reader<'_> {
             policy: self.policy.clone(),
         })
     }
+}
+
+/// A captured table's column rules, field specs and value (envelope) schema, as its codec
+/// registers it first: NOT NULL columns required, unless a rule replaces the type.
+pub(super) fn value_schema(
+    conn: &ConnectorConfig,
+    rel: &decode::Relation,
+) -> Result<(
+    Vec<crate::avro::columns::Rule>,
+    Vec<crate::avro::fields::FieldSpec>,
+    crate::avro::schema::Built,
+)> {
+    let rules = crate::avro::columns::rules(conn, rel)?;
+    let mut fields = crate::avro::fields::field_specs(rel);
+    for (spec, rule) in fields.iter_mut().zip(&rules) {
+        if rule.replaces_type() {
+            *spec = crate::avro::fields::FieldSpec::optional();
+        }
+    }
+    let v = envelope_schema(&conn.topic_prefix, rel, &fields, &rules)?;
+    Ok((rules, fields, v))
 }

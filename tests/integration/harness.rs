@@ -215,11 +215,16 @@ impl Harness {
     /// Runs the connector in this process until stopped; returns once its slot streams
     /// (after the initial snapshot, if there is one).
     pub async fn start(&self, extra: &str) -> Running {
+        self.start_on(extra, &self.slot()).await
+    }
+
+    /// [`Harness::start`] for a connector whose `extra` names another slot.
+    pub async fn start_on(&self, extra: &str, slot: &str) -> Running {
         let (daemon, conn) = self.configs(extra);
         let (stop, rx) = watch::channel(false);
         let handle = tokio::spawn(pgcdc::supervisor::run(daemon, vec![conn], rx));
         let mut run = Running { stop, handle };
-        let streaming = self.wait_slot(true, || true);
+        let streaming = self.wait_named_slot(slot, true, || true);
         tokio::select! {
             _ = streaming => run,
             r = &mut run.handle => panic!("connector {} stopped before streaming: {:?}", self.name, r),
@@ -232,9 +237,12 @@ impl Harness {
 
     /// Waits until the slot is `active` (streaming to some pgcdc) or not; `alive` says
     /// whether the process we wait for still runs.
-    pub async fn wait_slot(&self, active: bool, mut alive: impl FnMut() -> bool) {
+    pub async fn wait_slot(&self, active: bool, alive: impl FnMut() -> bool) {
+        self.wait_named_slot(&self.slot(), active, alive).await
+    }
+
+    pub async fn wait_named_slot(&self, slot: &str, active: bool, mut alive: impl FnMut() -> bool) {
         let c = self.stack.pg_connect("postgres").await;
-        let slot = self.slot();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             // Active means streaming: a walsender that holds the slot while it creates it

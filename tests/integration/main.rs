@@ -63,6 +63,7 @@ mod smoke_postgres;
 mod smoke_registry;
 mod snapshot;
 mod stream_schema;
+mod takeover;
 mod toast;
 mod txmeta;
 mod txn_timeout;

@@ -1,0 +1,452 @@
+//! Issue 18: taking over from Debezium (`pgcdc takeover debezium`, `from_debezium`). These
+//! tests stand in for Debezium with what it leaves behind: its pgoutput slot and
+//! publication, and an offsets record in Kafka Connect's format (key
+//! `["<connector>",{"server":"<topic.prefix>"}]`, LSNs as integers) whose positions are
+//! real ones PostgreSQL reports for the transactions written. Each refusal of the issue's
+//! point 2 has its own test; nothing is written when one refuses.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::json;
+
+use crate::harness::Harness;
+
+const SCHEMA: &str = "CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL);";
+
+/// A database as Debezium leaves it: table `t` in its publication and its pgoutput slot
+/// (named after the test, as `slot.name` would be).
+async fn debezium_was_here(label: &str) -> Harness {
+    let h = Harness::new(label, SCHEMA).await;
+    h.sql(&format!(
+        "CREATE PUBLICATION {} FOR TABLE t",
+        publication(&h)
+    ))
+    .await;
+    h.sql(&format!(
+        "SELECT pg_create_logical_replication_slot('{}', 'pgoutput')",
+        slot(&h)
+    ))
+    .await;
+    h
+}
+
+/// Drops the test's stand-in for Debezium's slot (an idle slot holds WAL).
+async fn drop_debeziums_slot(h: &Harness) {
+    let c = h.stack.pg_connect("postgres").await;
+    c.execute(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
+        &[&slot(h)],
+    )
+    .await
+    .unwrap();
+}
+
+fn slot(h: &Harness) -> String {
+    format!("dbz_{}", h.name)
+}
+
+fn publication(h: &Harness) -> String {
+    format!("dbz_pub_{}", h.name)
+}
+
+/// The connector settings that point pgcdc at Debezium's slot and publication.
+fn on_debeziums(h: &Harness, extra: &str) -> String {
+    format!(
+        "slot: {}\npublication: {}\ntables:\n  include: [public.t]\n{extra}",
+        slot(h),
+        publication(h)
+    )
+}
+
+fn connect_offsets_topic(h: &Harness) -> String {
+    format!("{}.connect-offsets", h.name)
+}
+
+/// `pgcdc takeover debezium <connector> <args>`: exit code, and stdout with stderr.
+fn takeover(h: &Harness, extra: &str, args: &[&str]) -> (Option<i32>, String) {
+    let daemon = h.dir.join("pgcdc.yaml");
+    std::fs::write(&daemon, h.daemon_yaml()).unwrap();
+    let dir: PathBuf = h.dir.join("connectors");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("c.yaml"),
+        h.connector_yaml(&on_debeziums(h, extra)),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgcdc"))
+        .arg("--config")
+        .arg(&daemon)
+        .args(["takeover", "debezium", "--connectors-dir"])
+        .arg(&dir)
+        .arg(&h.name)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Writes Debezium's offsets record for connector `dbz` into Connect's offsets topic, as
+/// Kafka Connect's worker does (schemaless JSON key and value).
+async fn connect_offset(h: &Harness, value: serde_json::Value) {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &h.stack.kafka_bootstrap)
+        .create()
+        .unwrap();
+    let topic = connect_offsets_topic(h);
+    // Connect creates its offsets topic compacted, 25 partitions by default.
+    static CREATED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let new = CREATED.lock().map(|mut c| {
+        let new = !c.contains(&topic);
+        c.push(topic.clone());
+        new
+    });
+    if new.unwrap_or(true) {
+        crate::bad_input::create_topic(
+            &h.stack.kafka_bootstrap,
+            &topic,
+            25,
+            &[("cleanup.policy", "compact")],
+        )
+        .await;
+    }
+    let key = json!(["dbz", {"server": h.prefix}]).to_string();
+    let value = value.to_string();
+    p.send(
+        FutureRecord::to(&topic).key(&key).payload(&value),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .unwrap();
+}
+
+/// The slot's pgoutput messages not yet confirmed, as PostgreSQL decodes them: each
+/// message's LSN (what Debezium stores) and its type byte (B, I, U, D, C, R).
+async fn messages(h: &Harness) -> Vec<(u64, char)> {
+    let c = h.client().await;
+    let rows = c
+        .query(
+            "SELECT (lsn - '0/0')::bigint, get_byte(data, 0) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL,
+                'proto_version', '1', 'publication_names', $2)",
+            &[&slot(h), &publication(h)],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            let lsn: i64 = r.get(0);
+            let b: i32 = r.get(1);
+            (lsn as u64, b as u8 as char)
+        })
+        .collect()
+}
+
+fn lsn_text(n: u64) -> String {
+    format!("{:X}/{:X}", n >> 32, n & 0xFFFF_FFFF)
+}
+
+fn ids(records: &[crate::harness::Record]) -> Vec<i64> {
+    records
+        .iter()
+        .map(|r| r.value["after"]["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_takeover_continues_inside_the_transaction_debezium_stopped_in() {
+    let h = debezium_was_here("tkseam").await;
+    // Debezium delivered transaction A (rows 1-3) and, of transaction B (rows 10-19), the
+    // rows up to 13 when it stopped: its offset is B's fourth change, lsn_commit A's end.
+    h.sql("INSERT INTO t SELECT g, 'a' || g FROM generate_series(1, 3) g")
+        .await;
+    h.sql("INSERT INTO t SELECT g, 'b' || g FROM generate_series(10, 19) g")
+        .await;
+    let m = messages(&h).await;
+    let commits: Vec<u64> = m
+        .iter()
+        .filter(|(_, t)| *t == 'C')
+        .map(|(l, _)| *l)
+        .collect();
+    let inserts: Vec<u64> = m
+        .iter()
+        .filter(|(_, t)| *t == 'I')
+        .map(|(l, _)| *l)
+        .collect();
+    assert_eq!((commits.len(), inserts.len()), (2, 13), "{m:?}");
+    let (a_end, b_fourth) = (commits[0], inserts[3 + 3]);
+    connect_offset(
+        &h,
+        json!({"lsn_proc": b_fourth, "messageType": "INSERT", "lsn": b_fourth, "txId": 900,
+               "ts_usec": 1_700_000_000_000_000i64, "lsn_commit": a_end}),
+    )
+    .await;
+    let topic = connect_offsets_topic(&h);
+
+    // --dry-run says what it found and will do, and writes nothing.
+    let (code, out) = takeover(&h, "", &["--offsets-topic", &topic, "--dry-run"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("lsn_commit {}", lsn_text(a_end)))
+            && out.contains(&format!("lsn_proc {}", lsn_text(b_fourth)))
+            && out.contains("connector dbz")
+            && out.contains(&format!(
+                "changes before {} are skipped",
+                lsn_text(b_fourth)
+            ))
+            && out.contains(&h.topic("t"))
+            && out.contains("--dry-run: nothing written"),
+        "{out}"
+    );
+    let (daemon, _) = h.configs("");
+    let written = pgcdc::kafka::offsets::read_last(&daemon.kafka, &h.name).unwrap();
+    assert!(written.is_none(), "a dry run wrote {written:?}");
+
+    let (code, out) = takeover(&h, "", &["--offsets-topic", &topic]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("first checkpoint written"), "{out}");
+    let ck = pgcdc::kafka::offsets::read_last(&daemon.kafka, &h.name)
+        .unwrap()
+        .expect("the takeover's checkpoint");
+    assert_eq!(ck.lsn, lsn_text(a_end));
+    assert_eq!(
+        ck.takeover.as_ref().and_then(|s| s.within.clone()),
+        Some(lsn_text(b_fourth))
+    );
+    // Twice is refused: the connector has a checkpoint of its own now.
+    let (code, out) = takeover(&h, "", &["--offsets-topic", &topic]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("has a checkpoint of its own"), "{out}");
+
+    // pgcdc streams from the seam: no snapshot, nothing of A, B from the change Debezium
+    // stopped at (13, sent again), then what follows.
+    let run = h.start_on(&on_debeziums(&h, ""), &slot(&h)).await;
+    h.sql("INSERT INTO t VALUES (20, 'c20')").await;
+    let got = h.read("t", 8, Duration::from_secs(60)).await;
+    assert_eq!(ids(&got), vec![13, 14, 15, 16, 17, 18, 19, 20], "{got:#?}");
+    assert!(got.iter().all(|r| r.value["op"] == "c"), "{got:#?}");
+    run.stop().await.unwrap();
+    // Its own checkpoint replaced the seam; a restart sends nothing again.
+    let ck = pgcdc::kafka::offsets::read_last(&daemon.kafka, &h.name)
+        .unwrap()
+        .unwrap();
+    assert!(ck.takeover.is_none(), "{ck:?}");
+    let run = h.start_on(&on_debeziums(&h, ""), &slot(&h)).await;
+    h.sql("INSERT INTO t VALUES (21, 'c21')").await;
+    let got = h.read("t", 9, Duration::from_secs(60)).await;
+    assert_eq!(ids(&got), vec![13, 14, 15, 16, 17, 18, 19, 20, 21]);
+    run.stop().await.unwrap();
+    drop_debeziums_slot(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_debezium_takes_over_unattended_on_the_first_start() {
+    let h = debezium_was_here("tkset").await;
+    h.sql("INSERT INTO t VALUES (1, 'a')").await;
+    h.sql("INSERT INTO t VALUES (2, 'b')").await;
+    let m = messages(&h).await;
+    let first_end = m.iter().find(|(_, t)| *t == 'C').unwrap().0;
+    // Debezium's offset right after the COMMIT of the first transaction.
+    connect_offset(
+        &h,
+        json!({"lsn_proc": first_end, "messageType": "COMMIT", "lsn": first_end,
+               "txId": 1, "ts_usec": 1, "lsn_commit": first_end}),
+    )
+    .await;
+    let extra = format!(
+        "from_debezium:\n  offsets_topic: {}\n",
+        connect_offsets_topic(&h)
+    );
+    let run = h.start_on(&on_debeziums(&h, &extra), &slot(&h)).await;
+    h.sql("INSERT INTO t VALUES (3, 'c')").await;
+    let got = h.read("t", 2, Duration::from_secs(60)).await;
+    assert_eq!(ids(&got), vec![2, 3], "{got:#?}");
+    run.stop().await.unwrap();
+    // The next start resumes from pgcdc's own checkpoint: the setting does nothing more.
+    let run = h.start_on(&on_debeziums(&h, &extra), &slot(&h)).await;
+    h.sql("INSERT INTO t VALUES (4, 'd')").await;
+    let got = h.read("t", 3, Duration::from_secs(60)).await;
+    assert_eq!(ids(&got), vec![2, 3, 4], "{got:#?}");
+    run.stop().await.unwrap();
+    drop_debeziums_slot(&h).await;
+}
+
+/// Runs the takeover (not a dry run) and returns its refusal; nothing may be written.
+async fn refused(h: &Harness, args: &[&str]) -> String {
+    let (code, out) = takeover(h, "", args);
+    assert_eq!(code, Some(1), "a refusal exits 1: {out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("takeover from Debezium refused"))
+        .unwrap_or_else(|| panic!("no refusal line: {out}"))
+        .to_owned();
+    let (daemon, _) = h.configs("");
+    assert!(
+        pgcdc::kafka::offsets::read_last(&daemon.kafka, &h.name)
+            .unwrap()
+            .is_none(),
+        "a refused takeover wrote a checkpoint"
+    );
+    line
+}
+
+async fn current_lsn(h: &Harness) -> String {
+    h.client()
+        .await
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_debezium_still_reads_is_refused() {
+    let h = debezium_was_here("tkactive").await;
+    let lsn = current_lsn(&h).await;
+    let mut recv = tokio::process::Command::new("pg_recvlogical")
+        .args(["-h", &h.stack.pg_host, "-p", &h.stack.pg_port.to_string()])
+        .args(["-U", &h.stack.pg_user, "-d", &h.db, "--slot", &slot(&h)])
+        .args(["--start", "-o", "proto_version=1", "-o"])
+        .arg(format!("publication_names={}", publication(&h)))
+        .args(["-f", "/dev/null", "--no-loop"])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start pg_recvlogical");
+    let c = h.stack.pg_connect("postgres").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let active: bool = c
+            .query_one(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot(&h)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if active {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_recvlogical did not take the slot"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let line = refused(&h, &["--lsn", &lsn]).await;
+    assert!(
+        line.contains(&format!("replication slot {} is active", slot(&h)))
+            && line.contains("stop its connector first"),
+        "{line}"
+    );
+    recv.start_kill().unwrap();
+    recv.wait().await.unwrap();
+    drop_debeziums_slot(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_in_progress_is_refused() {
+    let h = debezium_was_here("tksnap").await;
+    let lsn = messages(&h).await.first().map_or(0, |m| m.0);
+    // What Connect stores while Debezium's initial snapshot still runs.
+    connect_offset(
+        &h,
+        json!({"last_snapshot_record": false, "lsn": lsn.max(1), "txId": 5, "ts_usec": 1,
+               "snapshot": "INITIAL", "snapshot_completed": false}),
+    )
+    .await;
+    let line = refused(&h, &["--offsets-topic", &connect_offsets_topic(&h)]).await;
+    assert!(
+        line.contains("INITIAL snapshot was in progress") && line.contains("let Debezium finish"),
+        "{line}"
+    );
+    drop_debeziums_slot(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_past_debeziums_offset_is_refused() {
+    let h = debezium_was_here("tkahead").await;
+    let before = current_lsn(&h).await;
+    h.sql("INSERT INTO t VALUES (1, 'a')").await;
+    let c = h.client().await;
+    let now = current_lsn(&h).await;
+    c.execute(
+        "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)",
+        &[&slot(&h), &now],
+    )
+    .await
+    .unwrap();
+    let line = refused(&h, &["--lsn", &before]).await;
+    assert!(
+        line.contains("confirmed_flush_lsn")
+            && line.contains(&format!("past Debezium's last committed position {before}"))
+            && line.contains("may never have reached Kafka"),
+        "{line}"
+    );
+    drop_debeziums_slot(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_of_another_plugin_is_refused() {
+    let h = Harness::new("tkplugin", SCHEMA).await;
+    h.sql(&format!(
+        "CREATE PUBLICATION {} FOR TABLE t",
+        publication(&h)
+    ))
+    .await;
+    h.sql(&format!(
+        "SELECT pg_create_logical_replication_slot('{}', 'test_decoding')",
+        slot(&h)
+    ))
+    .await;
+    let lsn = current_lsn(&h).await;
+    let line = refused(&h, &["--lsn", &lsn]).await;
+    assert!(
+        line.contains("decodes with plugin test_decoding") && line.contains("pgoutput only"),
+        "{line}"
+    );
+    drop_debeziums_slot(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_the_subject_would_refuse_is_refused() {
+    let h = debezium_was_here("tkschema").await;
+    // The value subject holds a schema pgcdc's cannot follow under BACKWARD: `id` a string.
+    let subject = format!("{}-value", h.topic("t"));
+    let schema = json!({"type": "record", "name": "Envelope", "namespace": format!("{}.public.t", h.prefix),
+        "fields": [{"name": "id", "type": "string"}]});
+    let client = reqwest::Client::new();
+    let url = format!("{}/subjects/{subject}/versions", h.stack.registry_url);
+    let r = client
+        .post(&url)
+        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        .json(&json!({"schema": schema.to_string()}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let cfg = format!("{}/config/{subject}", h.stack.registry_url);
+    let r = client
+        .put(&cfg)
+        .json(&json!({"compatibility": "BACKWARD"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let lsn = current_lsn(&h).await;
+    let line = refused(&h, &["--lsn", &lsn]).await;
+    assert!(
+        line.contains(&format!("subject {subject}"))
+            && line.contains("refuses pgcdc's schema as its next version"),
+        "{line}"
+    );
+    drop_debeziums_slot(&h).await;
+}
