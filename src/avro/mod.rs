@@ -14,6 +14,7 @@ pub mod registry;
 pub mod row;
 pub mod schema;
 pub mod schema_change;
+pub mod seam;
 pub mod txmeta;
 
 use apache_avro::types::Value;

@@ -109,6 +109,77 @@ impl Registry {
         }))
     }
 
+    /// The newest schema registered under `subject` (`GET /subjects/{subject}/versions/latest`),
+    /// None when the subject has none.
+    pub async fn latest(&self, subject: &str) -> Result<Option<serde_json::Value>> {
+        let url = format!(
+            "{}/subjects/{subject}/versions/latest",
+            self.url.trim_end_matches('/')
+        );
+        let failed = |what: String| {
+            Error::transient(
+                Code::RegistryUnavailable,
+                format!(
+                    "schema registry {}: GET /subjects/{subject}/versions/latest: {what}",
+                    self.url
+                ),
+            )
+        };
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| failed(e.to_string()).with_source(e))?;
+        let mut req = client.get(&url);
+        if let Some((user, password)) = &self.auth {
+            req = req.basic_auth(user, password.as_deref());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()).with_source(e))?;
+        match resp.status().as_u16() {
+            404 => Ok(None),
+            200..=299 => {
+                let body: serde_json::Value = resp
+                    .json()
+                    .await
+                    .map_err(|e| failed(e.to_string()).with_source(e))?;
+                let text = body["schema"].as_str().unwrap_or_default();
+                serde_json::from_str(text)
+                    .map(Some)
+                    .map_err(|e| failed(format!("the schema is not JSON: {e}")))
+            }
+            s => Err(failed(format!("HTTP {s}"))),
+        }
+    }
+
+    /// The compatibility level that applies to `subject` (its own, else the registry's), or
+    /// "(unknown)" when the registry does not say.
+    async fn compatibility(&self, subject: &str) -> String {
+        let base = self.url.trim_end_matches('/');
+        for url in [format!("{base}/config/{subject}"), format!("{base}/config")] {
+            let Ok(client) = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+            else {
+                break;
+            };
+            let mut req = client.get(&url);
+            if let Some((user, password)) = &self.auth {
+                req = req.basic_auth(user, password.as_deref());
+            }
+            let Ok(resp) = req.send().await else { break };
+            if !resp.status().is_success() {
+                continue;
+            }
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            if let Some(l) = body["compatibilityLevel"].as_str() {
+                return l.to_owned();
+            }
+        }
+        "(unknown)".to_owned()
+    }
+
     /// Whether `subject`'s compatibility level accepts `schema` as its next version
     /// (`POST /compatibility/subjects/{subject}/versions/latest?verbose=true`): None when it
     /// does (or the subject does not exist yet), else the registry's reason.
@@ -157,7 +228,10 @@ impl Registry {
                             .join("; ")
                     })
                     .filter(|m| !m.is_empty());
-                Ok(Some(messages.unwrap_or_else(|| format!("not compatible: {body}"))))
+                let level = self.compatibility(subject).await;
+                Ok(Some(messages.unwrap_or_else(|| {
+                    format!("it is not compatible under the subject's compatibility level {level}")
+                })))
             }
             // No such subject (40401) or version yet: the schema is its first version.
             404 => Ok(None),

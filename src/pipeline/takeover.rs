@@ -234,6 +234,7 @@ async fn check_subjects(
             if let Some(why) = registry.refuses(&subject, &k.json).await? {
                 return Err(subject_refuses(conn, &subject, &name, &why));
             }
+            same_meaning(conn, &registry, &subject, &name, &k.json).await?;
         }
         let subject = format!("{topic}-value");
         let (rules, fields, v) = super::reader::value_schema(conn, &rel)?;
@@ -247,9 +248,43 @@ async fn check_subjects(
                 return Err(subject_refuses(conn, &subject, &name, &why));
             }
         }
+        same_meaning(conn, &registry, &subject, &name, &v.json).await?;
         out.push((name, topic));
     }
     Ok(out)
+}
+
+/// Every column the subject's newest schema and pgcdc's both carry means the same (see
+/// [`crate::avro::seam`]): a Debezium setting pgcdc does not follow shows here.
+async fn same_meaning(
+    conn: &ConnectorConfig,
+    registry: &Registry,
+    subject: &str,
+    table: &str,
+    ours: &str,
+) -> Result<()> {
+    let Some(theirs) = registry.latest(subject).await? else {
+        return Ok(());
+    };
+    let ours: serde_json::Value = serde_json::from_str(ours).map_err(|e| {
+        Error::permanent(
+            Code::Internal,
+            format!("pgcdc's schema of {table} is not JSON: {e}"),
+        )
+    })?;
+    let m = crate::avro::seam::mismatches(&theirs, &ours);
+    if m.is_empty() {
+        return Ok(());
+    }
+    Err(refused(
+        conn,
+        format!(
+            "schema registry subject {subject} (table {table}) holds another type for what pgcdc would send: {}; \
+             Debezium ran with a setting pgcdc does not follow (time.precision.mode, decimal.handling.mode, \
+             binary.handling.mode, message.key.columns...): see README, Switching from Debezium",
+            m.join("; ")
+        ),
+    ))
 }
 
 fn subject_refuses(conn: &ConnectorConfig, subject: &str, table: &str, why: &str) -> Error {

@@ -445,7 +445,55 @@ async fn a_schema_the_subject_would_refuse_is_refused() {
     let line = refused(&h, &["--lsn", &lsn]).await;
     assert!(
         line.contains(&format!("subject {subject}"))
-            && line.contains("refuses pgcdc's schema as its next version"),
+            && line.contains("refuses pgcdc's schema as its next version")
+            && line.contains("compatibility level BACKWARD"),
+        "{line}"
+    );
+    drop_debeziums_slot(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_debezium_typed_otherwise_is_refused() {
+    // Debezium with time.precision.mode: connect wrote `at` as milliseconds in a long;
+    // pgcdc writes microseconds in a long. Under compatibility NONE (or BACKWARD, for a
+    // long after a long) the registry takes either: the takeover must not.
+    let h = debezium_was_here("tkmeaning").await;
+    h.sql("ALTER TABLE t ADD COLUMN at timestamp").await;
+    let subject = format!("{}-value", h.topic("t"));
+    let ms = json!({"type": "long", "connect.version": 1, "logicalType": "timestamp-millis",
+        "connect.name": "org.apache.kafka.connect.data.Timestamp"});
+    let schema = json!({"type": "record", "name": "Envelope", "namespace": h.topic("t"),
+        "connect.name": format!("{}.Envelope", h.topic("t")),
+        "fields": [{"name": "before", "default": null, "type": ["null", {"type": "record", "name": "Value",
+            "fields": [{"name": "id", "type": "int"}, {"name": "v", "type": "string"},
+                       {"name": "at", "default": null, "type": ["null", ms]}]}]},
+            {"name": "after", "default": null, "type": ["null", "Value"]}]});
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!(
+            "{}/subjects/{subject}/versions",
+            h.stack.registry_url
+        ))
+        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        .json(&json!({"schema": schema.to_string()}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let r = client
+        .put(format!("{}/config/{subject}", h.stack.registry_url))
+        .json(&json!({"compatibility": "NONE"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let lsn = current_lsn(&h).await;
+    let line = refused(&h, &["--lsn", &lsn]).await;
+    assert!(
+        line.contains(&format!("subject {subject}"))
+            && line.contains("column at is long logicalType timestamp-millis")
+            && line.contains("io.debezium.time.MicroTimestamp")
+            && line.contains("time.precision.mode"),
         "{line}"
     );
     drop_debeziums_slot(&h).await;
