@@ -14,6 +14,8 @@ pub struct Registry {
     settings: SrSettings,
     url: String,
     auth: Option<(String, Option<String>)>,
+    /// For the calls schema_registry_converter does not make (versions, compatibility).
+    http: reqwest::Client,
     cache: HashMap<(String, String), u32>,
 }
 
@@ -36,7 +38,15 @@ pub fn settings(cfg: &RegistryConfig) -> Result<SrSettings> {
 
 impl Registry {
     pub fn new(cfg: &RegistryConfig) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| {
+                Error::permanent(Code::Registry, format!("schema registry {}: {e}", cfg.url))
+                    .with_source(e)
+            })?;
         Ok(Registry {
+            http,
             settings: settings(cfg)?,
             url: cfg.url.clone(),
             auth: cfg
@@ -60,33 +70,31 @@ impl Registry {
         }
     }
 
+    /// A request to `path` of the registry's API, with its credentials.
+    fn call(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self
+            .http
+            .request(method, format!("{}{path}", self.url.trim_end_matches('/')));
+        match &self.auth {
+            Some((user, password)) => req.basic_auth(user, password.as_deref()),
+            None => req,
+        }
+    }
+
     /// The version of schema `id` under `subject` (`GET /schemas/ids/{id}/versions`), or
     /// None when the registry lists no version of it under `subject`. A registry that does
     /// not answer is retried in place, then the error is the caller's.
     pub async fn version(&self, subject: &str, id: u32) -> Result<Option<u32>> {
-        let url = format!(
-            "{}/schemas/ids/{id}/versions",
-            self.url.trim_end_matches('/')
-        );
+        let path = format!("/schemas/ids/{id}/versions");
         let unavailable = |what: String| {
             Error::transient(
                 Code::RegistryUnavailable,
-                format!(
-                    "schema registry {}: GET /schemas/ids/{id}/versions: {what}",
-                    self.url
-                ),
+                format!("schema registry {}: GET {path}: {what}", self.url),
             )
         };
         let body: serde_json::Value = retry(IN_PLACE, "reading a schema's version", || async {
-            let client = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()
-                .map_err(|e| unavailable(e.to_string()).with_source(e))?;
-            let mut req = client.get(&url);
-            if let Some((user, password)) = &self.auth {
-                req = req.basic_auth(user, password.as_deref());
-            }
-            let resp = req
+            let resp = self
+                .call(reqwest::Method::GET, &path)
                 .send()
                 .await
                 .map_err(|e| unavailable(e.to_string()).with_source(e))?;
@@ -112,28 +120,15 @@ impl Registry {
     /// The newest schema registered under `subject` (`GET /subjects/{subject}/versions/latest`),
     /// None when the subject has none.
     pub async fn latest(&self, subject: &str) -> Result<Option<serde_json::Value>> {
-        let url = format!(
-            "{}/subjects/{subject}/versions/latest",
-            self.url.trim_end_matches('/')
-        );
+        let path = format!("/subjects/{subject}/versions/latest");
         let failed = |what: String| {
             Error::transient(
                 Code::RegistryUnavailable,
-                format!(
-                    "schema registry {}: GET /subjects/{subject}/versions/latest: {what}",
-                    self.url
-                ),
+                format!("schema registry {}: GET {path}: {what}", self.url),
             )
         };
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| failed(e.to_string()).with_source(e))?;
-        let mut req = client.get(&url);
-        if let Some((user, password)) = &self.auth {
-            req = req.basic_auth(user, password.as_deref());
-        }
-        let resp = req
+        let resp = self
+            .call(reqwest::Method::GET, &path)
             .send()
             .await
             .map_err(|e| failed(e.to_string()).with_source(e))?;
@@ -156,18 +151,8 @@ impl Registry {
     /// The compatibility level that applies to `subject` (its own, else the registry's), or
     /// "(unknown)" when the registry does not say.
     async fn compatibility(&self, subject: &str) -> String {
-        let base = self.url.trim_end_matches('/');
-        for url in [format!("{base}/config/{subject}"), format!("{base}/config")] {
-            let Ok(client) = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()
-            else {
-                break;
-            };
-            let mut req = client.get(&url);
-            if let Some((user, password)) = &self.auth {
-                req = req.basic_auth(user, password.as_deref());
-            }
+        for path in [format!("/config/{subject}"), "/config".to_owned()] {
+            let req = self.call(reqwest::Method::GET, &path);
             let Ok(resp) = req.send().await else { break };
             if !resp.status().is_success() {
                 continue;
@@ -184,10 +169,6 @@ impl Registry {
     /// (`POST /compatibility/subjects/{subject}/versions/latest?verbose=true`): None when it
     /// does (or the subject does not exist yet), else the registry's reason.
     pub async fn refuses(&self, subject: &str, schema: &str) -> Result<Option<String>> {
-        let url = format!(
-            "{}/compatibility/subjects/{subject}/versions/latest?verbose=true",
-            self.url.trim_end_matches('/')
-        );
         let failed = |what: String| {
             Error::transient(
                 Code::RegistryUnavailable,
@@ -197,18 +178,13 @@ impl Registry {
                 ),
             )
         };
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| failed(e.to_string()).with_source(e))?;
-        let mut req = client
-            .post(&url)
+        let resp = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/compatibility/subjects/{subject}/versions/latest?verbose=true"),
+            )
             .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            .json(&serde_json::json!({ "schema": schema }));
-        if let Some((user, password)) = &self.auth {
-            req = req.basic_auth(user, password.as_deref());
-        }
-        let resp = req
+            .json(&serde_json::json!({ "schema": schema }))
             .send()
             .await
             .map_err(|e| failed(e.to_string()).with_source(e))?;

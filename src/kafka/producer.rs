@@ -453,6 +453,20 @@ impl TxProducer {
         })
     }
 
+    /// One record in a Kafka transaction of its own (aborted when anything fails).
+    pub async fn send_alone(&self, topic: &str, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        self.begin()?;
+        let done = async {
+            self.send(topic, Some(key), value, &[]).await?;
+            self.commit().await
+        };
+        if let Err(e) = done.await {
+            let _ = self.abort().await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Aborts the open transaction. Without transactions, records already sent cannot be
     /// taken back: they are flushed (at-least-once).
     pub async fn abort(&self) -> Result<()> {

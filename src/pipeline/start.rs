@@ -199,24 +199,8 @@ impl Slot<'_> {
     /// pgcdc's.
     async fn write_claim(&self, value: Option<Vec<u8>>) -> Result<()> {
         let key = SlotClaim::key(&self.conn.name);
-        let producer = self.producer;
-        producer.begin()?;
-        let sent = producer
-            .send(
-                self.offsets_topic,
-                Some(key.as_bytes()),
-                value.as_deref(),
-                &[],
-            )
-            .await;
-        if let Err(e) = sent {
-            let _ = producer.abort().await;
-            return Err(e);
-        }
-        if let Err(e) = producer.commit().await {
-            let _ = producer.abort().await;
-            return Err(e);
-        }
-        Ok(())
+        self.producer
+            .send_alone(self.offsets_topic, key.as_bytes(), value.as_deref())
+            .await
     }
 }

@@ -364,23 +364,9 @@ impl Takeover {
             timeline: None,
             takeover: Some(self.seam.clone()),
         };
-        producer.begin()?;
-        let sent = producer
-            .send(
-                offsets_topic,
-                Some(conn.name.as_bytes()),
-                Some(&ck.encode()?),
-                &[],
-            )
-            .await;
-        if let Err(e) = sent {
-            let _ = producer.abort().await;
-            return Err(e);
-        }
-        if let Err(e) = producer.commit().await {
-            let _ = producer.abort().await;
-            return Err(e);
-        }
+        producer
+            .send_alone(offsets_topic, conn.name.as_bytes(), Some(&ck.encode()?))
+            .await?;
         tracing::info!(connector = %conn.name, lsn = %ck.lsn, within = ?self.seam.within, source = %self.source,
             "took over from Debezium: first checkpoint written");
         Ok(ck)

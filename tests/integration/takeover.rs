@@ -19,6 +19,11 @@ const SCHEMA: &str = "CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL);";
 /// A database as Debezium leaves it: table `t` in its publication and its pgoutput slot
 /// (named after the test, as `slot.name` would be).
 async fn debezium_was_here(label: &str) -> Harness {
+    with_slot(label, "pgoutput").await
+}
+
+/// [`debezium_was_here`] with a slot of `plugin`.
+async fn with_slot(label: &str, plugin: &str) -> Harness {
     let h = Harness::new(label, SCHEMA).await;
     h.sql(&format!(
         "CREATE PUBLICATION {} FOR TABLE t",
@@ -26,7 +31,7 @@ async fn debezium_was_here(label: &str) -> Harness {
     ))
     .await;
     h.sql(&format!(
-        "SELECT pg_create_logical_replication_slot('{}', 'pgoutput')",
+        "SELECT pg_create_logical_replication_slot('{}', '{plugin}')",
         slot(&h)
     ))
     .await;
@@ -396,17 +401,7 @@ async fn a_slot_past_debeziums_offset_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_of_another_plugin_is_refused() {
-    let h = Harness::new("tkplugin", SCHEMA).await;
-    h.sql(&format!(
-        "CREATE PUBLICATION {} FOR TABLE t",
-        publication(&h)
-    ))
-    .await;
-    h.sql(&format!(
-        "SELECT pg_create_logical_replication_slot('{}', 'test_decoding')",
-        slot(&h)
-    ))
-    .await;
+    let h = with_slot("tkplugin", "test_decoding").await;
     let lsn = current_lsn(&h).await;
     let line = refused(&h, &["--lsn", &lsn]).await;
     assert!(
