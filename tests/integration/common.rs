@@ -167,3 +167,10 @@ pub fn stack_port(name: &str) -> u16 {
         .parse()
         .expect("a port number")
 }
+
+/// Tests that run a Kafka Connect worker take turns: each JVM takes up to 768 MB of heap and
+/// seconds of both cores to start.
+pub async fn one_jvm() -> tokio::sync::MutexGuard<'static, ()> {
+    static JVM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    JVM.lock().await
+}

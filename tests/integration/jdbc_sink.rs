@@ -124,6 +124,7 @@ fn sink_limit(table: &str, column: &str, id: &Json, source: &Json) -> Option<Opt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debeziums_jdbc_sink_replicates_pgcdc_topics() {
+    let _jvm = crate::common::one_jvm().await;
     let h = Harness::new("jdbcsink", SCHEMA).await;
     let dst = format!("{}_dst", h.db);
     let admin = h.stack.pg_connect("postgres").await;

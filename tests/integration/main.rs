@@ -36,6 +36,7 @@ mod common;
 mod connect;
 mod consumers;
 mod debezium_schemas;
+mod debezium_takeover;
 mod failover;
 mod fencing;
 mod generated;
