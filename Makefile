@@ -37,7 +37,9 @@ build:
 test: stack
 	@for m in 14 15 16 18; do PG_MAJOR=$$m dev/stack pg || exit 1; done
 	@dev/connect/install
+	rm -f $${CARGO_TARGET_DIR:-target}/tmp/takeover-*.result
 	cargo test --locked --all-targets -- --test-threads=$(TEST_THREADS)
+	@echo "takeover from Debezium (tests/integration/debezium_takeover.rs):"; cat $${CARGO_TARGET_DIR:-target}/tmp/takeover-*.result
 	@echo "chaos (short): a few SIGKILLs, a SIGTERM, Kafka, registry and PostgreSQL restarts"
 	CHAOS_DURATION=40 CHAOS_MIN_CRASHES=4 CHAOS_SIGTERMS=1 CHAOS_MAX_ROWS=2000 CHAOS_PROFILE=debug dev/chaos/run
 	@echo "bounds: 5,000,000 rows in one transaction, Kafka paused 60 s; every row once, peak RSS bounded"

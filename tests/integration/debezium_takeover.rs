@@ -397,11 +397,18 @@ async fn switch(label: &str, kill: bool) {
         );
     }
     assert_eq!(got.len(), want.len(), "keys with changes");
-    eprintln!(
+    let result = format!(
         "RESULT takeover mode={label} steps={steps} changes={} records_before_seam={before} records_after_seam={after} \
          duplicates={duplicates} tombstones={tombstones} key_schema_ids={key_schemas:?}",
         truth.len()
     );
+    eprintln!("{result}");
+    // make test prints these after the test run (cargo test shows no output of a passing test).
+    std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("takeover-{label}.result")),
+        result + "\n",
+    )
+    .unwrap();
     let c = h.stack.pg_connect("postgres").await;
     c.execute("SELECT pg_drop_replication_slot($1)", &[&dbz.slot()])
         .await
