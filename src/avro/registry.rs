@@ -117,35 +117,72 @@ impl Registry {
         }))
     }
 
-    /// The newest schema registered under `subject` (`GET /subjects/{subject}/versions/latest`),
-    /// None when the subject has none.
-    pub async fn latest(&self, subject: &str) -> Result<Option<serde_json::Value>> {
+    /// The id and schema of the newest version under `subject`
+    /// (`GET /subjects/{subject}/versions/latest`), None when the subject has none.
+    pub async fn latest(&self, subject: &str) -> Result<Option<(u32, serde_json::Value)>> {
         let path = format!("/subjects/{subject}/versions/latest");
-        let failed = |what: String| {
-            Error::transient(
-                Code::RegistryUnavailable,
-                format!("schema registry {}: GET {path}: {what}", self.url),
-            )
-        };
-        let resp = self
-            .call(reqwest::Method::GET, &path)
-            .send()
-            .await
-            .map_err(|e| failed(e.to_string()).with_source(e))?;
-        match resp.status().as_u16() {
+        let (status, body) = self.json(reqwest::Method::GET, &path, None).await?;
+        match status {
             404 => Ok(None),
             200..=299 => {
-                let body: serde_json::Value = resp
-                    .json()
-                    .await
-                    .map_err(|e| failed(e.to_string()).with_source(e))?;
                 let text = body["schema"].as_str().unwrap_or_default();
-                serde_json::from_str(text)
-                    .map(Some)
-                    .map_err(|e| failed(format!("the schema is not JSON: {e}")))
+                let schema = serde_json::from_str(text)
+                    .map_err(|e| self.unavailable(&path, format!("the schema is not JSON: {e}")))?;
+                Ok(Some((body["id"].as_u64().unwrap_or(0) as u32, schema)))
             }
-            s => Err(failed(format!("HTTP {s}"))),
+            s => Err(self.unavailable(&path, format!("HTTP {s}: {body}"))),
         }
+    }
+
+    /// The id of `schema` when it is registered under `subject` (`POST /subjects/{subject}`),
+    /// else None.
+    pub async fn lookup(&self, subject: &str, schema: &str) -> Result<Option<u32>> {
+        let path = format!("/subjects/{subject}");
+        let body = serde_json::json!({ "schema": schema });
+        let (status, answer) = self.json(reqwest::Method::POST, &path, Some(body)).await?;
+        match status {
+            200..=299 => Ok(answer["id"].as_u64().map(|i| i as u32)),
+            404 => Ok(None),
+            s => Err(self.unavailable(&path, format!("HTTP {s}: {answer}"))),
+        }
+    }
+
+    /// A JSON request to the registry's API: the status and the JSON answer (null when
+    /// there is none).
+    async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value)> {
+        let mut req = self.call(method, path);
+        if let Some(b) = body {
+            req = req
+                .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+                .json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.unavailable(path, e.to_string()).with_source(e))?;
+        let status = resp.status().as_u16();
+        if matches!(status, 401 | 403) {
+            return Err(Error::permanent(
+                Code::RegistryAuth,
+                format!(
+                    "schema registry {}: HTTP {status} on {path}; set schema_registry.username and schema_registry.password",
+                    self.url
+                ),
+            ));
+        }
+        Ok((status, resp.json().await.unwrap_or(serde_json::Value::Null)))
+    }
+
+    fn unavailable(&self, path: &str, what: String) -> Error {
+        Error::transient(
+            Code::RegistryUnavailable,
+            format!("schema registry {}: {path}: {what}", self.url),
+        )
     }
 
     /// The compatibility level that applies to `subject` (its own, else the registry's), or
@@ -165,31 +202,34 @@ impl Registry {
         "(unknown)".to_owned()
     }
 
-    /// Whether `subject`'s compatibility level accepts `schema` as its next version
-    /// (`POST /compatibility/subjects/{subject}/versions/latest?verbose=true`): None when it
-    /// does (or the subject does not exist yet), else the registry's reason.
+    /// Whether `subject`'s compatibility level accepts `schema` as its next version, checked
+    /// as a registration would be (`POST /compatibility/subjects/{subject}/versions`: every
+    /// version a transitive level names; a registry without it is asked about the latest):
+    /// None when it does (or the subject does not exist yet), else the registry's reason.
     pub async fn refuses(&self, subject: &str, schema: &str) -> Result<Option<String>> {
-        let failed = |what: String| {
-            Error::transient(
-                Code::RegistryUnavailable,
-                format!(
-                    "schema registry {}: checking the compatibility of subject {subject}: {what}",
-                    self.url
-                ),
-            )
+        let body = serde_json::json!({ "schema": schema });
+        let mut answer = None;
+        for path in [
+            format!("/compatibility/subjects/{subject}/versions?verbose=true"),
+            format!("/compatibility/subjects/{subject}/versions/latest?verbose=true"),
+        ] {
+            let (status, a) = self
+                .json(reqwest::Method::POST, &path, Some(body.clone()))
+                .await?;
+            // 404 with a registry error code: no such subject or version (the schema is the
+            // first); without one: no such endpoint, ask the next.
+            if status == 404 && a["error_code"].as_u64().is_none() {
+                continue;
+            }
+            answer = Some((path, status, a));
+            break;
+        }
+        let Some((path, status, body)) = answer else {
+            return Err(self.unavailable(
+                &format!("/compatibility/subjects/{subject}"),
+                "the registry has no compatibility endpoint".to_owned(),
+            ));
         };
-        let resp = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/compatibility/subjects/{subject}/versions/latest?verbose=true"),
-            )
-            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            .json(&serde_json::json!({ "schema": schema }))
-            .send()
-            .await
-            .map_err(|e| failed(e.to_string()).with_source(e))?;
-        let status = resp.status().as_u16();
-        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
         match status {
             200..=299 => {
                 if body["is_compatible"].as_bool() == Some(true) {
@@ -209,14 +249,11 @@ impl Registry {
                     format!("it is not compatible under the subject's compatibility level {level}")
                 })))
             }
-            // No such subject (40401) or version yet: the schema is its first version.
             404 => Ok(None),
-            401 | 403 => Err(Error::permanent(
-                Code::RegistryAuth,
-                format!("schema registry {}: HTTP {status} checking subject {subject}; set schema_registry.username and schema_registry.password", self.url),
-            )),
-            422 => Ok(Some(format!("the registry refused the schema as invalid: {body}"))),
-            s => Err(failed(format!("HTTP {s}: {body}"))),
+            422 => Ok(Some(format!(
+                "the registry refused the schema as invalid: {body}"
+            ))),
+            s => Err(self.unavailable(&path, format!("HTTP {s}: {body}"))),
         }
     }
 

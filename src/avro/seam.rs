@@ -69,6 +69,16 @@ fn meaning(t: &Json) -> String {
     m
 }
 
+/// Whether a value schema is a change event envelope (`before`, `after`, `op`), not a row
+/// an SMT such as `ExtractNewRecordState` flattened it to.
+pub fn is_envelope(schema: &Json) -> bool {
+    let names: Vec<&str> = schema["fields"]
+        .as_array()
+        .map(|fs| fs.iter().filter_map(|f| f["name"].as_str()).collect())
+        .unwrap_or_default();
+    ["before", "after", "op"].iter().all(|n| names.contains(n))
+}
+
 /// Columns both schemas carry whose meaning differs, one phrase each. Columns only one
 /// side has are schema evolution (a column added or dropped since), not a mismatch.
 pub fn mismatches(theirs: &Json, ours: &Json) -> Vec<String> {
@@ -133,5 +143,16 @@ mod tests {
         let e = |t: Json| envelope(json!([{"name": "id", "type": t}]));
         assert_eq!(mismatches(&e(json!("int")), &e(json!("long"))).len(), 1);
         assert!(mismatches(&e(json!("int")), &e(json!("int"))).is_empty());
+        let flat =
+            json!({"type": "record", "name": "Value", "fields": [{"name": "id", "type": "int"}]});
+        assert!(!is_envelope(&flat));
+        let mut env = envelope(json!([]));
+        assert!(!is_envelope(&env), "no op yet");
+        env["fields"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "x", "type": "int"}));
+        env["fields"][2]["name"] = json!("op");
+        assert!(is_envelope(&env));
     }
 }

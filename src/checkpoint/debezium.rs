@@ -117,7 +117,11 @@ impl DebeziumOffset {
             );
         }
         if self.commit().is_none() {
-            return Some("Debezium's offset holds no lsn, lsn_proc or lsn_commit".to_owned());
+            return Some(
+                "Debezium's offset holds no lsn, lsn_proc or lsn_commit: it is not a PostgreSQL connector's streaming \
+                 position; give Debezium's last committed LSN instead (--lsn)"
+                    .to_owned(),
+            );
         }
         None
     }
@@ -141,6 +145,10 @@ impl DebeziumOffset {
             from: "debezium".to_owned(),
             connector: connector.to_owned(),
             commit: commit.to_string(),
+            xid: within
+                .as_ref()
+                .and(self.tx_id)
+                .and_then(|x| u32::try_from(x).ok()),
             within,
         })
     }
@@ -175,6 +183,9 @@ pub struct Seam {
     /// Debezium sent, so pgcdc repeats them rather than lose one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within: Option<String>,
+    /// That transaction's id (Debezium's `txId`): `within` applies to it alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xid: Option<u32>,
 }
 
 impl Seam {
@@ -200,6 +211,7 @@ mod tests {
         let s = o.seam("inventory").unwrap();
         assert_eq!(s.commit, Lsn(24023032).to_string());
         assert_eq!(s.within(), Some(Lsn(24023128)));
+        assert_eq!(s.xid, Some(771));
     }
 
     #[test]

@@ -203,8 +203,9 @@ impl Sink {
         }
     }
 
-    /// After `pgcdc takeover`: checkpoints keep the seam while the position is at it (a
-    /// restart then skips Debezium's part of its last transaction again).
+    /// After `pgcdc takeover`: checkpoints keep the seam until the first transaction is
+    /// committed (a restart before then skips Debezium's part of it again; an idle position
+    /// may pass the seam's LSN before that transaction arrives).
     pub(crate) fn continuing(mut self, seam: Option<Seam>) -> Self {
         self.seam = seam;
         self
@@ -333,6 +334,8 @@ impl Sink {
                     boundary_at = Instant::now();
                     self.position = self.position.max(end_lsn);
                     last_txn = Some((commit_lsn, end_lsn, xid, commit_ts_us));
+                    // Committed with this transaction, the seam is behind the checkpoint.
+                    self.seam = None;
                     // A thin stream commits at once (idle_wait 0): nothing more is waiting,
                     // so waiting for max_interval would only add latency. Under load the
                     // channel fills while a commit runs, and the next commit takes all of it.
@@ -424,10 +427,7 @@ impl Sink {
             snapshot: (self.snapshot != SnapshotState::default()).then(|| self.snapshot.clone()),
             system_id: self.identity.as_ref().map(|i| i.0.clone()),
             timeline: self.identity.as_ref().map(|i| i.1),
-            takeover: self
-                .seam
-                .clone()
-                .filter(|s| s.commit.parse::<Lsn>().is_ok_and(|c| self.position <= c)),
+            takeover: self.seam.clone(),
         };
         let commit_started = Instant::now();
         let committed = async {

@@ -131,7 +131,7 @@ pub async fn run(
     reader.last_commit = start;
     reader.skip_before = start;
     let seam = ck.as_ref().and_then(|c| c.takeover.clone());
-    reader.seam_within = seam.as_ref().and_then(|s| s.within());
+    reader.seam_within = seam.as_ref().and_then(|s| s.within().map(|w| (w, s.xid)));
     let sink = sink.continuing(seam);
 
     let sink_task = if let Some(name) = opened.exported {

@@ -38,7 +38,7 @@ pub(super) struct Reader<'a> {
     pub(super) skip_before: Lsn,
     /// After `pgcdc takeover`: the LSN Debezium stopped at inside the first transaction
     /// to deliver, whose earlier changes it sent (see [`crate::checkpoint::debezium::Seam`]).
-    pub(super) seam_within: Option<Lsn>,
+    pub(super) seam_within: Option<(Lsn, Option<u32>)>,
     pub(super) tx: SinkTx,
     pub(super) origin: Arc<Origin>,
     pub(super) snap: Incremental,
@@ -96,10 +96,12 @@ impl Reader<'_> {
                 let skip = final_lsn < self.skip_before;
                 let mut txn = change::Transaction::begin(xid, final_lsn, commit_unix_us, skip);
                 if !skip {
-                    if let Some(within) = self.seam_within.take() {
+                    if let Some((within, seam_xid)) = self.seam_within.take() {
                         // The first transaction to deliver is the one Debezium stopped in
-                        // when its first change is at or before where it stopped.
-                        if lsn <= within && within <= final_lsn {
+                        // when it is that transaction (its xid) and spans where it stopped;
+                        // else nothing of it is skipped (duplicates, never a loss).
+                        if lsn <= within && within <= final_lsn && seam_xid.is_none_or(|x| x == xid)
+                        {
                             tracing::info!(connector = %self.conn.name, xid, commit_lsn = %final_lsn, before = %within,
                                 "takeover: Debezium delivered this transaction in part; skipping its changes before {within}");
                             txn.skip_changes_before = within;

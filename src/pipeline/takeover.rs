@@ -23,8 +23,8 @@ pub struct Takeover {
     pub offset: DebeziumOffset,
     pub seam: Seam,
     pub slot: SlotInfo,
-    /// Captured tables with their topic.
-    pub tables: Vec<(String, String)>,
+    /// Captured tables with their topics.
+    pub tables: Vec<Subjects>,
 }
 
 fn refused(conn: &ConnectorConfig, msg: String) -> Error {
@@ -71,6 +71,16 @@ pub async fn plan(
     )
     .await?;
     let slot = check_slot(conn, &catalog, commit, &source).await?;
+    // The stream after the seam must be filtered as Debezium's was: by its publication,
+    // which therefore exists already (pgcdc would otherwise create one now, after the
+    // changes it must send, and PostgreSQL would decode them without it).
+    let publication = conn.publication_name();
+    if !catalog.publication_exists(&publication).await? {
+        return Err(refused(conn, format!(
+            "publication {publication} does not exist: set publication to Debezium's publication.name \
+             (dbz_publication unless it was set), the one its slot streamed through"
+        )));
+    }
     let problems = catalog.preflight(conn).await?.problems;
     if let Some(first) = problems.first() {
         return Err(Error::permanent(
@@ -135,6 +145,13 @@ async fn debezium_offset(
                 )))
             }
         },
+        None if found.is_empty() => {
+            return Err(refused(conn, format!(
+                "{topic} holds no Debezium offsets for topic.prefix {}: set topic_prefix to Debezium's topic.prefix, \
+                 or name the worker's offset.storage.topic (--offsets-topic, from_debezium.offsets_topic)",
+                conn.topic_prefix
+            )))
+        }
         None if found.len() == 1 => {
             let mut found = found;
             match found.pop_first() {
@@ -154,7 +171,10 @@ async fn debezium_offset(
     let offset = DebeziumOffset::parse(&value).map_err(|e| {
         refused(
             conn,
-            format!("the offsets record in {source} is not Debezium's: {e}"),
+            format!(
+                "the offsets record in {source} is not a Debezium PostgreSQL offset ({e}): check --offsets-topic \
+                 and --debezium-connector, or give Debezium's last committed LSN (--lsn)"
+            ),
         )
     })?;
     Ok((offset, source))
@@ -217,24 +237,37 @@ async fn check_slot(
     Ok(slot)
 }
 
-/// Each captured table's topic, after checking that its subjects accept pgcdc's key and
-/// value schemas as their next versions.
+/// Each captured table's topic, after checking that its subjects take pgcdc's key and
+/// value schemas as their next versions and mean the same by them.
 async fn check_subjects(
     daemon: &DaemonConfig,
     conn: &ConnectorConfig,
     catalog: &mut Catalog,
-) -> Result<Vec<(String, String)>> {
+) -> Result<Vec<Subjects>> {
     let registry = Registry::new(&daemon.schema_registry)?;
     let mut out = Vec::new();
     for name in catalog.captured_table_names(conn).await? {
         let rel = catalog.snapshot_table(&name, conn).await?.relation;
         let topic = topic_name(&conn.topic_prefix, &rel.schema, &rel.table);
-        if let Some(k) = key_schema(&conn.topic_prefix, &rel)? {
-            let subject = format!("{topic}-key");
-            if let Some(why) = registry.refuses(&subject, &k.json).await? {
-                return Err(subject_refuses(conn, &subject, &name, &why));
+        let key_subject = format!("{topic}-key");
+        let key = key_schema(&conn.topic_prefix, &rel)?;
+        let key_theirs = registry.latest(&key_subject).await?;
+        if let (Some(k), Some((id, _))) = (&key, &key_theirs) {
+            // The key bytes (schema id included) pick the partition and are what compaction
+            // matches: they must be Debezium's, not a compatible variant of them.
+            if registry.lookup(&key_subject, &k.json).await? != Some(*id) {
+                let same = match &key_theirs {
+                    Some((_, theirs)) => crate::avro::seam::mismatches(theirs, &json(&k.json)?),
+                    None => Vec::new(),
+                };
+                return Err(refused(conn, format!(
+                    "schema registry subject {key_subject} (table {name}): pgcdc's key schema is not the newest one \
+                     Debezium registered (id {id}){}: the key bytes would differ, so a key would move partition and \
+                     compaction would keep Debezium's records; the key columns differ (message.key.columns, or the \
+                     table's primary key changed): pgcdc cannot continue this topic",
+                    if same.is_empty() { String::new() } else { format!(" ({})", same.join("; ")) }
+                )));
             }
-            same_meaning(conn, &registry, &subject, &name, &k.json).await?;
         }
         let subject = format!("{topic}-value");
         let (rules, fields, v) = super::reader::value_schema(conn, &rel)?;
@@ -248,43 +281,45 @@ async fn check_subjects(
                 return Err(subject_refuses(conn, &subject, &name, &why));
             }
         }
-        same_meaning(conn, &registry, &subject, &name, &v.json).await?;
-        out.push((name, topic));
+        let value_theirs = registry.latest(&subject).await?;
+        if let Some((_, theirs)) = &value_theirs {
+            if !crate::avro::seam::is_envelope(theirs) {
+                return Err(refused(conn, format!(
+                    "schema registry subject {subject} (table {name}) holds no change event envelope (before, after, op): \
+                     Debezium's events were rewritten by an SMT (such as ExtractNewRecordState); pgcdc writes the envelope \
+                     and cannot continue this topic"
+                )));
+            }
+            let m = crate::avro::seam::mismatches(theirs, &json(&v.json)?);
+            if !m.is_empty() {
+                return Err(refused(conn, format!(
+                    "schema registry subject {subject} (table {name}) holds another type for what pgcdc would send: {}; \
+                     Debezium ran with a setting pgcdc does not follow (time.precision.mode, decimal.handling.mode, \
+                     interval.handling.mode, binary.handling.mode...): see README, Switching from Debezium",
+                    m.join("; ")
+                )));
+            }
+        }
+        out.push(Subjects {
+            table: name,
+            topic,
+            existed: key_theirs.is_some() || value_theirs.is_some(),
+        });
     }
     Ok(out)
 }
 
-/// Every column the subject's newest schema and pgcdc's both carry means the same (see
-/// [`crate::avro::seam`]): a Debezium setting pgcdc does not follow shows here.
-async fn same_meaning(
-    conn: &ConnectorConfig,
-    registry: &Registry,
-    subject: &str,
-    table: &str,
-    ours: &str,
-) -> Result<()> {
-    let Some(theirs) = registry.latest(subject).await? else {
-        return Ok(());
-    };
-    let ours: serde_json::Value = serde_json::from_str(ours).map_err(|e| {
-        Error::permanent(
-            Code::Internal,
-            format!("pgcdc's schema of {table} is not JSON: {e}"),
-        )
-    })?;
-    let m = crate::avro::seam::mismatches(&theirs, &ours);
-    if m.is_empty() {
-        return Ok(());
-    }
-    Err(refused(
-        conn,
-        format!(
-            "schema registry subject {subject} (table {table}) holds another type for what pgcdc would send: {}; \
-             Debezium ran with a setting pgcdc does not follow (time.precision.mode, decimal.handling.mode, \
-             binary.handling.mode, message.key.columns...): see README, Switching from Debezium",
-            m.join("; ")
-        ),
-    ))
+fn json(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::permanent(Code::Internal, format!("pgcdc's schema is not JSON: {e}")))
+}
+
+/// A captured table, its topic, and whether Debezium registered its subjects.
+#[derive(Debug)]
+pub struct Subjects {
+    pub table: String,
+    pub topic: String,
+    pub existed: bool,
 }
 
 fn subject_refuses(conn: &ConnectorConfig, subject: &str, table: &str, why: &str) -> Error {
@@ -333,8 +368,16 @@ impl Takeover {
                 "  Debezium stopped inside the next transaction: its changes before {w} are skipped, the rest is sent (the change at {w} again)\n"
             );
         }
-        for (table, topic) in &self.tables {
-            s += &format!("  {table} -> topic {topic} (subjects {topic}-key, {topic}-value: pgcdc's schemas accepted)\n");
+        for t in &self.tables {
+            let (table, topic) = (&t.table, &t.topic);
+            if t.existed {
+                s += &format!("  {table} -> topic {topic} (subjects {topic}-key, {topic}-value: pgcdc's schemas accepted)\n");
+            } else {
+                s += &format!(
+                    "  {table} -> topic {topic}: NEW, Debezium registered no subject for it (a table it never wrote, \
+                     or a connector that names its topics otherwise: then stop here)\n"
+                );
+            }
         }
         s += &format!(
             "  its first checkpoint goes to {}; from the first change after the seam it is exactly-once",

@@ -380,21 +380,9 @@ async fn switch(label: &str, kill: bool) {
         );
         let mut events = events.clone();
         events.sort_by_key(|e| e.1);
-        // First sightings, in the order the consumer got them, are the key's changes in
-        // commit order; a later repeat is a duplicate of one seen before.
-        let mut first: Vec<Change> = Vec::new();
-        for (_, _, c) in events {
-            if first.contains(&c) {
-                duplicates += 1;
-            } else {
-                first.push(c);
-            }
-        }
+        let seen: Vec<Change> = events.into_iter().map(|e| e.2).collect();
         let expected = want.get(id).cloned().unwrap_or_default();
-        assert_eq!(
-            first, expected,
-            "key {id}: the consumer's changes vs the workload's"
-        );
+        duplicates += replayed(*id, &seen, &expected);
     }
     assert_eq!(got.len(), want.len(), "keys with changes");
     let result = format!(
@@ -415,6 +403,41 @@ async fn switch(label: &str, kill: bool) {
         .unwrap();
 }
 
+/// How many of a key's changes the consumer got twice, given that it must have got them
+/// as `expected[..j]` (Debezium) followed by `expected[i..]` (pgcdc, from where Debezium's
+/// last offset left off, i <= j): every change, in commit order, and a repeat only as the
+/// one contiguous replay a seam makes. Panics naming the key otherwise.
+fn replayed(id: i64, seen: &[Change], expected: &[Change]) -> usize {
+    let j = seen
+        .iter()
+        .zip(expected)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let rest = &seen[j..];
+    if rest.is_empty() {
+        assert_eq!(
+            j,
+            expected.len(),
+            "key {id}: changes lost: got {seen:?}, want {expected:?}"
+        );
+        return 0;
+    }
+    let i = expected
+        .iter()
+        .position(|c| *c == rest[0])
+        .unwrap_or_else(|| {
+            panic!(
+                "key {id}: {:?} is no change of the workload (got {seen:?})",
+                rest[0]
+            )
+        });
+    assert!(
+        i <= j && rest == &expected[i..],
+        "key {id}: not the workload's changes with one replay at the seam: got {seen:?}, want {expected:?}"
+    );
+    j - i
+}
+
 /// SIGTERM to the worker (the JVM: run-source execs it).
 fn nix_term(w: &Worker) -> std::io::Result<()> {
     let pid = w.0.id().ok_or_else(|| std::io::Error::other("gone"))?;
@@ -432,4 +455,33 @@ async fn pgcdc_takes_over_from_a_stopped_debezium_connector() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgcdc_takes_over_from_a_killed_connect_worker() {
     switch("dbzkill", true).await;
+}
+
+#[test]
+fn the_seam_check_takes_one_replay_and_nothing_else() {
+    let ch = |op: &str, n: Option<i64>| (7, op.to_owned(), n);
+    let want = vec![
+        ch("c", Some(0)),
+        ch("u", Some(1)),
+        ch("u", Some(2)),
+        ch("d", None),
+    ];
+    assert_eq!(replayed(7, &want, &want), 0);
+    let replay = [&want[..3], &want[1..]].concat();
+    assert_eq!(replayed(7, &replay, &want), 2);
+    // A stale change after a newer one, a lost one, a foreign one: each is caught.
+    for bad in [
+        vec![
+            want[0].clone(),
+            want[1].clone(),
+            want[2].clone(),
+            want[1].clone(),
+        ],
+        vec![want[0].clone(), want[2].clone(), want[3].clone()],
+        vec![want[0].clone(), want[1].clone()],
+        vec![want[0].clone(), ch("u", Some(9))],
+    ] {
+        let r = std::panic::catch_unwind(|| replayed(7, &bad, &want));
+        assert!(r.is_err(), "{bad:?} passed");
+    }
 }
