@@ -285,9 +285,11 @@ fn main() -> ExitCode {
                     from.offsets_topic = offsets_topic.unwrap_or(from.offsets_topic);
                     from.connector = debezium_connector.or(from.connector);
                     from.lsn = lsn.or(from.lsn);
-                    pgcdc::pipeline::takeover::command(&daemon, &c, &from, dry_run)
-                        .await
-                        .map(|text| println!("{text}"))
+                    pgcdc::pipeline::takeover::command(&daemon, &c, &from, dry_run, |plan| {
+                        println!("{plan}")
+                    })
+                    .await
+                    .map(|done| println!("{done}"))
                 }
                 Err(e) => Err(e),
             },

@@ -416,14 +416,15 @@ impl Takeover {
     }
 }
 
-/// `pgcdc takeover debezium`: checks, prints the plan, and (unless `dry_run`) writes the
-/// first checkpoint. Returns the text printed.
+/// `pgcdc takeover debezium`: checks, then `show`s the plan (before anything is written),
+/// then, unless `dry_run`, writes the first checkpoint. Returns the closing line.
 pub async fn command(
     daemon: &DaemonConfig,
     conn: &ConnectorConfig,
     from: &FromDebezium,
     dry_run: bool,
-) -> Result<String> {
+    show: impl FnOnce(&str),
+) -> Result<&'static str> {
     let kcfg = daemon.kafka.clone();
     let name = conn.name.clone();
     let (ck, _) =
@@ -433,9 +434,9 @@ pub async fn command(
                 Error::permanent(Code::Internal, format!("checkpoint reader failed: {e}"))
             })??;
     let t = plan(daemon, conn, from, ck.as_ref()).await?;
-    let text = t.describe(conn, daemon);
+    show(&t.describe(conn, daemon));
     if dry_run {
-        return Ok(format!("{text}\n--dry-run: nothing written"));
+        return Ok("--dry-run: nothing written");
     }
     let kafka = super::prepare::kafka(daemon, conn).await?;
     // Read again under the producer that fences any instance started meanwhile.
@@ -447,7 +448,5 @@ pub async fn command(
     }
     t.write(conn, &kafka.producer, &daemon.kafka.offsets_topic)
         .await?;
-    Ok(format!(
-        "{text}\nfirst checkpoint written: start the connector (pgcdc run) to stream"
-    ))
+    Ok("first checkpoint written: start the connector (pgcdc run) to stream")
 }
