@@ -595,3 +595,40 @@ async fn a_column_debezium_typed_otherwise_is_refused() {
     );
     drop_debeziums_slot(&h).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_a_multi_row_insert_at_debeziums_position_are_all_sent() {
+    // COPY writes one WAL record for several rows: their changes share one LSN. Debezium's
+    // offset cannot say how many of them it sent, so pgcdc sends them all again (its own
+    // WalPositionLocator skips every change at that LSN: rows 11 and 12 would be lost).
+    let h = debezium_was_here("tkmulti").await;
+    h.sql("INSERT INTO t VALUES (1, 'a')").await;
+    h.sql(
+        "BEGIN; COPY t FROM PROGRAM 'printf \"10\\tb10\\n11\\tb11\\n12\\tb12\\n\"'; \
+         INSERT INTO t VALUES (13, 'b13'); COMMIT;",
+    )
+    .await;
+    let m = messages_with_xid(&h).await;
+    let a_end = m.iter().find(|x| x.1 == 'C').unwrap().0;
+    let inserts: Vec<&(u64, char, i64)> = m.iter().filter(|x| x.1 == 'I').skip(1).collect();
+    assert_eq!(inserts.len(), 4, "{m:?}");
+    assert!(
+        inserts[0].0 == inserts[2].0 && inserts[2].0 < inserts[3].0,
+        "COPY's rows share one LSN: {m:?}"
+    );
+    // Debezium sent row 10 (at the shared LSN) and stopped.
+    let (at, xid) = (inserts[0].0, inserts[0].2);
+    connect_offset(
+        &h,
+        json!({"lsn_proc": at, "messageType": "INSERT", "lsn": at, "txId": xid,
+               "ts_usec": 1, "lsn_commit": a_end}),
+    )
+    .await;
+    let (code, out) = takeover(&h, "", &["--offsets-topic", &connect_offsets_topic(&h)]);
+    assert_eq!(code, Some(0), "{out}");
+    let run = h.start_on(&on_debeziums(&h, ""), &slot(&h)).await;
+    let got = h.read("t", 4, Duration::from_secs(60)).await;
+    assert_eq!(ids(&got), vec![10, 11, 12, 13], "{got:#?}");
+    run.stop().await.unwrap();
+    drop_debeziums_slot(&h).await;
+}
