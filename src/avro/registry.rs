@@ -336,17 +336,7 @@ fn is_connection(e: &SRCError) -> bool {
 
 /// Checks that the registry answers its Confluent-compatible API (`GET /subjects`).
 pub async fn check(cfg: &RegistryConfig) -> Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .map_err(|e| {
-            Error::permanent(Code::Registry, format!("schema registry {}: {e}", cfg.url))
-                .with_source(e)
-        })?;
-    let mut req = client.get(format!("{}/subjects", cfg.url.trim_end_matches('/')));
-    if let Some(user) = &cfg.username {
-        req = req.basic_auth(user, cfg.password.as_ref().map(|p| p.0.as_str()));
-    }
+    let req = Registry::new(cfg)?.call(reqwest::Method::GET, "/subjects");
     let no_answer = |what: String| {
         Error::transient(
             Code::RegistryUnavailable,
