@@ -37,11 +37,14 @@
 //!   PostgreSQL transactions and the checkpoint in one Kafka transaction.
 //! - [`checkpoint`]: the offsets record written in the same Kafka transaction as the events,
 //!   with the snapshot progress it carries ([`checkpoint::progress`]); [`kafka::offsets`]
-//!   reads it back.
+//!   reads it back (and Kafka Connect's offsets); [`checkpoint::debezium`]: where a Debezium
+//!   connector stopped, and the seam pgcdc continues its stream at.
 //! - [`snapshot`]: initial and incremental snapshots.
 //! - [`pipeline`]: one connector's loop, wiring only; [`pipeline::plan`] is its start as
 //!   a pure decision (resume, snapshot on a new slot, re-read after a lost slot, or refuse:
-//!   slots pgcdc may drop, another cluster's checkpoint); [`supervisor`]: many connectors, each failing
+//!   slots pgcdc may drop, another cluster's checkpoint); [`pipeline::takeover`]: taking over
+//!   from a Debezium connector (checks, plan, first checkpoint; [`avro::seam`] compares what
+//!   a column means on both sides); [`supervisor`]: many connectors, each failing
 //!   alone, restarts, SIGHUP reloads.
 //! - [`health`], [`metrics`], [`http`]: each connector's state, its series, `/healthz` and
 //!   `/metrics`.
