@@ -120,11 +120,25 @@ async fn debezium_offset(
         conn.topic_prefix.clone(),
         conn.name.clone(),
     );
-    let found = tokio::task::spawn_blocking(move || {
-        crate::kafka::offsets::read_connect_offsets(&kcfg, &topic, &prefix, &name)
-    })
-    .await
-    .map_err(|e| Error::permanent(Code::Internal, format!("offsets reader failed: {e}")))??;
+    // A partition without a leader for a moment (an election) is retried here.
+    let found = crate::error::retry(
+        crate::error::IN_PLACE,
+        "reading Kafka Connect's offsets",
+        || {
+            let (kcfg, topic, prefix, name) =
+                (kcfg.clone(), topic.clone(), prefix.clone(), name.clone());
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    crate::kafka::offsets::read_connect_offsets(&kcfg, &topic, &prefix, &name)
+                })
+                .await
+                .map_err(|e| {
+                    Error::permanent(Code::Internal, format!("offsets reader failed: {e}"))
+                })?
+            }
+        },
+    )
+    .await?;
     let topic = &from.offsets_topic;
     let Some(found) = found else {
         return Err(refused(conn, format!(
@@ -425,14 +439,17 @@ pub async fn command(
     dry_run: bool,
     show: impl FnOnce(&str),
 ) -> Result<&'static str> {
-    let kcfg = daemon.kafka.clone();
-    let name = conn.name.clone();
-    let (ck, _) =
-        tokio::task::spawn_blocking(move || crate::kafka::offsets::read_state(&kcfg, &name))
-            .await
-            .map_err(|e| {
-                Error::permanent(Code::Internal, format!("checkpoint reader failed: {e}"))
-            })??;
+    let (ck, _) = crate::error::retry(crate::error::IN_PLACE, "reading the checkpoint", || {
+        let (kcfg, name) = (daemon.kafka.clone(), conn.name.clone());
+        async move {
+            tokio::task::spawn_blocking(move || crate::kafka::offsets::read_state(&kcfg, &name))
+                .await
+                .map_err(|e| {
+                    Error::permanent(Code::Internal, format!("checkpoint reader failed: {e}"))
+                })?
+        }
+    })
+    .await?;
     let t = plan(daemon, conn, from, ck.as_ref()).await?;
     show(&t.describe(conn, daemon));
     if dry_run {

@@ -123,6 +123,7 @@ async fn connect_offset(h: &Harness, value: serde_json::Value) {
             &[("cleanup.policy", "compact")],
         )
         .await;
+        wait_for_leaders(h, &topic).await;
     }
     let key = json!(["dbz", {"server": h.prefix}]).to_string();
     let value = value.to_string();
@@ -133,6 +134,37 @@ async fn connect_offset(h: &Harness, value: serde_json::Value) {
     .await
     .map_err(|(e, _)| e)
     .unwrap();
+}
+
+/// Until every partition of a topic just created has a leader (as Connect's long-lived
+/// offsets topic has).
+async fn wait_for_leaders(h: &Harness, topic: &str) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &h.stack.kafka_bootstrap)
+        .create()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = c
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .is_ok_and(|md| {
+                md.topics().iter().all(|t| {
+                    !t.partitions().is_empty()
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.leader() >= 0 && p.error().is_none())
+                })
+            });
+        if ready {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic} has partitions without a leader after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The slot's pgoutput messages not yet confirmed, as PostgreSQL decodes them: each
