@@ -1,6 +1,7 @@
 //! Operator commands beside `run`: `pgcdc status` (checkpoint, slot and snapshot progress
 //! of each connector, read from Kafka and PostgreSQL, so it works whether the daemon runs or
-//! not) and `pgcdc snapshot` (signals an incremental snapshot).
+//! not, with the running daemon's `/healthz` state when it answers) and `pgcdc snapshot`
+//! (signals an incremental snapshot).
 
 use std::fmt::Write as _;
 
@@ -145,4 +146,51 @@ pub async fn install_ddl_capture(conn: &ConnectorConfig) -> Result<String> {
         }
     })?;
     Ok(conn.postgres.dbname.clone())
+}
+
+/// The running daemon's `/healthz` body, if it answers on `http.listen`.
+pub async fn daemon_health(listen: &str) -> Option<serde_json::Value> {
+    let addr = listen
+        .replace("0.0.0.0:", "127.0.0.1:")
+        .replace("[::]:", "[::1]:");
+    if addr.ends_with(":0") {
+        return None;
+    }
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+        .ok()?;
+    let body = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .ok()?
+        .bytes()
+        .await
+        .ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// `  running: failed (postgres.slot): … ; next: …`, from the daemon's `/healthz`.
+pub fn running_state(listen: &str, health: Option<&serde_json::Value>, name: &str) -> String {
+    let Some(h) = health else {
+        return format!(
+            "  daemon: no answer at http://{listen}/healthz (not running here, or another http.listen)"
+        );
+    };
+    let Some(c) = h["connectors"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+    else {
+        return format!("  daemon at {listen}: does not run this connector");
+    };
+    let state = c["state"].as_str().unwrap_or("?");
+    match c["error"].as_str() {
+        Some(e) => format!(
+            "  daemon: {state} ({}): {e}; next: {}",
+            c["code"].as_str().unwrap_or("?"),
+            c["next_step"].as_str().unwrap_or("-")
+        ),
+        None => format!("  daemon: {state}"),
+    }
 }

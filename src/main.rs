@@ -413,62 +413,15 @@ fn reload_on_sighup(dir: &Path, files: &[PathBuf]) -> Option<mpsc::Receiver<Vec<
 }
 
 async fn status(daemon: &DaemonConfig, dir: &Path, files: &[PathBuf]) -> Result<(), Error> {
-    let health = daemon_health(&daemon.http.listen).await;
+    let health = pgcdc::admin::daemon_health(&daemon.http.listen).await;
     for c in load_connectors(dir, files)? {
         print!("{}", pgcdc::admin::status(daemon, &c).await?);
         println!(
             "{}",
-            running_state(&daemon.http.listen, health.as_ref(), &c.name)
+            pgcdc::admin::running_state(&daemon.http.listen, health.as_ref(), &c.name)
         );
     }
     Ok(())
-}
-
-/// The running daemon's `/healthz` body, if it answers on `http.listen`.
-async fn daemon_health(listen: &str) -> Option<serde_json::Value> {
-    let addr = listen
-        .replace("0.0.0.0:", "127.0.0.1:")
-        .replace("[::]:", "[::1]:");
-    if addr.ends_with(":0") {
-        return None;
-    }
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .ok()?;
-    let body = client
-        .get(format!("http://{addr}/healthz"))
-        .send()
-        .await
-        .ok()?
-        .bytes()
-        .await
-        .ok()?;
-    serde_json::from_slice(&body).ok()
-}
-
-/// `  running: failed (postgres.slot): … ; next: …`, from the daemon's `/healthz`.
-fn running_state(listen: &str, health: Option<&serde_json::Value>, name: &str) -> String {
-    let Some(h) = health else {
-        return format!(
-            "  daemon: no answer at http://{listen}/healthz (not running here, or another http.listen)"
-        );
-    };
-    let Some(c) = h["connectors"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
-    else {
-        return format!("  daemon at {listen}: does not run this connector");
-    };
-    let state = c["state"].as_str().unwrap_or("?");
-    match c["error"].as_str() {
-        Some(e) => format!(
-            "  daemon: {state} ({}): {e}; next: {}",
-            c["code"].as_str().unwrap_or("?"),
-            c["next_step"].as_str().unwrap_or("-")
-        ),
-        None => format!("  daemon: {state}"),
-    }
 }
 
 /// The connector named `name` in `dir`.

@@ -63,6 +63,54 @@ pub fn read_state(
     Ok((last, claim))
 }
 
+/// [`read_state`] off the runtime's threads, a partition without a leader for a moment (a
+/// coordinator moving, an election) retried in place rather than by restarting.
+pub async fn state(
+    cfg: &KafkaConfig,
+    connector: &str,
+) -> Result<(Option<Checkpoint>, Option<SlotClaim>)> {
+    let (cfg, connector) = (cfg.clone(), connector.to_owned());
+    blocking_in_place("reading the checkpoint", move || {
+        read_state(&cfg, &connector)
+    })
+    .await
+}
+
+/// [`read_connect_offsets`] off the runtime's threads, retried in place as [`state`].
+pub async fn connect_offsets(
+    cfg: &KafkaConfig,
+    topic: &str,
+    topic_prefix: &str,
+    connector: &str,
+) -> Result<Option<ConnectOffsets>> {
+    let (cfg, topic, prefix, connector) = (
+        cfg.clone(),
+        topic.to_owned(),
+        topic_prefix.to_owned(),
+        connector.to_owned(),
+    );
+    blocking_in_place("reading Kafka Connect's offsets", move || {
+        read_connect_offsets(&cfg, &topic, &prefix, &connector)
+    })
+    .await
+}
+
+async fn blocking_in_place<T: Send + 'static>(
+    what: &str,
+    read: impl Fn() -> Result<T> + Clone + Send + 'static,
+) -> Result<T> {
+    crate::error::retry(crate::error::IN_PLACE, what, || {
+        let read = read.clone();
+        async move {
+            tokio::task::spawn_blocking(read).await.map_err(|e| {
+                Error::permanent(Code::Internal, format!("offsets reader failed: {e}"))
+                    .with_source(e)
+            })?
+        }
+    })
+    .await
+}
+
 /// Kafka Connect offsets values by connector name, with where each was read.
 pub type ConnectOffsets = std::collections::BTreeMap<String, (Vec<u8>, String)>;
 

@@ -128,19 +128,7 @@ pub(super) async fn kafka(daemon: &DaemonConfig, conn: &ConnectorConfig) -> Resu
     topics.check_compacted(&daemon.kafka.offsets_topic).await?;
     // A coordinator moving or a partition without a leader for a moment is retried here,
     // not by restarting the connector.
-    let (ck, claim) = retry(IN_PLACE, "reading the checkpoint", || {
-        let kcfg = daemon.kafka.clone();
-        let name = conn.name.clone();
-        async move {
-            tokio::task::spawn_blocking(move || crate::kafka::offsets::read_state(&kcfg, &name))
-                .await
-                .map_err(|e| {
-                    Error::permanent(Code::Internal, format!("checkpoint reader failed: {e}"))
-                        .with_source(e)
-                })?
-        }
-    })
-    .await?;
+    let (ck, claim) = crate::kafka::offsets::state(&daemon.kafka, &conn.name).await?;
     retry(IN_PLACE, "checking the schema registry", || {
         crate::avro::registry::check(&daemon.schema_registry)
     })

@@ -114,32 +114,14 @@ async fn debezium_offset(
             .map_err(|e| refused(conn, format!("--lsn {l}: {e}")))?;
         return Ok((DebeziumOffset::at(lsn), format!("the LSN given, {lsn}")));
     }
-    let (kcfg, topic, prefix, name) = (
-        daemon.kafka.clone(),
-        from.offsets_topic.clone(),
-        conn.topic_prefix.clone(),
-        conn.name.clone(),
-    );
-    // A partition without a leader for a moment (an election) is retried here.
-    let found = crate::error::retry(
-        crate::error::IN_PLACE,
-        "reading Kafka Connect's offsets",
-        || {
-            let (kcfg, topic, prefix, name) =
-                (kcfg.clone(), topic.clone(), prefix.clone(), name.clone());
-            async move {
-                tokio::task::spawn_blocking(move || {
-                    crate::kafka::offsets::read_connect_offsets(&kcfg, &topic, &prefix, &name)
-                })
-                .await
-                .map_err(|e| {
-                    Error::permanent(Code::Internal, format!("offsets reader failed: {e}"))
-                })?
-            }
-        },
+    let topic = &from.offsets_topic;
+    let found = crate::kafka::offsets::connect_offsets(
+        &daemon.kafka,
+        topic,
+        &conn.topic_prefix,
+        &conn.name,
     )
     .await?;
-    let topic = &from.offsets_topic;
     let Some(found) = found else {
         return Err(refused(conn, format!(
             "Kafka Connect's offsets topic {topic} does not exist on {}: name the worker's offset.storage.topic \
@@ -439,17 +421,7 @@ pub async fn command(
     dry_run: bool,
     show: impl FnOnce(&str),
 ) -> Result<&'static str> {
-    let (ck, _) = crate::error::retry(crate::error::IN_PLACE, "reading the checkpoint", || {
-        let (kcfg, name) = (daemon.kafka.clone(), conn.name.clone());
-        async move {
-            tokio::task::spawn_blocking(move || crate::kafka::offsets::read_state(&kcfg, &name))
-                .await
-                .map_err(|e| {
-                    Error::permanent(Code::Internal, format!("checkpoint reader failed: {e}"))
-                })?
-        }
-    })
-    .await?;
+    let (ck, _) = crate::kafka::offsets::state(&daemon.kafka, &conn.name).await?;
     let t = plan(daemon, conn, from, ck.as_ref()).await?;
     show(&t.describe(conn, daemon));
     if dry_run {

@@ -146,7 +146,7 @@ impl Debezium<'_> {
 }
 
 /// The slot's `active`, polled until it is `want`.
-async fn slot_active(h: &Harness, slot: &str, want: bool) {
+pub(crate) async fn slot_active(h: &Harness, slot: &str, want: bool) {
     let c = h.stack.pg_connect("postgres").await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

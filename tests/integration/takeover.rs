@@ -373,26 +373,8 @@ async fn a_slot_debezium_still_reads_is_refused() {
         .kill_on_drop(true)
         .spawn()
         .expect("start pg_recvlogical");
-    let c = h.stack.pg_connect("postgres").await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let active: bool = c
-            .query_one(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot(&h)],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if active {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pg_recvlogical did not take the slot"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // pg_recvlogical holds the slot, as Debezium's walsender would.
+    crate::debezium_takeover::slot_active(&h, &slot(&h), true).await;
     let line = refused(&h, &["--lsn", &lsn]).await;
     assert!(
         line.contains(&format!("replication slot {} is active", slot(&h)))
