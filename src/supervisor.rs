@@ -182,8 +182,11 @@ pub async fn run_reloading(
                             start(p, &mut set, &mut live);
                         }
                     }
-                    if live.is_empty() && !stopping {
+                    if live.is_empty() && !stopping && !failed.is_empty() {
                         tracing::error!(failed = failed.len(), "every connector has stopped; pgcdc exits");
+                    } else if live.is_empty() && !stopping {
+                        // initial_only connectors that finished: a normal end.
+                        tracing::info!("every connector has finished; pgcdc exits");
                     } else if !failed.is_empty() && !stopping {
                         tracing::warn!(failed = failed.len(), running = live.len(), "the other connectors go on");
                     }

@@ -170,33 +170,51 @@ async fn connect_one(
         SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
         _ => tokio_postgres::config::SslMode::Require,
     });
-    let tls = postgres_native_tls::MakeTlsConnector::new(tls::connector(cfg)?);
-    let (client, conn) = match pc.connect(tls).await {
-        Ok(c) => c,
+    // Without TLS no connector is built: building one loads the system's CA certificates,
+    // about 40 ms of CPU per connection.
+    let connected = if cfg.sslmode == SslMode::Disable {
+        pc.connect(tokio_postgres::NoTls)
+            .await
+            .map(|(client, conn)| (client, drive(conn)))
+    } else {
+        let tls = postgres_native_tls::MakeTlsConnector::new(tls::connector(cfg)?);
+        pc.connect(tls)
+            .await
+            .map(|(client, conn)| (client, drive(conn)))
+    };
+    match connected {
+        Ok((client, ())) => Ok((client, server)),
         Err(e) if is_tls_failure(&e) => {
-            return Err(tls::handshake_failed(cfg, &server, &error_chain(&e)).await)
+            Err(tls::handshake_failed(cfg, &server, &error_chain(&e)).await)
         }
         Err(e) if e.as_db_error().is_none() => {
             // Failed before the server sent an error: a missing password, a server without
             // TLS, or the network. tokio-postgres's error kinds are private, so pgcdc's own
             // protocol code asks again and classifies what it meets.
-            return Err(
+            Err(
                 match crate::postgres::replication::ReplicationClient::probe(cfg, application_name)
                     .await
                 {
                     Err(typed) if !typed.is_transient() => typed,
                     _ => pg_err(&server, e),
                 },
-            );
+            )
         }
-        Err(e) => return Err(pg_err(&server, e)),
-    };
+        Err(e) => Err(pg_err(&server, e)),
+    }
+}
+
+/// Runs a connection's I/O in the background until it closes.
+fn drive<S, T>(conn: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "postgres connection closed");
         }
     });
-    Ok((client, server))
 }
 
 impl Catalog {
