@@ -336,30 +336,38 @@ fn is_connection(e: &SRCError) -> bool {
 
 /// Checks that the registry answers its Confluent-compatible API (`GET /subjects`).
 pub async fn check(cfg: &RegistryConfig) -> Result<()> {
-    let req = Registry::new(cfg)?.call(reqwest::Method::GET, "/subjects");
-    let no_answer = |what: String| {
-        Error::transient(
-            Code::RegistryUnavailable,
-            format!(
-                "schema registry {}: no answer from GET /subjects ({what}); check schema_registry.url (Apicurio: .../apis/ccompat/v7)",
-                cfg.url
-            ),
-        )
-    };
-    let resp = match req.send().await {
-        Ok(r) => r,
-        Err(e) => return Err(no_answer(e.to_string()).with_source(e)),
-    };
-    let status = resp.status();
-    match status.as_u16() {
-        200..=299 => Ok(()),
-        401 | 403 => Err(Error::permanent(
-            Code::RegistryAuth,
-            format!(
-                "schema registry {}: refused the credentials (GET /subjects: HTTP {status}); set schema_registry.username and schema_registry.password",
-                cfg.url
-            ),
-        )),
-        _ => Err(no_answer(format!("HTTP {status}"))),
+    Registry::new(cfg)?.check().await
+}
+
+impl Registry {
+    /// Checks that the registry answers its Confluent-compatible API (`GET /subjects`), with
+    /// this client (building one loads the system's CA certificates: tens of ms of CPU).
+    pub async fn check(&self) -> Result<()> {
+        let req = self.call(reqwest::Method::GET, "/subjects");
+        let no_answer = |what: String| {
+            Error::transient(
+                Code::RegistryUnavailable,
+                format!(
+                    "schema registry {}: no answer from GET /subjects ({what}); check schema_registry.url (Apicurio: .../apis/ccompat/v7)",
+                    self.url
+                ),
+            )
+        };
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return Err(no_answer(e.to_string()).with_source(e)),
+        };
+        let status = resp.status();
+        match status.as_u16() {
+            200..=299 => Ok(()),
+            401 | 403 => Err(Error::permanent(
+                Code::RegistryAuth,
+                format!(
+                    "schema registry {}: refused the credentials (GET /subjects: HTTP {status}); set schema_registry.username and schema_registry.password",
+                    self.url
+                ),
+            )),
+            _ => Err(no_answer(format!("HTTP {status}"))),
+        }
     }
 }

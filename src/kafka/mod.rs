@@ -225,7 +225,9 @@ pub async fn check_brokers(cfg: &KafkaConfig, connector: &str) -> Result<(), Err
     tokio::task::spawn_blocking(move || {
         let c: BaseConsumer<QuietContext> =
             base_config(&cfg).create_with_context(cx).map_err(|e| classify(&cfg.bootstrap_servers, "creating a client", e))?;
-        c.fetch_metadata(None, std::time::Duration::from_secs(10)).map(|_| ()).map_err(|e| {
+        // One topic's metadata, not every topic's: a cluster with thousands of topics
+        // answers that slowly. A consumer's request never creates the topic.
+        c.fetch_metadata(Some(&cfg.offsets_topic), std::time::Duration::from_secs(10)).map(|_| ()).map_err(|e| {
             Error::transient(Code::KafkaUnavailable, format!(
                 "Kafka {}: no answer to a metadata request ({e}); check kafka.bootstrap_servers and that the brokers run",
                 cfg.bootstrap_servers

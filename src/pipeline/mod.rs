@@ -84,7 +84,15 @@ pub async fn run(
         name: conn.topic_prefix.clone(),
         db: conn.postgres.dbname.clone(),
     });
-    let mut reader = Reader::new(conn, daemon, catalog, kafka.topics, tx, origin.clone()).await?;
+    let mut reader = Reader::new(
+        conn,
+        catalog,
+        kafka.topics,
+        kafka.registry,
+        tx,
+        origin.clone(),
+    )
+    .await?;
     let (flushed_tx, flushed_rx) = watch::channel(Lsn::ZERO);
     let sink = Sink::new(
         producer.clone(),

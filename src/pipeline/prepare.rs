@@ -106,6 +106,7 @@ pub(super) struct KafkaState {
     pub(super) topics: Topics,
     pub(super) ck: Option<Checkpoint>,
     pub(super) claim: Option<SlotClaim>,
+    pub(super) registry: Registry,
 }
 
 /// Kafka and the registry both answer before a slot is created or a snapshot begins: a
@@ -116,28 +117,32 @@ pub(super) async fn kafka(daemon: &DaemonConfig, conn: &ConnectorConfig) -> Resu
     crate::kafka::check_config(&daemon.kafka, &conn.name)?;
     crate::kafka::check_brokers(&daemon.kafka, &conn.name).await?;
     let producer = TxProducer::new(&daemon.kafka, &transactional_id(&conn.name), &conn.name)?;
-    producer.init().await?;
     let mut topics = Topics::new(&daemon.kafka, &conn.name)?;
-    topics
-        .ensure(
-            &daemon.kafka.offsets_topic,
-            Some(1),
-            &[("cleanup.policy", "compact")],
-        )
-        .await?;
-    topics.check_compacted(&daemon.kafka.offsets_topic).await?;
+    // Claiming the transactional id (which aborts what an earlier instance left open) and
+    // making sure of the offsets topic do not depend on each other: at the same time.
+    let offsets_topic = async {
+        topics
+            .ensure(
+                &daemon.kafka.offsets_topic,
+                Some(1),
+                &[("cleanup.policy", "compact")],
+            )
+            .await?;
+        topics.check_compacted(&daemon.kafka.offsets_topic).await
+    };
+    tokio::try_join!(producer.init(), offsets_topic)?;
+    // Read after the claim, so that no transaction of an earlier instance is still open.
     // A coordinator moving or a partition without a leader for a moment is retried here,
     // not by restarting the connector.
     let (ck, claim) = crate::kafka::offsets::state(&daemon.kafka, &conn.name).await?;
-    retry(IN_PLACE, "checking the schema registry", || {
-        crate::avro::registry::check(&daemon.schema_registry)
-    })
-    .await?;
+    let registry = Registry::new(&daemon.schema_registry)?;
+    retry(IN_PLACE, "checking the schema registry", || registry.check()).await?;
     Ok(KafkaState {
         producer,
         topics,
         ck,
         claim,
+        registry,
     })
 }
 
@@ -146,16 +151,16 @@ impl<'a> Reader<'a> {
     /// connector's settings turn on registered and their topics there.
     pub(super) async fn new(
         conn: &'a ConnectorConfig,
-        daemon: &DaemonConfig,
         catalog: Catalog,
         topics: Topics,
+        registry: Registry,
         tx: SinkTx,
         origin: Arc<Origin>,
     ) -> Result<Reader<'a>> {
         let mut reader = Reader {
             conn,
             catalog,
-            registry: Registry::new(&daemon.schema_registry)?,
+            registry,
             topics,
             relations: RelationCache::default(),
             codecs: HashMap::new(),
