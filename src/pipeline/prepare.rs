@@ -136,7 +136,10 @@ pub(super) async fn kafka(daemon: &DaemonConfig, conn: &ConnectorConfig) -> Resu
     // not by restarting the connector.
     let (ck, claim) = crate::kafka::offsets::state(&daemon.kafka, &conn.name).await?;
     let registry = Registry::new(&daemon.schema_registry)?;
-    retry(IN_PLACE, "checking the schema registry", || registry.check()).await?;
+    retry(IN_PLACE, "checking the schema registry", || {
+        registry.check()
+    })
+    .await?;
     Ok(KafkaState {
         producer,
         topics,
