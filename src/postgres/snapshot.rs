@@ -166,18 +166,12 @@ impl SnapshotConn {
             .map_err(|e| self.err(e))
     }
 
-    /// Every `every`-th primary key in key order: the chunk boundaries of a table.
+    /// The chunk boundaries of a table: about every `every`-th primary key, in key order.
     pub async fn boundaries(&self, t: &SnapshotTable, every: u64) -> Result<Vec<Key>> {
         if t.pk.is_empty() {
             return Ok(Vec::new());
         }
-        let cols = pk_list(t);
-        let sql = format!(
-            "SELECT {cols} FROM (SELECT {cols}, row_number() OVER (ORDER BY {cols}) AS pgcdc_rn FROM {tbl}) s \
-              WHERE pgcdc_rn % {every} = 0 ORDER BY pgcdc_rn",
-            tbl = table_ident(t)
-        );
-        let rows = self.rows(&sql).await?;
+        let rows = self.rows(&boundaries_sql(t, every)).await?;
         rows.into_iter()
             .map(|r| {
                 r.into_iter()
@@ -316,6 +310,35 @@ impl SnapshotConn {
             .await
             .map_err(|e| self.err(e))
     }
+}
+
+/// Sampled keys per chunk when boundaries come from a sample: chunk sizes then vary by about
+/// a third (`TABLESAMPLE SYSTEM` picks whole pages).
+const SAMPLED_PER_CHUNK: u64 = 500;
+
+/// The query for [`SnapshotConn::boundaries`]. A table the planner estimates at ten chunks or
+/// more, cut into chunks of 2,000 rows or more, is cut at every `SAMPLED_PER_CHUNK`-th key of
+/// a `TABLESAMPLE SYSTEM` sample of `SAMPLED_PER_CHUNK / every` of its pages, so that the
+/// first rows flow at once: every key in order took 140 ms for 1M rows (~15 s for 100M),
+/// the 5% sample 14 ms. Any increasing keys cut the table correctly; the sample only makes
+/// the chunks uneven. Other tables: every `every`-th key, exactly.
+pub fn boundaries_sql(t: &SnapshotTable, every: u64) -> String {
+    let cols = pk_list(t);
+    let tbl = table_ident(t);
+    let fraction = SAMPLED_PER_CHUNK as f64 / every.max(1) as f64;
+    let large = t.estimate.is_some_and(|n| n >= every.saturating_mul(10));
+    let (from, every) = if large && fraction <= 0.25 {
+        (
+            format!("{tbl} TABLESAMPLE SYSTEM ({:.4})", fraction * 100.0),
+            SAMPLED_PER_CHUNK,
+        )
+    } else {
+        (tbl, every)
+    };
+    format!(
+        "SELECT {cols} FROM (SELECT {cols}, row_number() OVER (ORDER BY {cols}) AS pgcdc_rn FROM {from}) s \
+          WHERE pgcdc_rn % {every} = 0 ORDER BY pgcdc_rn"
+    )
 }
 
 fn table_ident(t: &SnapshotTable) -> String {
@@ -493,6 +516,41 @@ mod tests {
 
     fn text(s: &str) -> TupleData {
         TupleData::Text(Bytes::from(s.to_string()))
+    }
+
+    /// Large tables are cut from a page sample, small ones and small chunks exactly.
+    #[test]
+    fn boundaries_sample_only_large_tables_in_large_chunks() {
+        use crate::decode::{Column, Relation};
+        let table = |estimate| SnapshotTable {
+            relation: Relation {
+                oid: 7,
+                schema: "public".into(),
+                table: "t".into(),
+                replica_identity: b'd',
+                columns: vec![Column::test("id", crate::typemap::PgType::Int8, true)],
+            },
+            pk: vec![("id".into(), "bigint".into())],
+            estimate,
+        };
+        let sampled = boundaries_sql(&table(Some(1_000_000)), 10_000);
+        assert!(
+            sampled.contains(r#"FROM "public"."t" TABLESAMPLE SYSTEM (5.0000)) s"#)
+                && sampled.contains("pgcdc_rn % 500 = 0"),
+            "{sampled}"
+        );
+        for (estimate, every) in [
+            (None, 10_000),
+            (Some(99_999), 10_000),
+            (Some(1_000_000), 1_000),
+        ] {
+            let exact = boundaries_sql(&table(estimate), every);
+            assert!(
+                !exact.contains("TABLESAMPLE")
+                    && exact.contains(&format!("pgcdc_rn % {every} = 0")),
+                "{estimate:?} {every}: {exact}"
+            );
+        }
     }
 
     #[test]
