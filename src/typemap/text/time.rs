@@ -143,6 +143,11 @@ pub(in crate::typemap) fn infinite(ty: &PgType, text: &str) -> Option<ValueError
 /// `timestamptz` (printed in UTC) → ISO-8601 `2024-01-02T03:04:05.123456Z`, as Debezium's
 /// ZonedTimestamp; years before 1 or after 9999 use ISO's signed expanded form.
 pub(in crate::typemap) fn format_timestamptz(t: &str) -> Option<String> {
+    utc_timestamptz(t).or_else(|| any_timestamptz(t))
+}
+
+/// [`format_timestamptz`] of any value PostgreSQL prints.
+fn any_timestamptz(t: &str) -> Option<String> {
     match t {
         "infinity" | "-infinity" => return Some(t.to_owned()),
         _ => {}
@@ -162,4 +167,85 @@ pub(in crate::typemap) fn format_timestamptz(t: &str) -> Option<String> {
     s.push_str(time);
     push_offset(off, &mut s)?;
     Some(s)
+}
+
+/// [`format_timestamptz`] of what PostgreSQL prints under `TimeZone=UTC` for years 1000 to
+/// 9999 (`2026-01-01 00:00:01.5+00` → `2026-01-01T00:00:01.5Z`), checked and copied byte by
+/// byte: the general path took 5.7% of pgcdc's CPU in a snapshot of a table with one
+/// timestamptz column. None for anything else, which the general path handles.
+fn utc_timestamptz(t: &str) -> Option<String> {
+    let b = t.as_bytes();
+    let body = b.strip_suffix(b"+00")?;
+    if body.len() < 19 || body.len() == 20 || body.len() > 26 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| {
+        body[r].iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let shape = body[4] == b'-'
+        && body[7] == b'-'
+        && body[10] == b' '
+        && body[13] == b':'
+        && body[16] == b':'
+        && (body.len() == 19 || body[19] == b'.');
+    if !shape || body[0] == b'0' || num(20.min(body.len())..body.len()).is_none() {
+        return None;
+    }
+    let (m, d) = (num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    num(0..4)?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 24 || mi > 59 || s > 60 {
+        return None;
+    }
+    let mut out = String::with_capacity(body.len() + 1);
+    out.push_str(&t[..10]);
+    out.push('T');
+    out.push_str(&t[11..body.len()]);
+    out.push('Z');
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The byte-by-byte path says what the general one says, or leaves the value to it.
+    #[test]
+    fn utc_timestamps_take_the_short_path_to_the_same_text() {
+        let general = any_timestamptz;
+        let short = [
+            "2026-01-01 00:00:01+00",
+            "2026-12-31 23:59:59.5+00",
+            "1999-02-28 12:34:56.123456+00",
+            "1000-01-01 24:00:00+00",
+            "2016-12-31 23:59:60+00",
+        ];
+        for t in short {
+            assert_eq!(utc_timestamptz(t), general(t), "{t}");
+            assert!(utc_timestamptz(t).is_some(), "{t}");
+        }
+        let long_way = [
+            "0999-01-01 00:00:00+00",
+            "0000-01-01 00:00:00+00",
+            "12026-01-01 00:00:00+00",
+            "2026-01-01 00:00:00 BC+00",
+            "2026-01-01 00:00:00+05:30",
+            "2026-01-01 00:00:00-00",
+            "2026-13-01 00:00:00+00",
+            "2026-01-32 00:00:00+00",
+            "2026-01-01 25:00:00+00",
+            "2026-01-01 00:60:00+00",
+            "2026-01-01 00:00:00.+00",
+            "2026-01-01 00:00:00.1234567+00",
+            "2026-01-01 00:00:00.12a+00",
+            "2026-01-01T00:00:00+00",
+            "2026-1-01 00:00:00+00",
+            "infinity",
+        ];
+        for t in long_way {
+            assert_eq!(utc_timestamptz(t), None, "{t}");
+        }
+    }
 }
