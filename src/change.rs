@@ -80,6 +80,7 @@ impl Transaction {
             total_order: self.total,
             table_order: *per,
             repl_origin: self.repl_origin.clone(),
+            source: None,
         }
     }
 }
@@ -109,6 +110,7 @@ pub fn outside_transaction(lsn: Lsn, last_commit: Lsn) -> ChangeContext {
         total_order: 0,
         table_order: 0,
         repl_origin: None,
+        source: None,
     }
 }
 
@@ -321,6 +323,7 @@ mod tests {
             total_order: 3,
             table_order: 2,
             repl_origin: None,
+            source: None,
         }
     }
 

@@ -119,6 +119,9 @@ pub struct ChangeContext {
     /// The replication origin of a transaction replicated into this server (pgoutput's
     /// Origin message): Debezium's `source.origin` and `source.origin_lsn`.
     pub repl_origin: Option<Arc<ReplOrigin>>,
+    /// The `source` block already encoded ([`TableCodec::source_bytes`]), when many events
+    /// share it (the rows of a snapshot chunk); None to encode it from the fields above.
+    pub source: Option<Arc<[u8]>>,
 }
 
 /// A transaction's replication origin: its name and the commit LSN on the origin server.
@@ -201,7 +204,10 @@ impl TableCodec {
                 self.write_row(t, false, marks, out)?;
             }
         }
-        write_source(origin, cx, &self.rel.schema, &self.rel.table, out);
+        match &cx.source {
+            Some(b) => out.extend_from_slice(b),
+            None => write_source(origin, cx, &self.rel.schema, &self.rel.table, out),
+        }
         if cx.snapshot == SnapshotMark::False {
             encode::zigzag(1, out);
             write_block(cx, out);
@@ -217,6 +223,14 @@ impl TableCodec {
 }
 
 impl TableCodec {
+    /// The `source` block of this table's events at `cx`, encoded, for events that share
+    /// it ([`ChangeContext::source`]).
+    pub fn source_bytes(&self, origin: &Origin, cx: &ChangeContext) -> Arc<[u8]> {
+        let mut out = Vec::with_capacity(128);
+        write_source(origin, cx, &self.rel.schema, &self.rel.table, &mut out);
+        out.into()
+    }
+
     /// The row record of the envelope schema (the `before` union's record) and the
     /// envelope's namespace, which its references resolve in.
     pub(super) fn row_schema(&self) -> Result<(&'static Schema, NamespaceRef<'static>)> {

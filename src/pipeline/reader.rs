@@ -340,6 +340,7 @@ impl Reader<'_> {
                 total_order: 0,
                 table_order: 0,
                 repl_origin: None,
+                source: None,
             }
         };
         let Some(codec) = &self.messages else {

@@ -334,17 +334,30 @@ pub(crate) fn encode_reads(
 ) -> Result<Vec<Record>> {
     let n = rows.len();
     let mut out = Vec::with_capacity(n);
+    // The rows differ only in their snapshot mark: one context, with its `source` block
+    // encoded once, per mark.
+    let mut contexts: Vec<ChangeContext> = Vec::with_capacity(3);
     for (i, row) in rows.iter().enumerate() {
-        let cx = ChangeContext {
-            snapshot: mark(i, n),
-            xid: at.xid,
-            commit_lsn: at.lsn,
-            commit_ts_us: at.ts_us,
-            lsn: at.lsn,
-            last_commit_lsn: at.lsn,
-            total_order: 0,
-            table_order: 0,
-            repl_origin: None,
+        let snapshot = mark(i, n);
+        let at_mark = match contexts.iter().position(|c| c.snapshot == snapshot) {
+            Some(p) => p,
+            None => {
+                let mut cx = ChangeContext {
+                    snapshot,
+                    xid: at.xid,
+                    commit_lsn: at.lsn,
+                    commit_ts_us: at.ts_us,
+                    lsn: at.lsn,
+                    last_commit_lsn: at.lsn,
+                    total_order: 0,
+                    table_order: 0,
+                    repl_origin: None,
+                    source: None,
+                };
+                cx.source = Some(t.codec.source_bytes(origin, &cx));
+                contexts.push(cx);
+                contexts.len() - 1
+            }
         };
         let enc = t.codec.encode_event(
             Op::Read,
@@ -353,7 +366,7 @@ pub(crate) fn encode_reads(
             Some(row),
             ValueMarks::default(),
             origin,
-            &cx,
+            &contexts[at_mark],
         )?;
         out.push(Record {
             topic: t.codec.topic.clone(),
