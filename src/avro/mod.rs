@@ -31,6 +31,9 @@ pub struct Registered {
     /// apache-avro's writer, to cross-check our encoder in debug builds.
     #[cfg_attr(not(debug_assertions), allow(dead_code))]
     writer: GenericDatumWriter<'static>,
+    /// The largest encoding so far: the next one's buffer starts that large, so that wide
+    /// rows are not copied as their buffer grows.
+    largest: std::sync::atomic::AtomicUsize,
 }
 
 /// Schemas kept for the life of the process, by their JSON: the writer and the name table
@@ -146,6 +149,7 @@ impl Registered {
             schema,
             names,
             writer,
+            largest: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -168,10 +172,15 @@ impl Registered {
         write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
         #[cfg_attr(not(debug_assertions), allow(unused_variables))] check: impl FnOnce() -> Value,
     ) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(256);
+        use std::sync::atomic::Ordering::Relaxed;
+        let capacity = self.largest.load(Relaxed).clamp(64, 64 * 1024);
+        let mut out = Vec::with_capacity(capacity);
         out.push(0);
         out.extend_from_slice(&self.id.to_be_bytes());
         write(&mut out)?;
+        if out.len() > capacity {
+            self.largest.fetch_max(out.len(), Relaxed);
+        }
         #[cfg(debug_assertions)]
         {
             let value = check();
