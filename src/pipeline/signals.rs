@@ -189,6 +189,15 @@ impl Reader<'_> {
             return Ok(t.clone());
         }
         let st = self.catalog.snapshot_table(name, self.conn).await?;
+        self.keep_snap_table(name, st).await
+    }
+
+    /// [`Self::snap_table`] of a table read from the catalog: its codec registered, cached.
+    async fn keep_snap_table(
+        &mut self,
+        name: &str,
+        st: crate::postgres::catalog::SnapshotTable,
+    ) -> Result<SnapTable> {
         let codec = Arc::new(self.codec(Arc::new(st.relation.clone())).await?);
         let t = SnapTable::new(st, codec)?;
         self.snap.keep_table(name, t.clone());
@@ -197,14 +206,32 @@ impl Reader<'_> {
 
     /// Every captured table, for an initial snapshot.
     pub(super) async fn snapshot_tables(&mut self) -> Result<Vec<SnapTable>> {
-        let names = self.catalog.captured_table_names(self.conn).await?;
-        let mut out = Vec::with_capacity(names.len());
-        for n in names {
+        let names: Vec<String> = self
+            .catalog
+            .captured_table_names(self.conn)
+            .await?
+            .into_iter()
             // The outbox table's rows are routed as they are inserted, never snapshotted.
-            if crate::config::qualified(&n).is_ok_and(|(s, t)| self.conn.outbox.is_table(s, t)) {
-                continue;
-            }
-            out.push(self.snap_table(&n).await?);
+            .filter(|n| {
+                !crate::config::qualified(n).is_ok_and(|(s, t)| self.conn.outbox.is_table(s, t))
+            })
+            .collect();
+        let mut tables = Vec::with_capacity(names.len());
+        for n in &names {
+            tables.push(self.catalog.snapshot_table(n, self.conn).await?);
+        }
+        // Their topics in one request; each table's codec then finds its topic there.
+        let topics: Vec<String> = tables
+            .iter()
+            .map(|st| {
+                let rel = &st.relation;
+                crate::avro::schema::topic_name(&self.conn.topic_prefix, &rel.schema, &rel.table)
+            })
+            .collect();
+        self.topics.ensure_all(&topics).await?;
+        let mut out = Vec::with_capacity(names.len());
+        for (n, st) in names.iter().zip(tables) {
+            out.push(self.keep_snap_table(n, st).await?);
         }
         Ok(out)
     }
