@@ -101,7 +101,12 @@ impl Topics {
     pub async fn ensure_all(&mut self, topics: &[String]) -> Result<()> {
         let mut missing = Vec::new();
         for topic in topics {
-            if !self.known.contains(topic) && !self.existing(topic, self.partitions).await? {
+            // Tables whose names differ only in characters a topic name cannot hold share a
+            // topic: asked for once (a request naming a topic twice is refused).
+            if !missing.contains(&topic.as_str())
+                && !self.known.contains(topic)
+                && !self.existing(topic, self.partitions).await?
+            {
                 missing.push(topic.as_str());
             }
         }

@@ -202,6 +202,32 @@ async fn snapshot_modes_never_initial_only_and_when_needed() {
     h.drop_slot().await;
 }
 
+/// Two tables whose names differ only in a character a topic name cannot hold share a topic
+/// (`order items` and `order_items`): the snapshot creates it once and reads both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_that_share_a_topic_are_both_snapshotted() {
+    let h = Harness::new(
+        "snapshared",
+        "CREATE TABLE \"order items\" (id bigint PRIMARY KEY, v int NOT NULL, t text);
+         INSERT INTO \"order items\" SELECT g, 0, 'a' FROM generate_series(1, 3) g;
+         CREATE TABLE order_items (id bigint PRIMARY KEY, v int NOT NULL, t text);
+         INSERT INTO order_items SELECT g, 0, 'b' FROM generate_series(4, 6) g;",
+    )
+    .await;
+    let (daemon, conn) = h.configs("snapshot:\n  mode: initial_only\n");
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        pgcdc::pipeline::run(&daemon, &conn, rx),
+    )
+    .await
+    .expect("initial_only must stop by itself")
+    .unwrap();
+    let seen = consume_to_end(&h.stack, &h.topic("order_items")).await;
+    assert_eq!(seen.reads.len(), 6, "both tables' rows, each once");
+    assert_no_row_read_twice(&seen);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn composite_keys_of_awkward_types_chunk_exactly() {
     // Keys with quotes, backslashes, tabs, newlines, unicode and leading spaces, across a
