@@ -31,9 +31,10 @@ pub struct Registered {
     /// apache-avro's writer, to cross-check our encoder in debug builds.
     #[cfg_attr(not(debug_assertions), allow(dead_code))]
     writer: GenericDatumWriter<'static>,
-    /// The largest encoding so far: the next one's buffer starts that large, so that wide
-    /// rows are not copied as their buffer grows.
-    largest: std::sync::atomic::AtomicUsize,
+    /// The last encoding's length: the next one's buffer starts a little larger, so that
+    /// wide rows are not copied as their buffer grows (the last, not the largest: one huge
+    /// row must not make every later record hold a huge buffer).
+    last_len: std::sync::atomic::AtomicUsize,
 }
 
 /// Schemas kept for the life of the process, by their JSON: the writer and the name table
@@ -149,7 +150,7 @@ impl Registered {
             schema,
             names,
             writer,
-            largest: std::sync::atomic::AtomicUsize::new(0),
+            last_len: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -173,14 +174,12 @@ impl Registered {
         #[cfg_attr(not(debug_assertions), allow(unused_variables))] check: impl FnOnce() -> Value,
     ) -> Result<Vec<u8>> {
         use std::sync::atomic::Ordering::Relaxed;
-        let capacity = self.largest.load(Relaxed).clamp(64, 64 * 1024);
-        let mut out = Vec::with_capacity(capacity);
+        let last = self.last_len.load(Relaxed);
+        let mut out = Vec::with_capacity((last + last / 8 + 16).clamp(64, 64 * 1024));
         out.push(0);
         out.extend_from_slice(&self.id.to_be_bytes());
         write(&mut out)?;
-        if out.len() > capacity {
-            self.largest.fetch_max(out.len(), Relaxed);
-        }
+        self.last_len.store(out.len(), Relaxed);
         #[cfg(debug_assertions)]
         {
             let value = check();
