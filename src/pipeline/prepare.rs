@@ -130,7 +130,11 @@ pub(super) async fn kafka(daemon: &DaemonConfig, conn: &ConnectorConfig) -> Resu
             .await?;
         topics.check_compacted(&daemon.kafka.offsets_topic).await
     };
-    tokio::try_join!(producer.init(), offsets_topic)?;
+    // Both run to their end (init_transactions cannot be called off: it would go on
+    // claiming the id after a restart's new producer did), the claim's error first.
+    let (claimed, offsets_topic) = tokio::join!(producer.init(), offsets_topic);
+    claimed?;
+    offsets_topic?;
     // Read after the claim, so that no transaction of an earlier instance is still open.
     // A coordinator moving or a partition without a leader for a moment is retried here,
     // not by restarting the connector.

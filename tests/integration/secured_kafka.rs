@@ -98,8 +98,9 @@ async fn only_the_listed_acls_are_needed_and_each_missing_one_is_named() {
     let run_without = |missing: &str| run_without_in(missing, true);
 
     // In the order pgcdc needs them; the first three stop before a slot exists. The claim
-    // of the transactional id and the offsets topic's creation run together: without Create
-    // first, while the topic does not exist yet (the run without the claim creates it).
+    // of the transactional id and the offsets topic's creation run together (a refused
+    // claim is the error said): without Create first, while the topic does not exist yet
+    // (the run without the claim creates it).
     let m = run_without(&offsets_create).await;
     assert!(
         m.contains(&format!("grant {PRINCIPAL} Create on Topic {offsets}")),
