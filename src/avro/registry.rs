@@ -40,8 +40,7 @@ pub fn settings(cfg: &RegistryConfig) -> Result<SrSettings> {
 /// certificates (8% of pgcdc's CPU in a 500,000-event `make bench` drain went to the two
 /// clients of its registry), so it is built once and shared.
 fn http_builder() -> reqwest::ClientBuilder {
-    static TLS: std::sync::OnceLock<Option<native_tls::TlsConnector>> =
-        std::sync::OnceLock::new();
+    static TLS: std::sync::OnceLock<Option<native_tls::TlsConnector>> = std::sync::OnceLock::new();
     let builder = reqwest::Client::builder();
     match TLS.get_or_init(|| native_tls::TlsConnector::new().ok()) {
         Some(tls) => builder.tls_backend_preconfigured(tls.clone()),
