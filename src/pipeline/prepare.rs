@@ -115,8 +115,11 @@ pub(super) async fn kafka(daemon: &DaemonConfig, conn: &ConnectorConfig) -> Resu
     // A property librdkafka refuses is permanent; then Kafka answers within 10 s, or the
     // operator reads pgcdc's own line (not librdkafka's retries) and the connector retries.
     crate::kafka::check_config(&daemon.kafka, &conn.name)?;
-    crate::kafka::check_brokers(&daemon.kafka, &conn.name).await?;
+    // Created before the broker check (it claims nothing yet), so that its connections come
+    // up during the check: created after it, init_transactions took ~505 ms in 5 of 8 starts
+    // (55-90 ms in the others), created before it 32-95 ms in 16 of 16.
     let producer = TxProducer::new(&daemon.kafka, &transactional_id(&conn.name), &conn.name)?;
+    crate::kafka::check_brokers(&daemon.kafka, &conn.name).await?;
     let mut topics = Topics::new(&daemon.kafka, &conn.name)?;
     // Claiming the transactional id (which aborts what an earlier instance left open) and
     // making sure of the offsets topic do not depend on each other: at the same time.
