@@ -154,15 +154,7 @@ async fn snapshot_crash_on(major: Option<u32>) {
 async fn snapshot_modes_never_initial_only_and_when_needed() {
     let h = Harness::new("snapmodes", &table_sql("big", 500)).await;
     // initial_only: reads the table, stops by itself, leaves no slot.
-    let (daemon, conn) = h.configs("snapshot:\n  mode: initial_only\n  chunk_rows: 100\n");
-    let (_stop, rx) = tokio::sync::watch::channel(false);
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        pgcdc::pipeline::run(&daemon, &conn, rx),
-    )
-    .await
-    .expect("initial_only must stop by itself")
-    .unwrap();
+    let (daemon, conn) = run_initial_only(&h, "  chunk_rows: 100\n").await;
     let c = h.stack.pg_connect("postgres").await;
     let slots = c
         .query(
@@ -202,6 +194,26 @@ async fn snapshot_modes_never_initial_only_and_when_needed() {
     h.drop_slot().await;
 }
 
+/// Runs the connector with `snapshot.mode: initial_only` (and `snapshot_extra`, indented
+/// under `snapshot:`) until it stops by itself; returns its configs.
+async fn run_initial_only(
+    h: &Harness,
+    snapshot_extra: &str,
+) -> (pgcdc::config::DaemonConfig, pgcdc::config::ConnectorConfig) {
+    let (daemon, conn) = h.configs(&format!(
+        "snapshot:\n  mode: initial_only\n{snapshot_extra}"
+    ));
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        pgcdc::pipeline::run(&daemon, &conn, rx),
+    )
+    .await
+    .expect("initial_only must stop by itself")
+    .unwrap();
+    (daemon, conn)
+}
+
 /// Two tables whose names differ only in a character a topic name cannot hold share a topic
 /// (`order items` and `order_items`): the snapshot creates it once and reads both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,15 +226,7 @@ async fn tables_that_share_a_topic_are_both_snapshotted() {
          INSERT INTO order_items SELECT g, 0, 'b' FROM generate_series(4, 6) g;",
     )
     .await;
-    let (daemon, conn) = h.configs("snapshot:\n  mode: initial_only\n");
-    let (_stop, rx) = tokio::sync::watch::channel(false);
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        pgcdc::pipeline::run(&daemon, &conn, rx),
-    )
-    .await
-    .expect("initial_only must stop by itself")
-    .unwrap();
+    run_initial_only(&h, "").await;
     let seen = consume_to_end(&h.stack, &h.topic("order_items")).await;
     assert_eq!(seen.reads.len(), 6, "both tables' rows, each once");
     assert_no_row_read_twice(&seen);
