@@ -37,7 +37,7 @@ build:
 test: stack
 	@for m in 14 15 16 18; do PG_MAJOR=$$m dev/stack pg || exit 1; done
 	@dev/connect/install
-	@dev/stack prune-slots
+	@dev/stack prune
 	rm -f $${CARGO_TARGET_DIR:-target}/tmp/takeover-*.result
 	cargo test --locked --all-targets -- --test-threads=$(TEST_THREADS)
 	@echo "takeover from Debezium (tests/integration/debezium_takeover.rs):"; cat $${CARGO_TARGET_DIR:-target}/tmp/takeover-*.result

@@ -5,6 +5,8 @@
 //   java -cp ... StackAdmin.java BOOTSTRAP acl clear PRINCIPAL
 //   java -cp ... StackAdmin.java BOOTSTRAP acl set PRINCIPAL TYPE:NAME:PATTERN:OPERATION...
 //     (exactly those ACLs for the principal)
+//   java -cp ... StackAdmin.java BOOTSTRAP delete-topics REGEX
+//     (every topic whose whole name matches; prints how many)
 // TYPE is topic, group, transactional_id or cluster; OPERATION a Kafka AclOperation
 // (write, describe, read, create, idempotent_write, ...).
 
@@ -27,7 +29,7 @@ import org.apache.kafka.common.resource.ResourceType;
 public class StackAdmin {
     public static void main(String[] a) throws Exception {
         if (a.length < 2) {
-            System.err.println("usage: StackAdmin BOOTSTRAP scram|acl ...");
+            System.err.println("usage: StackAdmin BOOTSTRAP scram|acl|delete-topics ...");
             System.exit(2);
         }
         try (org.apache.kafka.clients.admin.Admin admin =
@@ -37,6 +39,13 @@ public class StackAdmin {
                         a[2], new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), a[3])))
                         .all().get();
                 case "acl" -> acl(admin, a);
+                case "delete-topics" -> {
+                    java.util.regex.Pattern re = java.util.regex.Pattern.compile(a[2]);
+                    List<String> doomed = admin.listTopics().names().get().stream()
+                            .filter(t -> re.matcher(t).matches()).toList();
+                    if (!doomed.isEmpty()) admin.deleteTopics(doomed).all().get();
+                    System.out.println(doomed.size());
+                }
                 default -> {
                     System.err.println("unknown command " + a[1]);
                     System.exit(2);
