@@ -11,7 +11,7 @@ use crate::avro::envelope::Origin;
 use crate::avro::policy::ValuePolicy;
 use crate::avro::registry::Registry;
 use crate::checkpoint::{Checkpoint, SlotClaim};
-use crate::config::{ConnectorConfig, DaemonConfig};
+use crate::config::{ConnectorConfig, DaemonConfig, RegistryConfig};
 use crate::decode::RelationCache;
 use crate::error::{retry, Code, Error, Result, IN_PLACE};
 use crate::kafka::producer::{transactional_id, TxProducer};
@@ -112,9 +112,44 @@ pub(super) struct KafkaState {
 /// Kafka and the registry both answer before a slot is created or a snapshot begins: a
 /// retry while one is down never has anything to undo.
 pub(super) async fn kafka(daemon: &DaemonConfig, conn: &ConnectorConfig) -> Result<KafkaState> {
-    // A property librdkafka refuses is permanent; then Kafka answers within 10 s, or the
-    // operator reads pgcdc's own line (not librdkafka's retries) and the connector retries.
-    crate::kafka::check_config(&daemon.kafka, &conn.name)?;
+    // The registry does not depend on Kafka: checked meanwhile (building its client loads
+    // the CA bundle, ~35 ms, and it answers in ~40 ms more). Kafka's error comes first and
+    // calls the check off (dropping the set aborts it; it has nothing to undo).
+    let mut registry = tokio::task::JoinSet::new();
+    registry.spawn(checked_registry(daemon.schema_registry.clone()));
+    let (producer, topics, ck, claim) = kafka_only(daemon, conn).await?;
+    let registry = registry
+        .join_next()
+        .await
+        .ok_or_else(|| Error::permanent(Code::Internal, "the registry check never ran"))?
+        .map_err(|e| {
+            Error::permanent(Code::Internal, format!("registry check failed: {e}")).with_source(e)
+        })??;
+    Ok(KafkaState {
+        producer,
+        topics,
+        ck,
+        claim,
+        registry,
+    })
+}
+
+async fn checked_registry(cfg: RegistryConfig) -> Result<Registry> {
+    let registry = Registry::new(&cfg)?;
+    retry(IN_PLACE, "checking the schema registry", || {
+        registry.check()
+    })
+    .await?;
+    Ok(registry)
+}
+
+async fn kafka_only(
+    daemon: &DaemonConfig,
+    conn: &ConnectorConfig,
+) -> Result<(TxProducer, Topics, Option<Checkpoint>, Option<SlotClaim>)> {
+    // A property librdkafka refuses is permanent (creating the producer says so, before
+    // anything else is asked of Kafka); then Kafka answers within 10 s, or the operator
+    // reads pgcdc's own line (not librdkafka's retries) and the connector retries.
     // Created before the broker check (it claims nothing yet), so that its connections come
     // up during the check: created after it, init_transactions took ~505 ms in 5 of 8 starts
     // (55-90 ms in the others), created before it 32-95 ms in 16 of 16.
@@ -142,18 +177,7 @@ pub(super) async fn kafka(daemon: &DaemonConfig, conn: &ConnectorConfig) -> Resu
     // A coordinator moving or a partition without a leader for a moment is retried here,
     // not by restarting the connector.
     let (ck, claim) = crate::kafka::offsets::state(&daemon.kafka, &conn.name).await?;
-    let registry = Registry::new(&daemon.schema_registry)?;
-    retry(IN_PLACE, "checking the schema registry", || {
-        registry.check()
-    })
-    .await?;
-    Ok(KafkaState {
-        producer,
-        topics,
-        ck,
-        claim,
-        registry,
-    })
+    Ok((producer, topics, ck, claim))
 }
 
 impl<'a> Reader<'a> {
