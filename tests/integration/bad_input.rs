@@ -111,6 +111,7 @@ async fn a_slot_of_another_plugin_or_database_is_refused_and_kept() {
     );
     // The same name taken by a pgoutput slot in another database.
     let other = h.stack.fresh_database("otherdb").await;
+    let _drop_other = crate::harness::DropDatabase::on(&h.stack, &other);
     let msg = refusal_for_foreign_slot(&h, &other, "pgoutput").await;
     assert!(msg.contains(&other), "{msg}");
 }

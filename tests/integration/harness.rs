@@ -38,6 +38,16 @@ pub struct DropDatabase {
     db: String,
 }
 
+impl DropDatabase {
+    /// A guard for `db` on `stack`'s server (a test's second database, say).
+    pub fn on(stack: &Stack, db: &str) -> DropDatabase {
+        DropDatabase {
+            admin: format!("{} connect_timeout=5", stack.pg_conn_string("postgres")),
+            db: db.to_owned(),
+        }
+    }
+}
+
 impl Drop for DropDatabase {
     fn drop(&mut self) {
         if std::env::var_os("PGCDC_TEST_KEEP_DB").is_some() {
@@ -133,10 +143,7 @@ impl Harness {
         let dir = std::env::temp_dir().join(format!("pgcdc-test-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         let postgres_auth = format!("  user: {}\n  sslmode: disable\n", stack.pg_user);
-        let cleanup = Arc::new(DropDatabase {
-            admin: format!("{} connect_timeout=5", stack.pg_conn_string("postgres")),
-            db: db.clone(),
-        });
+        let cleanup = Arc::new(DropDatabase::on(&stack, &db));
         Harness {
             prefix: format!("t{}", name.replace('_', "")),
             offsets_topic: format!("{name}.offsets"),

@@ -30,6 +30,7 @@ async fn slot_lag(h: &Harness) -> (i64, i64) {
 async fn heartbeats_keep_an_idle_slot_moving_while_another_database_writes() {
     let h = Harness::new("hb", "CREATE TABLE t (id int PRIMARY KEY);").await;
     let other = h.stack.fresh_database("hbother").await;
+    let _drop_other = crate::harness::DropDatabase::on(&h.stack, &other);
     let run = h.start("heartbeat:\n  interval: 500ms\n").await;
     h.sql("INSERT INTO t VALUES (1)").await;
     h.read("t", 1, Duration::from_secs(60)).await;

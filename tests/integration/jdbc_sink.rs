@@ -127,6 +127,7 @@ async fn debeziums_jdbc_sink_replicates_pgcdc_topics() {
     let _jvm = crate::common::one_jvm().await;
     let h = Harness::new("jdbcsink", SCHEMA).await;
     let dst = format!("{}_dst", h.db);
+    let _drop_dst = crate::harness::DropDatabase::on(&h.stack, &dst);
     let admin = h.stack.pg_connect("postgres").await;
     for sql in [
         format!("DROP DATABASE IF EXISTS {dst}"),
