@@ -145,25 +145,23 @@ impl Topics {
     ) -> Result<()> {
         // Accept every record pgcdc may produce, unless the operator chose otherwise.
         let max_bytes = (crate::kafka::producer::MAX_RECORD_BYTES + 64 * 1024).to_string();
+        // The configured configs, `extra` overriding them; the same for every topic.
+        let mut configs: Vec<(&str, &str)> = self
+            .configs
+            .iter()
+            .filter(|(k, _)| !extra.iter().any(|(ek, _)| ek == k))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(extra.iter().copied())
+            .collect();
+        if !configs.iter().any(|(k, _)| *k == "max.message.bytes") {
+            configs.push(("max.message.bytes", &max_bytes));
+        }
         let new: Vec<NewTopic> = topics
             .iter()
             .map(|topic| {
-                let mut nt =
+                let nt =
                     NewTopic::new(topic, partitions, TopicReplication::Fixed(self.replication));
-                for (k, v) in &self.configs {
-                    if !extra.iter().any(|(ek, _)| ek == k) {
-                        nt = nt.set(k, v);
-                    }
-                }
-                for (k, v) in extra {
-                    nt = nt.set(k, v);
-                }
-                if !self.configs.iter().any(|(k, _)| k == "max.message.bytes")
-                    && !extra.iter().any(|(k, _)| *k == "max.message.bytes")
-                {
-                    nt = nt.set("max.message.bytes", &max_bytes);
-                }
-                nt
+                configs.iter().fold(nt, |nt, (k, v)| nt.set(k, v))
             })
             .collect();
         let named = topics.join(", ");

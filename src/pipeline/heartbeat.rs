@@ -96,10 +96,10 @@ pub(super) fn spawn_action(conn: &ConnectorConfig, interval: Duration) -> AbortO
     }))
 }
 
-/// A task aborted when this is dropped.
-pub(super) struct AbortOnDrop(JoinHandle<()>);
+/// A task aborted when this is dropped; `.0` is awaited for its result.
+pub(super) struct AbortOnDrop<T = ()>(pub(super) JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }

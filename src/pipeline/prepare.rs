@@ -22,6 +22,7 @@ use crate::snapshot::incremental::Incremental;
 use crate::toast::TxnToast;
 use crate::Lsn;
 
+use super::heartbeat::AbortOnDrop;
 use super::reader::Reader;
 use super::{heartbeat, outbox};
 
@@ -114,17 +115,14 @@ pub(super) struct KafkaState {
 pub(super) async fn kafka(daemon: &DaemonConfig, conn: &ConnectorConfig) -> Result<KafkaState> {
     // The registry does not depend on Kafka: checked meanwhile (building its client loads
     // the CA bundle, ~35 ms, and it answers in ~40 ms more). Kafka's error comes first and
-    // calls the check off (dropping the set aborts it; it has nothing to undo).
-    let mut registry = tokio::task::JoinSet::new();
-    registry.spawn(checked_registry(daemon.schema_registry.clone()));
+    // calls the check off (dropping the guard aborts it; it has nothing to undo).
+    let mut registry = AbortOnDrop(tokio::spawn(checked_registry(
+        daemon.schema_registry.clone(),
+    )));
     let (producer, topics, ck, claim) = kafka_only(daemon, conn).await?;
-    let registry = registry
-        .join_next()
-        .await
-        .ok_or_else(|| Error::permanent(Code::Internal, "the registry check never ran"))?
-        .map_err(|e| {
-            Error::permanent(Code::Internal, format!("registry check failed: {e}")).with_source(e)
-        })??;
+    let registry = (&mut registry.0).await.map_err(|e| {
+        Error::permanent(Code::Internal, format!("registry check failed: {e}")).with_source(e)
+    })??;
     Ok(KafkaState {
         producer,
         topics,
