@@ -2,7 +2,10 @@
 //! seen `--expect` change events (tombstones are not counted) and prints one JSON line:
 //! `{"events":n,"first_ms":..,"last_ms":..,"p50_ms":..,"p99_ms":..}` where times are
 //! milliseconds since the Unix epoch and latencies are consumer receive time minus the
-//! PostgreSQL commit time carried in `source.ts_us` (with `--latency`). `--skip n` ignores
+//! PostgreSQL commit time carried in `source.ts_us` (with `--latency`), split at the
+//! envelope's `ts_us` (when pgcdc encoded the event) into `p50/p99_encode_ms` (commit to
+//! encoded: WAL, decoding, channels) and `p50/p99_kafka_ms` (encoded to readable: produce,
+//! the transaction's commit, the fetch). `--skip n` ignores
 //! the first n events. `--check-keys` (keys whose first field is a `long`, numbered 1..n):
 //! reads on for a few seconds after the n-th event and adds `"distinct"`, `"duplicates"` and
 //! `"out_of_range"` to the line, so `make bounds` proves every row arrived exactly once.
@@ -63,6 +66,9 @@ async fn main() {
     let mut first_ms = 0i64;
     let mut last_ms = 0i64;
     let mut lat_us: Vec<i64> = Vec::with_capacity(if latency { expect } else { 0 });
+    // The same latencies split where pgcdc encoded the event.
+    let mut encode_us: Vec<i64> = Vec::with_capacity(lat_us.capacity());
+    let mut kafka_us: Vec<i64> = Vec::with_capacity(lat_us.capacity());
     while events < expect {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -80,8 +86,10 @@ async fn main() {
         let received = now_us();
         if latency {
             let value = reader.avro_value(payload).await.expect("decode");
-            if let Some(commit_us) = source_ts_us(&value) {
+            if let Some((commit_us, encoded_us)) = timestamps(&value) {
                 lat_us.push(received - commit_us);
+                encode_us.push(encoded_us - commit_us);
+                kafka_us.push(received - encoded_us);
             }
         }
         if events == 0 {
@@ -109,13 +117,15 @@ async fn main() {
             }
         }
     }
-    lat_us.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if lat_us.is_empty() {
+    for v in [&mut lat_us, &mut encode_us, &mut kafka_us] {
+        v.sort_unstable();
+    }
+    let pct = |v: &[i64], p: f64| -> f64 {
+        if v.is_empty() {
             return 0.0;
         }
-        let i = ((lat_us.len() as f64 - 1.0) * p).round() as usize;
-        lat_us[i] as f64 / 1000.0
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[i] as f64 / 1000.0
     };
     let keys = if check_keys {
         let distinct = seen[1..].iter().filter(|&&c| c > 0).count();
@@ -131,9 +141,14 @@ async fn main() {
         String::new()
     };
     println!(
-        "{{\"events\":{events},\"first_ms\":{first_ms},\"last_ms\":{last_ms},\"p50_ms\":{:.1},\"p99_ms\":{:.1}{keys}}}",
-        pct(0.50),
-        pct(0.99)
+        "{{\"events\":{events},\"first_ms\":{first_ms},\"last_ms\":{last_ms},\"p50_ms\":{:.1},\"p99_ms\":{:.1},\
+         \"p50_encode_ms\":{:.1},\"p99_encode_ms\":{:.1},\"p50_kafka_ms\":{:.1},\"p99_kafka_ms\":{:.1}{keys}}}",
+        pct(&lat_us, 0.50),
+        pct(&lat_us, 0.99),
+        pct(&encode_us, 0.50),
+        pct(&encode_us, 0.99),
+        pct(&kafka_us, 0.50),
+        pct(&kafka_us, 0.99),
     );
 }
 
@@ -160,7 +175,8 @@ fn zigzag_long(bytes: &[u8]) -> Option<i64> {
     None
 }
 
-fn source_ts_us(v: &apache_avro::types::Value) -> Option<i64> {
+/// The event's PostgreSQL commit time (`source.ts_us`) and when pgcdc encoded it (`ts_us`).
+fn timestamps(v: &apache_avro::types::Value) -> Option<(i64, i64)> {
     use apache_avro::types::Value;
     let Value::Record(fields) = v else {
         return None;
@@ -168,8 +184,17 @@ fn source_ts_us(v: &apache_avro::types::Value) -> Option<i64> {
     let (_, Value::Record(source)) = fields.iter().find(|(k, _)| k == "source")? else {
         return None;
     };
-    match source.iter().find(|(k, _)| k == "ts_us")?.1 {
-        Value::Union(_, ref inner) => match **inner {
+    Some((
+        optional_long(source, "ts_us")?,
+        optional_long(fields, "ts_us")?,
+    ))
+}
+
+/// The `["null", "long"]` field `name` of a record's fields, when it holds a long.
+fn optional_long(fields: &[(String, apache_avro::types::Value)], name: &str) -> Option<i64> {
+    use apache_avro::types::Value;
+    match fields.iter().find(|(k, _)| k == name)? {
+        (_, Value::Union(_, inner)) => match **inner {
             Value::Long(us) => Some(us),
             _ => None,
         },
