@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -26,6 +26,9 @@ pub use crate::config::MAX_RECORD_BYTES;
 /// commit_transaction calls first) polls in fixed 100 ms slices whenever anything is still in
 /// flight, which added ~100 ms to every commit in make bench; the poll thread of the
 /// ThreadedProducer serves the failure reports meanwhile, so a short sleep loop is enough.
+/// Unlike a flush it does not make librdkafka send lingering batches at once (only
+/// `rd_kafka_flush` with a timeout does, and rust-rdkafka calls it with none), so every
+/// commit waits out `kafka.linger`.
 fn drain(p: &Inner) {
     let deadline = std::time::Instant::now() + TXN_TIMEOUT;
     while p.in_flight_count() > 0 && std::time::Instant::now() < deadline {
@@ -39,6 +42,15 @@ const STALL_CHECK: Duration = Duration::from_secs(30);
 /// How long that metadata request may take: a broker that does not answer within it is an
 /// outage, waited out.
 const STALL_PROBE: Duration = Duration::from_secs(10);
+
+/// How long after a transaction ended the next one waits before its first record. librdkafka
+/// registers a transaction's partitions (AddPartitionsToTxn) as its first record is queued;
+/// for a few ms after EndTxn returns the coordinator is still writing the previous
+/// transaction's markers, answers CONCURRENT_TRANSACTIONS, and librdkafka retries only after
+/// a fixed 20 ms. In make bench's live phase (10,000 events/s) that made 1 to 16 of every
+/// ~200 commits take 20-46 ms instead of 2-9, and set the p99; the refused requests went
+/// 1.8-4.0 ms after EndTxn returned.
+const NEXT_TXN_GAP: Duration = Duration::from_millis(5);
 
 /// How long a failed blocking transaction call waits for librdkafka to record a fatal
 /// (fenced) state before its error is classified.
@@ -138,6 +150,8 @@ pub struct TxProducer {
     brokers: Arc<str>,
     transactional: bool,
     transactional_id: Arc<str>,
+    /// When the last transaction ended (committed or aborted), for [`NEXT_TXN_GAP`].
+    ended: Arc<Mutex<Instant>>,
     /// Who the broker sees, for the ACL a refusal names.
     principal: Arc<str>,
     /// The client settings without the producer's, for the stall watchdog's probe.
@@ -191,6 +205,7 @@ impl TxProducer {
             brokers: cfg.bootstrap_servers.as_str().into(),
             transactional: cfg.exactly_once,
             transactional_id: transactional_id.into(),
+            ended: Arc::new(Mutex::new(Instant::now())),
             principal: crate::kafka::principal(cfg).into(),
             probe: Arc::new(base_config(cfg)),
             connector: connector.into(),
@@ -275,9 +290,14 @@ impl TxProducer {
             })
     }
 
-    pub fn begin(&self) -> Result<()> {
+    /// Begins a transaction, no sooner than [`NEXT_TXN_GAP`] after the last one ended.
+    pub async fn begin(&self) -> Result<()> {
         if !self.transactional {
             return Ok(());
+        }
+        let ready = self.ended.lock().ok().map(|e| *e + NEXT_TXN_GAP);
+        if let Some(ready) = ready {
+            tokio::time::sleep_until(ready.into()).await;
         }
         if let Ok(mut t) = self.inner.context().txn_topics.lock() {
             t.clear();
@@ -285,6 +305,12 @@ impl TxProducer {
         self.inner
             .begin_transaction()
             .map_err(|e| self.error("begin_transaction", e))
+    }
+
+    fn ended(&self) {
+        if let Ok(mut e) = self.ended.lock() {
+            *e = Instant::now();
+        }
     }
 
     /// Queues one record, waiting while librdkafka's queue is full (memory stays bounded);
@@ -426,12 +452,14 @@ impl TxProducer {
 
     pub async fn commit(&self) -> Result<()> {
         if self.transactional {
-            return self
+            let r = self
                 .blocking("commit_transaction", |p| {
                     drain(p);
                     p.commit_transaction(TXN_TIMEOUT)
                 })
                 .await;
+            self.ended();
+            return r;
         }
         self.blocking("flush", |p| {
             drain(p);
@@ -457,7 +485,7 @@ impl TxProducer {
 
     /// One record in a Kafka transaction of its own (aborted when anything fails).
     pub async fn send_alone(&self, topic: &str, key: &[u8], value: Option<&[u8]>) -> Result<()> {
-        self.begin()?;
+        self.begin().await?;
         let done = async {
             self.send(topic, Some(key), value, &[]).await?;
             self.commit().await
@@ -473,9 +501,11 @@ impl TxProducer {
     /// taken back: they are flushed (at-least-once).
     pub async fn abort(&self) -> Result<()> {
         if self.transactional {
-            return self
+            let r = self
                 .blocking("abort_transaction", |p| p.abort_transaction(TXN_TIMEOUT))
                 .await;
+            self.ended();
+            return r;
         }
         self.blocking("flush", |p| p.flush(TXN_TIMEOUT)).await
     }

@@ -296,7 +296,7 @@ impl Sink {
             match msg {
                 Some(SinkMsg::Record(r)) => {
                     self.live.idle.store(false, Ordering::Relaxed);
-                    self.begin(&mut open)?;
+                    self.begin(&mut open).await?;
                     at_boundary = false;
                     self.write(&mut open, r).await?;
                 }
@@ -305,7 +305,7 @@ impl Sink {
                     progress,
                     permit,
                 }) => {
-                    self.begin(&mut open)?;
+                    self.begin(&mut open).await?;
                     for r in records {
                         self.write(&mut open, r).await?;
                     }
@@ -379,9 +379,9 @@ impl Sink {
         }
     }
 
-    fn begin(&mut self, open: &mut Option<OpenTxn>) -> Result<()> {
+    async fn begin(&mut self, open: &mut Option<OpenTxn>) -> Result<()> {
         if open.is_none() {
-            self.producer.begin()?;
+            self.producer.begin().await?;
             self.live
                 .open_since_us
                 .store(crate::clock::now_micros(), Ordering::Relaxed);
@@ -414,7 +414,7 @@ impl Sink {
         last_txn: Option<(Lsn, Lsn, u32, i64)>,
     ) -> Result<()> {
         if open.is_none() {
-            self.producer.begin()?;
+            self.producer.begin().await?;
         }
         let ck = Checkpoint {
             version: CHECKPOINT_VERSION,
