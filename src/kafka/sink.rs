@@ -296,7 +296,7 @@ impl Sink {
             match msg {
                 Some(SinkMsg::Record(r)) => {
                     self.live.idle.store(false, Ordering::Relaxed);
-                    self.begin(&mut open).await?;
+                    self.begin(&mut open, true).await?;
                     at_boundary = false;
                     self.write(&mut open, r).await?;
                 }
@@ -305,7 +305,7 @@ impl Sink {
                     progress,
                     permit,
                 }) => {
-                    self.begin(&mut open).await?;
+                    self.begin(&mut open, false).await?;
                     for r in records {
                         self.write(&mut open, r).await?;
                     }
@@ -379,9 +379,15 @@ impl Sink {
         }
     }
 
-    async fn begin(&mut self, open: &mut Option<OpenTxn>) -> Result<()> {
+    /// Opens a Kafka transaction unless one is open; `spaced` (streaming): see
+    /// [`TxProducer::begin_spaced`].
+    async fn begin(&mut self, open: &mut Option<OpenTxn>, spaced: bool) -> Result<()> {
         if open.is_none() {
-            self.producer.begin().await?;
+            if spaced {
+                self.producer.begin_spaced().await?;
+            } else {
+                self.producer.begin()?;
+            }
             self.live
                 .open_since_us
                 .store(crate::clock::now_micros(), Ordering::Relaxed);
@@ -414,7 +420,7 @@ impl Sink {
         last_txn: Option<(Lsn, Lsn, u32, i64)>,
     ) -> Result<()> {
         if open.is_none() {
-            self.producer.begin().await?;
+            self.producer.begin_spaced().await?;
         }
         let ck = Checkpoint {
             version: CHECKPOINT_VERSION,
