@@ -50,7 +50,7 @@ const STALL_PROBE: Duration = Duration::from_secs(10);
 /// a fixed 20 ms. In make bench's live phase (10,000 events/s) that made 1 to 16 of every
 /// ~200 commits take 20-46 ms instead of 2-9, and set the p99; the refused requests went
 /// 1.8-4.0 ms after EndTxn returned. Streaming waits it out ([`TxProducer::begin_spaced`]);
-/// a snapshot does not: its large transactions lost more to the pause (0.343 against 0.377x
+/// a snapshot does not: its large transactions lost more to the pause (means 0.343 and 0.377x
 /// COPY, six runs each) than a retry costs them (its records queue meanwhile).
 const NEXT_TXN_GAP: Duration = Duration::from_millis(5);
 
