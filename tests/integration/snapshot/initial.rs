@@ -22,20 +22,23 @@ async fn initial_snapshot_of_a_million_rows_under_concurrent_writes() {
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let run = tokio::spawn(pgcdc::supervisor::run(daemon, vec![conn], stop_rx));
-    // The slot streams once the snapshot is read.
+    // The slot streams once the snapshot is read. Not `active`: the slot is active from the
+    // start of CREATE_REPLICATION_SLOT, whose walsender holds it through the snapshot (in
+    // one make test the writer's 50 ops then ran before the slot's consistent point, so the
+    // end LSN below was already "flushed" and the connector was stopped mid-snapshot).
     let c = h.stack.pg_connect("postgres").await;
     let deadline = Instant::now() + Duration::from_secs(400);
     let mut during = 0;
     loop {
-        let active = c
-            .query_opt(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+        let streaming: bool = c
+            .query_one(
+                "SELECT coalesce((SELECT r.state IN ('catchup', 'streaming')                    FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid                   WHERE s.slot_name = $1), false)",
                 &[&h.slot()],
             )
             .await
             .unwrap()
-            .is_some_and(|r| r.get::<_, bool>(0));
-        if active {
+            .get(0);
+        if streaming {
             break;
         }
         if during == 0 {
