@@ -17,7 +17,8 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 }
 
 fn cpu_secs() -> f64 {
-    // utime + stime of this process, from /proc/self/stat (fields 14 and 15).
+    // utime + stime of this process, from /proc/self/stat (fields 14 and 15), in the kernel's
+    // USER_HZ ticks: 100 per second on Linux, whatever the kernel's own HZ.
     let s = std::fs::read_to_string("/proc/self/stat").unwrap();
     let f: Vec<&str> = s[s.rfind(')').unwrap() + 2..].split(' ').collect();
     let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
@@ -57,14 +58,15 @@ async fn main() {
     let (t0, c0) = (Instant::now(), cpu_secs());
     let mut sent = 0;
     while sent < rows {
+        let end = (sent + 20_000).min(rows);
         p.begin().unwrap();
-        for i in sent..(sent + 20_000).min(rows) {
+        for i in sent..end {
             let key = (i as u64).to_be_bytes();
             p.send(&topic, Some(&key), Some(&values[i % 1024]), &[])
                 .await
                 .unwrap();
         }
-        sent = (sent + 20_000).min(rows);
+        sent = end;
         p.commit().await.unwrap();
     }
     let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_secs() - c0);
